@@ -1,0 +1,262 @@
+"""One typed configuration for every bflsim experiment.
+
+An experiment is a TOML file under ``experiments/``. It is parsed once into frozen
+dataclasses and validated before anything is loaded or trained: an unknown key, a value
+of the wrong type or an impossible setting stops the run with a sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or impossible; the message names the key."""
+
+
+DatasetName = Literal["synthetic", "nsl-kdd", "cic-ids2017", "csv"]
+LabelMode = Literal["multiclass", "binary"]
+SplitMode = Literal["stratified", "kdd-test"]
+ScalerName = Literal["minmax", "standard"]
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The built-in synthetic IoT-traffic generator (tabular flows)."""
+
+    num_samples: int = 6000
+    num_numeric: int = 24
+    attack_classes: tuple[str, ...] = ("DoS", "Probe", "BruteForce", "Botnet")
+    normal_fraction: float = 0.5
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, how labels are grouped, and how it is split.
+
+    ``fractions`` are (train, validation, test) for the stratified split. With
+    ``split = "kdd-test"`` (NSL-KDD only) the model trains on KDDTrain+ and is tested on
+    KDDTest+; ``fractions[1]`` of KDDTrain+ is held out for validation.
+    """
+
+    dataset: DatasetName = "synthetic"
+    label_mode: LabelMode = "multiclass"
+    split: SplitMode = "stratified"
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    scaler: ScalerName = "minmax"
+    seed: int = 42
+    # Keep at most this fraction of the rows (stratified), for quick looks at big files.
+    sample_fraction: float = 1.0
+    data_dir: str | None = None
+    # Generic labelled CSV (dataset = "csv").
+    path: str | None = None
+    label_column: str | None = None
+    categorical_columns: tuple[str, ...] = ()
+    drop_columns: tuple[str, ...] = ()
+    normal_label: str | None = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.fractions) != 3 or any(not 0.0 <= f < 1.0 for f in self.fractions):
+            raise ConfigError(
+                f"data.fractions must be three numbers in [0, 1) (train, validation, test); "
+                f"got {list(self.fractions)}"
+            )
+        if abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ConfigError(f"data.fractions must sum to 1; got {list(self.fractions)}")
+        if self.fractions[0] == 0.0 or (self.split == "stratified" and self.fractions[2] == 0.0):
+            raise ConfigError(f"data.fractions leaves the train or test split empty: {list(self.fractions)}")
+        if not 0.0 < self.sample_fraction <= 1.0:
+            raise ConfigError(f"data.sample_fraction must be in (0, 1]; got {self.sample_fraction}")
+        if self.split == "kdd-test" and self.dataset != "nsl-kdd":
+            raise ConfigError(
+                f"data.split = 'kdd-test' is the NSL-KDD protocol (KDDTrain+ / KDDTest+); "
+                f"dataset is {self.dataset!r}"
+            )
+        if self.dataset == "csv" and (not self.path or not self.label_column):
+            raise ConfigError("data.dataset = 'csv' needs data.path and data.label_column")
+
+
+@dataclass(frozen=True)
+class CnnLstmConfig:
+    """The paper's hybrid: Conv1D (ReLU) -> MaxPool -> LSTM -> Dense softmax."""
+
+    conv_filters: int = 64
+    kernel_size: int = 3
+    pool_size: int = 2
+    lstm_units: int = 64
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DnnConfig:
+    """Multi-layer perceptron baseline."""
+
+    hidden_units: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by the Keras models."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1; got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1; got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"train.learning_rate must be > 0; got {self.learning_rate}")
+
+
+MODEL_NAMES = ("decision_tree", "random_forest", "linear_svm", "dnn", "cnn_lstm")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Which models a centralized experiment trains, and their sizes."""
+
+    names: tuple[str, ...] = ("cnn_lstm",)
+    cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig)
+    dnn: DnnConfig = field(default_factory=DnnConfig)
+
+    def __post_init__(self) -> None:
+        for name in self.names:
+            if name not in MODEL_NAMES:
+                raise ConfigError(
+                    f"models.names: unknown model {name!r}; expected one of {list(MODEL_NAMES)}"
+                )
+        if not self.names:
+            raise ConfigError("models.names is empty; name at least one model")
+
+
+ExperimentKind = Literal["centralized"]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: what to load, what to train, how."""
+
+    name: str = "experiment"
+    kind: ExperimentKind = "centralized"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read an experiment TOML file and return its validated config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    try:
+        return parse_experiment(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def parse_experiment(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a TOML-shaped dict.
+
+    The top-level ``[experiment]`` table holds ``name``, ``kind`` and ``description``;
+    every other table maps onto the field of the same name.
+    """
+    raw = dict(raw)
+    header = raw.pop("experiment", {})
+    if not isinstance(header, dict):
+        raise ConfigError("[experiment] must be a table")
+    return _build(ExperimentConfig, {**header, **raw}, prefix="")
+
+
+def with_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Return a copy with dotted keys replaced, e.g. ``{"train.epochs": 2}``; validated again."""
+    tree = dataclasses.asdict(config)
+    for dotted, value in overrides.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown key {dotted!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"unknown key {dotted!r}")
+        node[leaf] = value
+    return _build(ExperimentConfig, tree, prefix="")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix + unknown[0]!r}; expected one of {sorted(known)}"
+        )
+    values = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=f"{key}.")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list; got {value!r}")
+        args = get_args(hint)
+        item = args[0]
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number; got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer; got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false; got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string; got {value!r}")
+        return value
+    return value

@@ -1,0 +1,33 @@
+# Set-up is part of every target: the first call creates .venv and installs bflsim into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Real datasets: $BFLSIM_DATA_DIR, else ../shared/datasets when present, else ./data
+# (fill it with `$(BIN)/bflsim data --download all`).
+BFLSIM_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/datasets)) $(abspath data))
+export BFLSIM_DATA_DIR
+export FLWR_TELEMETRY_ENABLED = 0
+
+.PHONY: demo test install lint clean
+
+demo: $(STAMP)
+	$(BIN)/bflsim demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bflsim needs Python 3.11 or newer; got " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check bflsim strategies tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

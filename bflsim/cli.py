@@ -1,0 +1,167 @@
+"""The ``bflsim`` command line.
+
+    bflsim demo                          quick end-to-end job on the synthetic default
+    bflsim run EXPERIMENT.toml           run an experiment file, write a run folder
+    bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
+    bflsim data [--download NAME]        where datasets are looked for, what is there
+    bflsim bench                         speed benchmarks, written as CSV
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bflsim.config import ConfigError, ExperimentConfig, load_experiment, parse_experiment, with_overrides
+from bflsim.progress import Progress
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        # Every bad-input error of bflsim is a ValueError subclass with a full sentence.
+        print(f"bflsim: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bflsim: interrupted; completed results are kept in the run folder", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bflsim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="dataset folder (default: $BFLSIM_DATA_DIR, else ./data)")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+    run = sub.add_parser("run", help="run an experiment file")
+    run.add_argument("experiment", type=Path, help="experiments/<name>.toml")
+    run.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder of the run folder (default: runs/)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set train.epochs=2 (TOML value syntax)")
+    common(run)
+    run.set_defaults(handler=cmd_run)
+
+    demo = sub.add_parser("demo", help="quick end-to-end job on the built-in synthetic data")
+    demo.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR)
+    common(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    report = sub.add_parser("report", help="tables and figures of finished run folders")
+    report.add_argument("runs", nargs="+", type=Path)
+    report.add_argument("--out", type=Path, required=True)
+    report.add_argument("--model", default="cnn_lstm", help="model of Table 5 and the figures")
+    report.set_defaults(handler=cmd_report)
+
+    data = sub.add_parser("data", help="where datasets are looked for and what is there")
+    data.add_argument("--data-dir")
+    data.add_argument("--download", metavar="NAME", help="download a public dataset (nsl-kdd, cic-ids2017, all)")
+    data.set_defaults(handler=cmd_data)
+
+    bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    bench.add_argument("--repeats", type=int, default=3)
+    common(bench)
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=2", "data.dataset='nsl-kdd'"]`` -> dict, values read as TOML."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word is a string: --set data.dataset=nsl-kdd
+        overrides[key.strip()] = value
+    return overrides
+
+
+def execute(config: ExperimentConfig, out: Path, data_dir: str | None, quiet: bool) -> Path:
+    """Run one experiment of any kind; return its run folder."""
+    from bflsim.centralized import run_centralized
+
+    progress = Progress(quiet=quiet)
+    run = run_centralized(config, out, data_dir=data_dir, progress=progress)
+    write_run_figures(run.path)
+    return run.path
+
+
+def write_run_figures(run_dir: Path) -> list[Path]:
+    from bflsim.report import write_centralized_report
+    from bflsim.results import read_manifest
+
+    model = read_manifest(run_dir)["config"]["models"]["names"][-1]
+    return write_centralized_report([run_dir], run_dir / "figures", model=model)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_experiment(args.experiment)
+    if args.set:
+        config = with_overrides(config, parse_overrides(args.set))
+    run_dir = execute(config, args.out, args.data_dir, args.quiet)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def demo_config() -> ExperimentConfig:
+    text = resources.files("bflsim").joinpath("demo.toml").read_text(encoding="utf-8")
+    return parse_experiment(tomllib.loads(text))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_dir = execute(demo_config(), args.out, args.data_dir, args.quiet)
+    figures = sorted((run_dir / "figures").glob("*.png"))
+    print(f"results: {run_dir / 'metrics.csv'}")
+    for figure in figures:
+        print(f"figure:  {figure}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bflsim.report import write_centralized_report
+
+    for run_dir in args.runs:
+        if not (run_dir / "manifest.json").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a run folder (no manifest.json)")
+    for path in write_centralized_report(list(args.runs), args.out, model=args.model):
+        print(path)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from bflsim.data import data_report, download_dataset, resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    if args.download:
+        for path in download_dataset(args.download, data_dir):
+            print(f"downloaded {path}")
+    print(data_report(data_dir))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bflsim.bench import run_centralized_bench
+
+    progress = Progress(quiet=args.quiet)
+    path = run_centralized_bench(args.out, data_dir=args.data_dir, repeats=args.repeats, progress=progress)
+    print(f"benchmark: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Intrusion-detection models: the paper's CNN-LSTM, a DNN, and scikit-learn baselines.
+
+The hybrid detector follows the seed paper: a 1-D convolution (ReLU) over the feature
+vector read as a sequence, max-pooling, an LSTM over the pooled sequence, and a softmax
+layer, trained with categorical cross-entropy (integer labels, so the sparse form).
+
+Every model is built through :data:`MODELS`, an explicit registry from the name used in
+experiment files to a builder; Keras and scikit-learn models share the small
+:class:`Classifier` interface so the runner never asks which kind it holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bflsim.config import ModelsConfig, TrainConfig
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class Classifier(Protocol):
+    """What the runner needs from a model."""
+
+    name: str
+
+    def fit(
+        self,
+        x: NDArray[np.float32],
+        y: NDArray[np.int64],
+        x_val: NDArray[np.float32] | None = None,
+        y_val: NDArray[np.int64] | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> None: ...
+
+    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float32]: ...
+
+
+def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> None:
+    """Quiet TensorFlow's start-up logs and size its thread pools before it is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if intra_op_threads is not None:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(intra_op_threads)
+    if inter_op_threads is not None:
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(inter_op_threads)
+
+
+def build_cnn_lstm(num_features: int, num_classes: int, models: ModelsConfig, learning_rate: float) -> Any:
+    """Conv1D(ReLU) -> MaxPool1D -> LSTM -> Dense(softmax), compiled with Adam."""
+    configure_tensorflow()
+    import keras
+
+    cfg = models.cnn_lstm
+    layers = [
+        keras.Input(shape=(num_features,), name="features"),
+        keras.layers.Reshape((num_features, 1)),
+        keras.layers.Conv1D(cfg.conv_filters, cfg.kernel_size, activation="relu", padding="same"),
+        keras.layers.MaxPooling1D(cfg.pool_size),
+        keras.layers.LSTM(cfg.lstm_units),
+    ]
+    if cfg.dropout > 0:
+        layers.append(keras.layers.Dropout(cfg.dropout))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+    model = keras.Sequential(layers, name="cnn_lstm")
+    _compile(model, learning_rate)
+    return model
+
+
+def build_dnn(num_features: int, num_classes: int, models: ModelsConfig, learning_rate: float) -> Any:
+    """Fully connected ReLU layers -> Dense(softmax), compiled with Adam."""
+    configure_tensorflow()
+    import keras
+
+    cfg = models.dnn
+    layers: list[Any] = [keras.Input(shape=(num_features,), name="features")]
+    for units in cfg.hidden_units:
+        layers.append(keras.layers.Dense(units, activation="relu"))
+        if cfg.dropout > 0:
+            layers.append(keras.layers.Dropout(cfg.dropout))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+    model = keras.Sequential(layers, name="dnn")
+    _compile(model, learning_rate)
+    return model
+
+
+def _compile(model: Any, learning_rate: float) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+@dataclass
+class KerasClassifier:
+    """A compiled Keras model trained with ``fit`` for ``train.epochs`` epochs."""
+
+    name: str
+    model: Any
+    train: TrainConfig
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def fit(self, x, y, x_val=None, y_val=None, on_epoch=None) -> None:
+        callbacks = [_EpochHook(on_epoch)] if on_epoch else []
+        validation = (x_val, y_val) if x_val is not None and len(x_val) else None
+        result = self.model.fit(
+            x,
+            y,
+            epochs=self.train.epochs,
+            batch_size=self.train.batch_size,
+            validation_data=validation,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        self.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+
+    def predict_proba(self, x):
+        return self.model.predict(x, batch_size=max(self.train.batch_size, 1024), verbose=0)
+
+
+class _EpochHook:
+    """Adapts a plain ``on_epoch(epoch, logs)`` function to a Keras callback."""
+
+    def __new__(cls, on_epoch: EpochCallback):
+        import keras
+
+        class Hook(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                on_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+
+        return Hook()
+
+
+@dataclass
+class SklearnClassifier:
+    """A scikit-learn estimator behind the :class:`Classifier` interface."""
+
+    name: str
+    estimator: Any
+    num_classes: int
+
+    def fit(self, x, y, x_val=None, y_val=None, on_epoch=None) -> None:
+        self.estimator.fit(x, y)
+
+    def predict_proba(self, x):
+        if hasattr(self.estimator, "predict_proba"):
+            proba = self.estimator.predict_proba(x)
+            full = np.zeros((len(x), self.num_classes), dtype=np.float32)
+            full[:, self.estimator.classes_] = proba
+            return full
+        # Linear SVM: one-hot of the decision, since it has no calibrated probabilities.
+        pred = self.estimator.predict(x)
+        return np.eye(self.num_classes, dtype=np.float32)[pred]
+
+
+def _decision_tree(seed: int) -> Any:
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier(random_state=seed)
+
+
+def _random_forest(seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
+
+
+def _linear_svm(seed: int) -> Any:
+    from sklearn.svm import LinearSVC
+
+    return LinearSVC(C=1.0, max_iter=5000, random_state=seed)
+
+
+KERAS_BUILDERS = {"cnn_lstm": build_cnn_lstm, "dnn": build_dnn}
+SKLEARN_BUILDERS = {
+    "decision_tree": _decision_tree,
+    "random_forest": _random_forest,
+    "linear_svm": _linear_svm,
+}
+MODELS = {**KERAS_BUILDERS, **SKLEARN_BUILDERS}
+
+
+def make_classifier(
+    name: str, num_features: int, num_classes: int, models: ModelsConfig, train: TrainConfig
+) -> Classifier:
+    """Build the named model, seeded from ``train.seed``."""
+    if name in KERAS_BUILDERS:
+        configure_tensorflow()
+        import keras
+
+        keras.utils.set_random_seed(train.seed)
+        model = KERAS_BUILDERS[name](num_features, num_classes, models, train.learning_rate)
+        return KerasClassifier(name, model, train)
+    if name in SKLEARN_BUILDERS:
+        return SklearnClassifier(name, SKLEARN_BUILDERS[name](train.seed), num_classes)
+    raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")

@@ -1,0 +1,88 @@
+"""Figures as pure functions of the tidy tables (never of a live experiment).
+
+- :func:`training_curves`: train / validation accuracy and loss per epoch (paper Figure 1).
+- :func:`confusion_figure`: a row-normalised confusion matrix with counts (paper Figure 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(metrics: pd.DataFrame, model: str, title: str | None = None):
+    """Accuracy and loss per epoch on the train and validation splits of one model."""
+    plt = _pyplot()
+    rows = metrics[(metrics["model"] == model) & metrics["epoch"].notna()]
+    if rows.empty:
+        raise ValueError(f"no per-epoch rows for model {model!r}")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for split, style in (("train", "-o"), ("val", "--s")):
+            curve = rows[(rows["metric"] == metric) & (rows["split"] == split)].sort_values("epoch")
+            label = "training" if split == "train" else "validation"
+            ax.plot(curve["epoch"], curve["value"], style, markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or f"{model}: training curves")
+    return fig
+
+
+def confusion_figure(confusion: pd.DataFrame, model: str, split: str = "test", title: str | None = None):
+    """Row-normalised confusion matrix; each cell also prints its count."""
+    plt = _pyplot()
+    rows = confusion[(confusion["model"] == model) & (confusion["split"] == split)]
+    if rows.empty:
+        raise ValueError(f"no confusion counts for model {model!r} on split {split!r}")
+    order = list(dict.fromkeys(rows["true"]))
+    counts = (
+        rows.pivot_table(index="true", columns="predicted", values="count", aggfunc="sum")
+        .reindex(index=order, columns=order)
+        .fillna(0)
+        .to_numpy()
+    )
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(3.5, 0.55 * len(order) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    small = len(order) > 8
+    for t in range(len(order)):
+        for p in range(len(order)):
+            ax.text(
+                p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6 if small else 8,
+                color="white" if share[t, p] > 0.5 else "black",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    ax.set_title(title or f"{model} ({split})")
+    return fig
+
+
+def save_figure(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf``; return the paths."""
+    plt = _pyplot()
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=150)
+        paths.append(path)
+    plt.close(fig)
+    return paths

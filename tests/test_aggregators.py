@@ -1,0 +1,420 @@
+"""Aggregation rules: hand-computed cases, properties, validation, and agreement with Flower."""
+
+import numpy as np
+import pytest
+
+from bflsim.aggregators import (
+    AGGREGATORS,
+    AggregatorError,
+    NonFiniteUpdateError,
+    aggregate,
+    fedavg,
+    krum,
+    median,
+    multikrum,
+    pairwise_sq_distances,
+    trimmed_mean,
+    validate_aggregator,
+)
+
+SETTINGS = {"num_malicious": 1, "num_selected": 2, "trim_fraction": 0.2}
+
+
+def run(name, updates, **overrides):
+    settings = {"num_samples": np.ones(len(updates)), **SETTINGS, **overrides}
+    return aggregate(name, updates, **settings)
+
+
+# --- hand-computed -----------------------------------------------------------------------
+
+
+def test_pairwise_sq_distances_by_hand():
+    updates = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+
+    distances = pairwise_sq_distances(updates)
+
+    assert distances.tolist() == [[0, 25, 100], [25, 0, 25], [100, 25, 0]]
+
+
+def test_krum_scores_and_choice_by_hand():
+    # n = 5, f = 1: each score sums the n - f - 2 = 2 smallest squared distances to others.
+    # 0: {1, 4, 16, 400} -> 1 + 4 = 5      1: {1, 1, 9, 361} -> 2
+    # 2: {4, 1, 4, 324} -> 5               4: {16, 9, 4, 256} -> 13
+    # 20: {400, 361, 324, 256} -> 256 + 324 = 580
+    updates = np.array([[0.0], [1.0], [2.0], [4.0], [20.0]])
+
+    selection = krum(updates, num_malicious=1)
+
+    assert selection.scores.tolist() == [5, 2, 5, 13, 580]
+    assert selection.selected.tolist() == [1]
+    assert selection.aggregate.tolist() == [1.0]
+    assert selection.weights.tolist() == [0, 1, 0, 0, 0]
+
+
+def test_multikrum_breaks_score_ties_by_lowest_index():
+    # Same scores as above, [5, 2, 5, 13, 580]: the second pick is a tie between rows 0 and 2.
+    updates = np.array([[0.0], [1.0], [2.0], [4.0], [20.0]])
+
+    two = multikrum(updates, num_malicious=1, num_selected=2)
+    three = multikrum(updates, num_malicious=1, num_selected=3)
+
+    assert two.selected.tolist() == [0, 1]
+    assert two.aggregate.tolist() == [0.5]
+    assert three.selected.tolist() == [0, 1, 2]
+    assert three.aggregate.tolist() == [1.0]
+
+
+def test_krum_picks_lowest_index_when_all_honest_scores_tie():
+    # Unit square plus an outlier, f = 1: every corner has two neighbours at distance 1,
+    # so each corner scores 1 + 1 = 2; (5, 5) scores 32 + 41 = 73.
+    updates = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [5.0, 5.0]])
+
+    selection = krum(updates, num_malicious=1)
+
+    assert selection.scores.tolist() == [2, 2, 2, 2, 73]
+    assert selection.selected.tolist() == [0]
+
+
+def test_identical_updates_tie_and_go_to_the_lowest_indices():
+    # 18 identical rows score exactly 0 each; two outliers lead. (n > 16 also exercises
+    # numpy's unstable sort path, so this fails unless the tie-break is explicit.)
+    updates = np.ones((20, 3))
+    updates[:2] = [[50.0, 0, 0], [0, -50.0, 0]]
+
+    one = krum(updates, num_malicious=2)
+    five = multikrum(updates, num_malicious=2, num_selected=5)
+
+    assert one.selected.tolist() == [2]
+    assert five.selected.tolist() == [2, 3, 4, 5, 6]
+    assert five.scores[2:].tolist() == [0.0] * 18
+
+
+def test_median_by_hand_even_n():
+    # Columns sorted: [1, 2, 3, 100] -> (2 + 3) / 2;  [-5, 10, 20, 30] -> 15;  [4, 5, 5, 6] -> 5.
+    # Middle values come from rows {1, 2}, {0, 1}, {0, 3}: counts 2, 2, 1, 1 over d = 3.
+    updates = np.array([[1.0, 10, 5], [2, 20, 4], [3, 30, 6], [100, -5, 5]])
+
+    selection = median(updates)
+
+    assert selection.aggregate.tolist() == [2.5, 15.0, 5.0]
+    assert selection.scores == pytest.approx([2 / 3, 2 / 3, 1 / 3, 1 / 3])
+    assert selection.weights == pytest.approx([1 / 3, 1 / 3, 1 / 6, 1 / 6])
+    assert selection.selected.tolist() == [0, 1, 2, 3]
+
+
+def test_median_by_hand_odd_n_leaves_out_the_row_never_in_the_middle():
+    # Columns: [1, 2, 9] -> 2 (row 1);  [0, 7, 8] -> 7 (row 1);  [5, 3, 4] -> 4 (row 2).
+    updates = np.array([[1.0, 0, 5], [2, 7, 3], [9, 8, 4]])
+
+    selection = median(updates)
+
+    assert selection.aggregate.tolist() == [2.0, 7.0, 4.0]
+    assert selection.selected.tolist() == [1, 2]
+    assert selection.scores == pytest.approx([0, 2 / 3, 1 / 3])
+
+
+def test_trimmed_mean_by_hand():
+    # n = 5, beta = 0.2: k = int(0.2 * 5) = 1 value dropped at each end of every column.
+    # Column 0: [1, 2, 3, 4, 100] keeps rows 1, 2, 3 -> 3.
+    # Column 1: [0, 1, 2, 3, -50] keeps rows 0, 1, 2 -> 1.
+    updates = np.array([[1.0, 0], [2, 1], [3, 2], [4, 3], [100, -50]])
+
+    selection = trimmed_mean(updates, trim_fraction=0.2)
+
+    assert selection.aggregate.tolist() == [3.0, 1.0]
+    assert selection.selected.tolist() == [0, 1, 2, 3]
+    assert selection.scores.tolist() == [0.5, 1.0, 1.0, 0.5, 0.0]
+    assert selection.weights == pytest.approx([1 / 6, 1 / 3, 1 / 3, 1 / 6, 0])
+
+
+def test_fedavg_by_hand():
+    # Weights 1/4, 1/4, 1/2: (0 + 2/4 + 4/2, 0 + 4/4 + 8/2) = (2.5, 5).
+    updates = np.array([[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]], dtype=np.float32)
+
+    selection = fedavg(updates, num_samples=[1, 1, 2])
+
+    assert selection.aggregate.tolist() == [2.5, 5.0]
+    assert selection.aggregate.dtype == np.float32
+    assert selection.scores.tolist() == [0.25, 0.25, 0.5]
+    assert selection.selected.tolist() == [0, 1, 2]
+
+
+def test_fedavg_leaves_out_rows_with_no_samples():
+    updates = np.array([[1.0], [100.0], [3.0]])
+
+    selection = fedavg(updates, num_samples=[5, 0, 5])
+
+    assert selection.selected.tolist() == [0, 2]
+    assert selection.aggregate.tolist() == [2.0]
+
+
+# --- properties --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_krum_returns_exactly_one_of_its_input_rows(seed, dtype):
+    rng = np.random.default_rng(seed)
+    updates = rng.normal(size=(9, 50)).astype(dtype)
+
+    selection = krum(updates, num_malicious=2)
+
+    (index,) = selection.selected
+    assert selection.aggregate.dtype == dtype
+    assert np.array_equal(selection.aggregate, updates[index])
+    assert selection.scores[index] == selection.scores.min()
+
+
+def test_multikrum_with_no_malicious_and_all_selected_is_the_mean():
+    updates = np.random.default_rng(1).normal(size=(6, 40))
+
+    selection = multikrum(updates, num_malicious=0, num_selected=6)
+
+    assert np.allclose(selection.aggregate, updates.mean(axis=0), rtol=0, atol=1e-12)
+    assert selection.selected.tolist() == list(range(6))
+
+
+def test_multikrum_defaults_to_n_minus_f():
+    updates = np.random.default_rng(2).normal(size=(7, 10))
+
+    selection = aggregate("multikrum", updates, num_samples=None, num_malicious=2)
+
+    assert len(selection.selected) == 5
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_krum_never_selects_a_far_outlier(seed):
+    rng = np.random.default_rng(seed)
+    updates = rng.normal(size=(10, 200))
+    outliers = rng.choice(10, size=2, replace=False)
+    updates[outliers] = 1e3 * rng.normal(size=(2, 200))
+
+    chosen = krum(updates, num_malicious=2).selected
+    kept = multikrum(updates, num_malicious=2).selected
+
+    assert not set(chosen) & set(outliers)
+    assert not set(kept) & set(outliers)
+
+
+def test_median_is_permutation_invariant():
+    rng = np.random.default_rng(3)
+    updates = rng.normal(size=(7, 30))
+    permutation = rng.permutation(7)
+
+    original = median(updates)
+    permuted = median(updates[permutation])
+
+    assert np.array_equal(original.aggregate, permuted.aggregate)
+    assert np.array_equal(original.scores[permutation], permuted.scores)
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_median_agrees_with_numpy(n):
+    updates = np.random.default_rng(n).normal(size=(n, 100)).astype(np.float32)
+
+    selection = median(updates)
+
+    assert np.array_equal(selection.aggregate, np.median(updates, axis=0))
+
+
+def test_trimmed_mean_with_zero_trim_is_the_mean():
+    updates = np.random.default_rng(4).normal(size=(5, 30))
+
+    selection = trimmed_mean(updates, trim_fraction=0.0)
+
+    assert np.allclose(selection.aggregate, updates.mean(axis=0), rtol=0, atol=1e-12)
+    assert selection.scores.tolist() == [1.0] * 5
+
+
+def test_fedavg_with_equal_counts_is_the_mean():
+    updates = np.random.default_rng(5).normal(size=(4, 30))
+
+    selection = fedavg(updates, num_samples=[7, 7, 7, 7])
+
+    assert np.allclose(selection.aggregate, updates.mean(axis=0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_weights_sum_to_one_and_mark_the_selected_rows(name):
+    updates = np.random.default_rng(6).normal(size=(6, 25))
+
+    selection = run(name, updates)
+
+    assert selection.weights.sum() == pytest.approx(1.0)
+    assert selection.selected.tolist() == np.flatnonzero(selection.weights).tolist()
+    assert selection.selected.dtype == np.int64
+    assert selection.scores.shape == (6,)
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_selection_is_read_only(name):
+    selection = run(name, np.random.default_rng(7).normal(size=(5, 3)))
+
+    with pytest.raises(ValueError, match="read-only"):
+        selection.aggregate[0] = 1.0
+
+
+def test_integer_updates_aggregate_as_float64():
+    selection = krum(np.array([[0, 0], [1, 0], [0, 1], [1, 1], [9, 9]]), num_malicious=1)
+
+    assert selection.aggregate.dtype == np.float64
+
+
+def test_distances_stay_accurate_with_a_large_common_offset():
+    # Full weights share a large common part; the plain Gram trick loses ~1e-4 here.
+    rng = np.random.default_rng(8)
+    updates = 1e3 + rng.normal(scale=1e-3, size=(6, 1000))
+    exact = ((updates[:, None, :] - updates[None, :, :]) ** 2).sum(axis=-1)
+
+    distances = pairwise_sq_distances(updates)
+
+    assert np.allclose(distances, exact, rtol=1e-9, atol=0)
+
+
+def test_distances_of_honest_rows_ignore_a_huge_outlier():
+    rng = np.random.default_rng(9)
+    updates = rng.normal(scale=1e-2, size=(7, 500))
+    updates[3] *= 1e9
+    exact = ((updates[:, None, :] - updates[None, :, :]) ** 2).sum(axis=-1)
+
+    distances = pairwise_sq_distances(updates)
+
+    assert np.allclose(distances, exact, rtol=1e-9, atol=0)
+    assert (distances >= 0).all() and np.array_equal(distances, distances.T)
+
+
+# --- refusals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rows_are_refused_and_named(name, bad):
+    updates = np.random.default_rng(10).normal(size=(6, 4))
+    updates[2, 1] = bad
+    updates[4, 3] = bad
+
+    with pytest.raises(NonFiniteUpdateError, match=r"rows \[2, 4\]") as caught:
+        run(name, updates)
+    assert caught.value.rows == (2, 4)
+
+
+KRUM_7_3 = r"Krum cannot tolerate f=3 malicious among n=7 clients: it needs n > 2f \+ 2 \(n >= 9\)"
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "f", "extra", "message"),
+    [
+        ("krum", 7, 3, {}, KRUM_7_3),
+        ("multikrum", 8, 3, {}, r"Multi-Krum cannot tolerate f=3 .* n=8 .*\(n >= 9\)"),
+        ("multikrum", 10, 3, {"num_selected": 8}, r"select m=8 of n=10 .* \(m <= 7\)"),
+        ("multikrum", 10, 3, {"num_selected": 0}, r"select m=0 .* 1 <= m <= n - f"),
+        ("trimmed_mean", 10, 0, {"trim_fraction": 0.5}, r"trim_fraction \(beta\) in \[0, 0.5\)"),
+        ("trimmed_mean", 10, 0, {}, r"got trim_fraction=None"),
+        ("trimmed_mean", 10, 0, {"trim_fraction": -0.1}, r"got trim_fraction=-0.1"),
+        ("fedavg", 0, 0, {}, r"FedAvg needs at least one client; got n=0"),
+        ("median", 3, 4, {}, r"between 0 and num_clients=3; got num_malicious=4"),
+        ("krum", 9, -1, {}, r"num_malicious must be between 0"),
+        ("krum", 9, 1.5, {}, r"num_malicious must be an integer; got 1.5"),
+        ("bulyan", 9, 1, {}, r"unknown aggregator 'bulyan'; expected one of \['fedavg'"),
+    ],
+)
+def test_validate_aggregator_names_the_impossible_setting(name, n, f, extra, message):
+    with pytest.raises(AggregatorError, match=message):
+        validate_aggregator(name, n, f, **extra)
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "f", "extra"),
+    [("krum", 9, 3, {}), ("multikrum", 9, 3, {"num_selected": 6}), ("median", 2, 1, {}),
+     ("trimmed_mean", 3, 1, {"trim_fraction": 0.49}), ("fedavg", 1, 0, {})],
+)
+def test_validate_aggregator_accepts_the_boundary_settings(name, n, f, extra):
+    validate_aggregator(name, n, f, **extra)
+
+    selection = run(name, np.random.default_rng(11).normal(size=(n, 3)), num_malicious=f, **extra)
+    assert selection.aggregate.shape == (3,)
+
+
+def test_krum_refuses_too_few_clients_at_aggregation_time_too():
+    updates = np.zeros((7, 3))
+
+    with pytest.raises(AggregatorError, match=r"needs n > 2f \+ 2 \(n >= 9\)"):
+        krum(updates, num_malicious=3)
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "message"),
+    [([1, 2], "3 finite counts >= 0"), ([1, -1, 2], "finite counts"),
+     ([1, np.nan, 2], "finite counts"), ([0, 0, 0], "positive total")],
+)
+def test_fedavg_refuses_bad_sample_counts(num_samples, message):
+    with pytest.raises(AggregatorError, match=message):
+        fedavg(np.zeros((3, 2)), num_samples)
+
+
+@pytest.mark.parametrize("shape", [(5,), (0, 3), (3, 0), (2, 2, 2)])
+def test_updates_must_be_a_non_empty_matrix(shape):
+    with pytest.raises(AggregatorError, match=r"\(n, d\) matrix"):
+        median(np.zeros(shape))
+
+
+# --- agreement with Flower 1.41 ----------------------------------------------------------
+# Flower's select_multikrum scores each row by the sum of squared distances to its
+# max(1, n - f - 2) nearest others, the same definition as ours where ours is defined
+# (n > 2f + 2; Flower does not check). Differences left aside here: Flower averages the
+# selected rows weighted by num-examples (ours: plain mean, as Blanchard et al.); Flower
+# computes distances in the input dtype without centring; its argsort is not stable, so it
+# does not promise lowest-index tie-breaking. Random data has no ties, so picks must agree.
+
+
+@pytest.fixture(scope="module")
+def flower():
+    multikrum_module = pytest.importorskip("flwr.serverapp.strategy.multikrum")
+    trimmed_module = pytest.importorskip("flwr.serverapp.strategy.fedtrimmedavg")
+    from flwr.app import ArrayRecord, RecordDict
+
+    def select(updates, f, m):
+        contents = [RecordDict({"arrays": ArrayRecord([row.copy()])}) for row in updates]
+        picked = multikrum_module.select_multikrum(contents, f, m)
+        return sorted(next(i for i, c in enumerate(contents) if c is p) for p in picked)
+
+    def distances(updates):
+        return multikrum_module.compute_distances([ArrayRecord([row.copy()]) for row in updates])
+
+    return select, distances, trimmed_module.trim_mean
+
+
+def random_case(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 21))
+    f = int(rng.integers(0, (n - 3) // 2 + 1))
+    d = int(rng.integers(1, 300))
+    updates = rng.normal(loc=rng.normal(), scale=rng.uniform(0.01, 2), size=(n, d))
+    if seed % 3 == 0 and f > 0:  # some cases with f far outliers
+        updates[rng.choice(n, size=f, replace=False)] *= 1e3
+    return rng, updates, f
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_krum_and_multikrum_pick_what_flower_picks(flower, seed):
+    select, distances, _ = flower
+    rng, updates, f = random_case(seed)
+    n = len(updates)
+    m = int(rng.integers(1, n - f + 1))
+
+    assert krum(updates, f).selected.tolist() == select(updates, f, 1)
+    assert multikrum(updates, f, m).selected.tolist() == select(updates, f, m)
+    # Flower's uncentred Gram trick leaves rounding of order eps * max ||x||^2 (its diagonal
+    # is not exactly 0), hence the absolute tolerance scaled by the largest distance.
+    theirs = distances(updates)
+    assert np.allclose(pairwise_sq_distances(updates), theirs, rtol=1e-9, atol=1e-9 * theirs.max())
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_trimmed_mean_and_median_agree_with_flower(flower, seed):
+    _, _, flower_trim_mean = flower
+    rng, updates, _ = random_case(seed)
+    beta = float(rng.uniform(0, 0.5))
+
+    assert np.allclose(trimmed_mean(updates, beta).aggregate, flower_trim_mean(updates, beta))
+    assert np.array_equal(median(updates).aggregate, np.median(updates, axis=0))

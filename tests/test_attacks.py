@@ -1,0 +1,207 @@
+"""Poisoning attacks and the draw of malicious nodes."""
+
+import numpy as np
+import pytest
+
+from bflsim.attacks import (
+    ATTACKS,
+    AttackError,
+    apply_attack,
+    draw_malicious,
+    gaussian,
+    scaling,
+    sign_flip,
+    validate_attack,
+)
+
+D = 200_000  # large enough that sample mean and std sit within ~0.01 of the truth
+
+
+def honest(d=D, dtype=np.float32):
+    return np.random.default_rng(99).normal(loc=3.0, scale=0.1, size=d).astype(dtype)
+
+
+# --- gaussian ----------------------------------------------------------------------------
+
+
+def test_gaussian_replace_has_the_requested_mean_and_std():
+    # Standard errors: sigma / sqrt(D) ~ 0.0045 for the mean, ~ 0.0032 for the std.
+    update = honest()
+
+    poisoned = gaussian(update, mode="replace", mu=0.5, sigma=2.0, rng=np.random.default_rng(0))
+
+    assert poisoned.shape == update.shape and poisoned.dtype == np.float32
+    assert poisoned.mean() == pytest.approx(0.5, abs=0.03)
+    assert poisoned.std() == pytest.approx(2.0, abs=0.03)
+
+
+def test_gaussian_replace_does_not_depend_on_the_input():
+    first, second = honest(), -7.0 * honest()
+
+    a = gaussian(first, mode="replace", sigma=1.0, rng=np.random.default_rng(1))
+    b = gaussian(second, mode="replace", sigma=1.0, rng=np.random.default_rng(1))
+
+    assert np.array_equal(a, b)
+
+
+def test_gaussian_add_is_the_input_plus_the_same_noise():
+    update = honest(dtype=np.float64)
+
+    noise = gaussian(update, mode="replace", mu=0.2, sigma=0.5, rng=np.random.default_rng(2))
+    added = gaussian(update, mode="add", mu=0.2, sigma=0.5, rng=np.random.default_rng(2))
+
+    assert np.allclose(added - update, noise, rtol=0, atol=1e-12)
+    assert (added - update).std() == pytest.approx(0.5, abs=0.01)
+
+
+def test_gaussian_is_reproducible_from_the_seed_and_varies_across_seeds():
+    update = honest(d=100)
+
+    a = gaussian(update, mode="add", rng=np.random.default_rng(3))
+    b = gaussian(update, mode="add", rng=np.random.default_rng(3))
+    c = gaussian(update, mode="add", rng=np.random.default_rng(4))
+
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_gaussian_with_zero_sigma_is_constant_mu():
+    poisoned = gaussian(honest(d=10), mode="replace", mu=1.5, sigma=0.0,
+                        rng=np.random.default_rng(5))
+
+    assert poisoned.tolist() == [1.5] * 10
+
+
+def test_gaussian_keeps_the_shape_of_a_layer():
+    layer = np.zeros((3, 4, 5), dtype=np.float32)
+
+    poisoned = gaussian(layer, mode="add", rng=np.random.default_rng(6))
+
+    assert poisoned.shape == (3, 4, 5) and poisoned.dtype == np.float32
+
+
+# --- sign flip and scaling ---------------------------------------------------------------
+
+
+def test_sign_flip_negates_and_scales():
+    update = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+
+    flipped = sign_flip(update)
+    boosted = sign_flip(update, scale=4.0)
+
+    assert flipped.tolist() == [-1.0, 2.0, -0.5]
+    assert boosted.tolist() == [-4.0, 8.0, -2.0]
+    assert boosted.dtype == np.float32
+
+
+def test_scaling_multiplies_without_touching_the_input():
+    update = np.array([1.0, -2.0, 0.5])
+
+    boosted = scaling(update, factor=10.0)
+
+    assert boosted.tolist() == [10.0, -20.0, 5.0]
+    assert update.tolist() == [1.0, -2.0, 0.5]
+
+
+def test_integer_updates_come_back_as_float64():
+    assert sign_flip(np.array([1, 2])).dtype == np.float64
+
+
+# --- registry and validation -------------------------------------------------------------
+
+
+def test_apply_attack_dispatches_and_passes_rng_only_where_used():
+    update = np.array([1.0, 2.0])
+
+    flipped = apply_attack("sign_flip", update, {"scale": 2.0}, rng=np.random.default_rng(0))
+    noisy = apply_attack("gaussian", update, {"mode": "replace", "sigma": 0.0, "mu": 9.0},
+                         rng=np.random.default_rng(0))
+
+    assert flipped.tolist() == [-2.0, -4.0]
+    assert noisy.tolist() == [9.0, 9.0]
+    assert set(ATTACKS) == {"gaussian", "sign_flip", "scaling"}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("gaussian", {"mode": "add", "sigma": -1.0},
+         r"'gaussian': sigma must be a finite number >= 0; got -1.0"),
+        ("gaussian", {"mode": "swap"}, r"mode must be one of \['replace', 'add'\]; got 'swap'"),
+        ("gaussian", {"mode": "add", "mu": float("nan")}, r"mu must be a finite number; got nan"),
+        ("gaussian", {"mode": "add", "sigma": "1"}, r"sigma must be a finite number >= 0"),
+        ("gaussian", {"sigma": 1.0}, r"attack 'gaussian' needs parameter 'mode'"),
+        ("gaussian", {"mode": "add", "sigmaa": 1.0},
+         r"no parameter 'sigmaa'; expected some of \['mode', 'mu', 'sigma'\]"),
+        ("sign_flip", {"scale": 0.0}, r"scale must be a finite number > 0; got 0.0"),
+        ("scaling", {}, r"attack 'scaling' needs parameter 'factor'"),
+        ("scaling", {"factor": True}, r"factor must be a finite number; got True"),
+        ("label_flip", {}, r"unknown attack 'label_flip'; expected one of \['gaussian'"),
+    ],
+)
+def test_validate_attack_names_the_bad_setting(name, params, message):
+    with pytest.raises(AttackError, match=message):
+        validate_attack(name, params)
+
+
+def test_validate_attack_accepts_good_settings():
+    validate_attack("gaussian", {"mode": "replace", "mu": 0, "sigma": 3})
+    validate_attack("sign_flip", {})
+    validate_attack("scaling", {"factor": -2.5})
+
+    assert issubclass(AttackError, ValueError)  # the config layer catches ValueError
+
+
+def test_attack_functions_check_their_arguments_too():
+    update = np.ones(3)
+
+    with pytest.raises(AttackError, match="sigma must be a finite number >= 0"):
+        gaussian(update, mode="replace", sigma=-0.1, rng=np.random.default_rng(0))
+    with pytest.raises(AttackError, match="rng must be a numpy.random.Generator"):
+        gaussian(update, mode="replace", rng=0)
+    with pytest.raises(AttackError, match="factor must be a finite number; got inf"):
+        scaling(update, factor=np.inf)
+
+
+# --- malicious nodes ---------------------------------------------------------------------
+
+
+def test_draw_malicious_is_sorted_reproducible_and_fixed_for_the_run():
+    first = draw_malicious(20, 5, seed=11)
+    again = draw_malicious(20, 5, seed=11)
+    other_seed = draw_malicious(20, 5, seed=12)
+
+    assert first.dtype == np.int64 and first.tolist() == sorted(set(first.tolist()))
+    assert len(first) == 5 and ((0 <= first) & (first < 20)).all()
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other_seed)
+
+
+def test_draw_malicious_per_round_is_redrawn_but_deterministic():
+    rounds = [draw_malicious(20, 5, seed=11, server_round=r) for r in range(1, 11)]
+    again = [draw_malicious(20, 5, seed=11, server_round=r) for r in range(1, 11)]
+
+    assert all(np.array_equal(a, b) for a, b in zip(rounds, again, strict=True))
+    assert len({tuple(r) for r in rounds}) > 5  # C(20, 5) = 15504 possible sets
+    assert all(len(r) == 5 for r in rounds)
+
+
+def test_draw_malicious_sets_grow_by_adding_attackers():
+    sets = [set(draw_malicious(10, f, seed=3).tolist()) for f in range(11)]
+
+    assert all(sets[f] < sets[f + 1] for f in range(10))
+    assert sets[0] == set() and sets[10] == set(range(10))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((5, 6), {"seed": 0}, r"num_malicious=6 malicious nodes from num_clients=5"),
+        ((5, -1), {"seed": 0}, r"num_malicious must be an integer >= 0; got -1"),
+        ((5, 1), {"seed": -3}, r"seed must be an integer >= 0; got -3"),
+        ((5, 1), {"seed": 0, "server_round": 1.0}, r"server_round must be an integer >= 0"),
+    ],
+)
+def test_draw_malicious_refuses_impossible_counts(args, kwargs, message):
+    with pytest.raises(AttackError, match=message):
+        draw_malicious(*args, **kwargs)

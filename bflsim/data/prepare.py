@@ -1,0 +1,192 @@
+"""From a :class:`DataConfig` to train / validation / test matrices ready for a model.
+
+Steps: load the dataset (verified against the registry), group labels (``label_mode``),
+subsample (``sample_fraction``, stratified), split (stratified, or KDDTrain+ / KDDTest+), order
+the classes, fit the preprocessing on the training split and apply it to all three.
+
+Class order: with ``label_mode = "binary"`` it is ``("normal", "attack")`` for every dataset.
+Otherwise the normal class comes first when known (NSL-KDD ``Normal``, CIC-IDS2017 ``BENIGN``,
+synthetic ``normal``, CSV ``data.normal_label``), then the other class names sorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from bflsim.config import DataConfig
+from bflsim.data.cicids2017 import load_cicids2017
+from bflsim.data.errors import DataError
+from bflsim.data.nslkdd import load_nslkdd
+from bflsim.data.preprocess import fit_preprocessor
+from bflsim.data.registry import resolve_data_dir
+from bflsim.data.split import (
+    order_classes,
+    require_classes_present,
+    split_stratified,
+    subsample_stratified,
+)
+from bflsim.data.synthetic import generate_synthetic
+from bflsim.data.tabular import LabelledTable, load_csv
+
+BINARY_CLASSES = ("normal", "attack")
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    """Model-ready splits of one dataset. The arrays are read-only: copy before changing.
+
+    ``y_*`` are indices into ``class_names``; ``normal_class`` is the index of the benign
+    class (for false-positive rates) or None when unknown; ``sources`` lists the (path,
+    sha256) of every file read, for the run manifest.
+    """
+
+    x_train: NDArray[np.float32]
+    y_train: NDArray[np.int64]
+    x_val: NDArray[np.float32]
+    y_val: NDArray[np.int64]
+    x_test: NDArray[np.float32]
+    y_test: NDArray[np.int64]
+    class_names: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    normal_class: int | None
+    dataset: str
+    sources: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.ndim != 2 or x.shape[1] != len(self.feature_names) or len(x) != len(y):
+                raise ValueError(f"x_{split} {x.shape} / y_{split} {y.shape} do not match "
+                                 f"{len(self.feature_names)} features")
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+
+    @property
+    def num_features(self) -> int:
+        """Columns of every ``x_*`` matrix."""
+        return len(self.feature_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes; ``y_*`` values lie in ``range(num_classes)``."""
+        return len(self.class_names)
+
+
+Loader = Callable[[DataConfig, Path], LabelledTable]
+
+LOADERS: dict[str, Loader] = {
+    "synthetic": lambda config, data_dir: generate_synthetic(config.synthetic),
+    "nsl-kdd": lambda config, data_dir: load_nslkdd(data_dir, "train"),
+    "cic-ids2017": lambda config, data_dir: load_cicids2017(data_dir, config.path),
+    "csv": load_csv,
+}
+"""How each ``data.dataset`` is loaded into one table (NSL-KDD: KDDTrain+)."""
+
+
+def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> PreparedData:
+    """Load, split and preprocess the dataset that ``config`` describes.
+
+    Parameters
+    ----------
+    config
+        The ``[data]`` table of an experiment.
+    data_dir
+        Overrides ``config.data_dir``; otherwise ``$BFLSIM_DATA_DIR``, then ``./data``.
+
+    Raises
+    ------
+    DataError
+        A file is missing or fails its checksum, a column or label is unknown, or a class is
+        too small to appear in every split. The message says what to change.
+    """
+    root = resolve_data_dir(data_dir if data_dir is not None else config.data_dir)
+    if config.dataset not in LOADERS:
+        raise DataError(f"unknown data.dataset {config.dataset!r}; expected one of {list(LOADERS)}")
+    if config.split == "kdd-test":
+        if config.dataset != "nsl-kdd":
+            raise DataError(f"split 'kdd-test' needs dataset 'nsl-kdd'; got {config.dataset!r}")
+        pool, held_out = load_nslkdd(root, "train"), load_nslkdd(root, "test")
+    else:
+        pool, held_out = LOADERS[config.dataset](config, root), None
+    normal = _normal_label(pool, config)
+    pool_labels = _group_labels(pool, config, normal)
+    fractions = config.fractions
+    if held_out is None:
+        needed = sum(1 for f in fractions if f > 0)
+        keep = subsample_stratified(pool_labels, config.sample_fraction, config.seed,
+                                    min_per_class=needed)
+        parts = split_stratified(pool_labels[keep], fractions, config.seed, source=pool.name)
+        rows = [keep[part] for part in parts]
+        tables = [pool, pool, pool]
+        labels = [pool_labels, pool_labels, pool_labels]
+    else:
+        val_fraction = fractions[1]
+        keep = subsample_stratified(pool_labels, config.sample_fraction, config.seed,
+                                    min_per_class=2 if val_fraction > 0 else 1)
+        train, val = split_stratified(pool_labels[keep], (1.0 - val_fraction, val_fraction),
+                                      config.seed, source=pool.name)
+        test_labels = _group_labels(held_out, config, normal)
+        test_rows = subsample_stratified(test_labels, config.sample_fraction, config.seed)
+        rows = [keep[train], keep[val], test_rows]
+        tables = [pool, pool, held_out]
+        labels = [pool_labels, pool_labels, test_labels]
+
+    split_labels = [label[row] for label, row in zip(labels, rows, strict=True)]
+    class_names = BINARY_CLASSES if config.label_mode == "binary" else order_classes(
+        np.concatenate(split_labels), normal)
+    index = {name: i for i, name in enumerate(class_names)}
+    encoded = [
+        pd.Categorical(split, categories=list(class_names)).codes.astype(np.int64)
+        for split in split_labels
+    ]
+    require_classes_present(class_names, dict(zip(("train", "val", "test"), encoded, strict=True)))
+
+    frames = [table.features.iloc[row] for table, row in zip(tables, rows, strict=True)]
+    preprocessor = fit_preprocessor(frames[0], pool.categorical, config.scaler)
+    x_train, x_val, x_test = (preprocessor.transform(frame) for frame in frames)
+    normal_name = BINARY_CLASSES[0] if config.label_mode == "binary" else normal
+    return PreparedData(
+        x_train=x_train,
+        y_train=encoded[0],
+        x_val=x_val,
+        y_val=encoded[1],
+        x_test=x_test,
+        y_test=encoded[2],
+        class_names=tuple(class_names),
+        feature_names=preprocessor.feature_names,
+        normal_class=index.get(normal_name) if normal_name is not None else None,
+        dataset=config.dataset,
+        sources=pool.sources + (held_out.sources if held_out is not None else ()),
+    )
+
+
+def _normal_label(table: LabelledTable, config: DataConfig) -> str | None:
+    normal = table.normal_label
+    if normal is None:
+        if config.label_mode == "binary":
+            raise DataError(
+                f"label_mode = 'binary' needs to know the normal class of {table.name}; "
+                f"set data.normal_label"
+            )
+        return None
+    if normal not in set(table.labels.tolist()):
+        present = sorted(set(table.labels.tolist()))
+        raise DataError(
+            f"normal label {normal!r} does not occur in {table.name}; the labels are "
+            f"{present[:20]}{' ...' if len(present) > 20 else ''}"
+        )
+    return normal
+
+
+def _group_labels(table: LabelledTable, config: DataConfig, normal: str | None) -> NDArray[np.str_]:
+    if config.label_mode == "multiclass":
+        return table.labels
+    return np.where(table.labels == normal, BINARY_CLASSES[0], BINARY_CLASSES[1])

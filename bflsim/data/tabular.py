@@ -1,0 +1,164 @@
+"""The common table every loader returns, and the generic labelled-CSV loader.
+
+A :class:`LabelledTable` is raw features (one column per input column, categorical columns
+as text) plus one class name per row. Preprocessing and splitting work on it the same way
+for every dataset.
+
+Generic CSV (``data.dataset = "csv"``): one header row; ``data.label_column`` holds the
+class; ``data.categorical_columns`` are one-hot encoded; ``data.drop_columns`` are ignored;
+every other column must be numeric. ``data.normal_label`` names the benign class.
+A relative ``data.path`` is looked up in the current directory, then in the data directory.
+A UTF-8 byte-order mark is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from bflsim.config import DataConfig
+from bflsim.data.errors import DataError
+from bflsim.data.registry import DATASET_FILES, sha256_of, verify_file
+
+
+@dataclass(frozen=True)
+class LabelledTable:
+    """Raw features and one class name per row, as loaded, before any split."""
+
+    features: pd.DataFrame
+    labels: NDArray[np.str_]
+    # Categorical column -> its known vocabulary, or None to learn it from the training split.
+    categorical: Mapping[str, tuple[str, ...] | None]
+    normal_label: str | None
+    sources: tuple[tuple[str, str], ...]  # (path, sha256) of every file read
+    name: str = ""  # how messages refer to the table, e.g. "KDDTrain+"
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.labels):
+            raise ValueError("features and labels differ in length")
+
+
+def load_csv(config: DataConfig, data_dir: Path) -> LabelledTable:
+    """Load ``config.path`` as a generic labelled CSV."""
+    if not config.path or not config.label_column:
+        raise DataError("data.dataset = 'csv' needs data.path and data.label_column")
+    path = resolve_user_path(config.path, data_dir)
+    table = read_labelled_csv(
+        path,
+        label_column=config.label_column,
+        categorical_columns=config.categorical_columns,
+        drop_columns=config.drop_columns,
+    )
+    return LabelledTable(
+        table.features,
+        table.labels,
+        table.categorical,
+        config.normal_label,
+        ((str(path), file_digest(path, data_dir)),),
+        name=path.name,
+    )
+
+
+def resolve_user_path(path: str | Path, data_dir: Path) -> Path:
+    """An existing file or folder: absolute, or relative to the current directory or data_dir."""
+    given = Path(path).expanduser()
+    candidates = [given] if given.is_absolute() else [given.absolute(), data_dir / given]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    tried = " or ".join(str(c) for c in candidates)
+    raise DataError(f"data.path {str(path)!r} not found; looked for {tried}")
+
+
+def file_digest(path: Path, data_dir: Path) -> str:
+    """The file's sha256, verified against the registry when it is a registered file."""
+    try:
+        relpath = path.absolute().relative_to(data_dir.absolute()).as_posix()
+    except ValueError:
+        relpath = ""
+    spec = DATASET_FILES.get(relpath.removesuffix(".gz"))
+    if spec is not None:
+        verify_file(path, spec)
+    return sha256_of(path)
+
+
+def read_labelled_csv(
+    path: Path,
+    *,
+    label_column: str,
+    categorical_columns: Sequence[str] = (),
+    drop_columns: Sequence[str] = (),
+) -> LabelledTable:
+    """Read a CSV with a header row into a :class:`LabelledTable` (no normal label, no sources)."""
+    header = _read_header(path)
+    named = {"data.label_column": [label_column], "data.categorical_columns": categorical_columns,
+             "data.drop_columns": drop_columns}
+    for key, columns in named.items():
+        for column in columns:
+            if column not in header:
+                raise DataError(
+                    f"{path}: no column {column!r} (from {key}); the columns are {header}"
+                )
+    text_columns = {label_column, *categorical_columns}
+    try:
+        frame = pd.read_csv(
+            path,
+            usecols=[c for c in header if c not in drop_columns],
+            dtype={c: str for c in text_columns},
+            encoding="utf-8-sig",
+        )
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as CSV ({err})") from err
+    labels = frame.pop(label_column)
+    missing = labels.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0]) + 2  # 1-based, after the header line
+        raise DataError(
+            f"{path}: {int(missing.sum())} rows have no value in label column "
+            f"{label_column!r} (first at line {row})"
+        )
+    if frame.shape[1] == 0:
+        raise DataError(f"{path}: no feature columns left besides {label_column!r}")
+    require_numeric(frame, [c for c in frame.columns if c not in text_columns], path)
+    return LabelledTable(
+        frame,
+        labels.str.strip().to_numpy(dtype=str),
+        {column: None for column in categorical_columns},
+        normal_label=None,
+        sources=(),
+        name=path.name,
+    )
+
+
+def _read_header(path: Path) -> list[str]:
+    try:
+        return list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path}: empty file; expected a CSV with a header row") from err
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise DataError(f"{path}: cannot be read as CSV ({err})") from err
+
+
+def require_numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | str) -> None:
+    """Raise :class:`DataError` naming the first of ``columns`` that holds non-numeric text."""
+    for column in columns:
+        values = frame[column]
+        if pd.api.types.is_bool_dtype(values):
+            frame[column] = values.astype(np.float64)
+            continue
+        if pd.api.types.is_numeric_dtype(values):
+            continue
+        converted = pd.to_numeric(values, errors="coerce")
+        bad = converted.isna() & values.notna()
+        if bad.any():
+            example = values[bad].iloc[0]
+            raise DataError(
+                f"{source}: column {column!r} holds text such as {example!r} where a number is "
+                f"expected; list it in data.categorical_columns or data.drop_columns"
+            )
+        frame[column] = converted

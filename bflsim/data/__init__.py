@@ -10,7 +10,7 @@ The data directory is ``data.data_dir`` if set, else ``$BFLSIM_DATA_DIR``, else 
 its layout mirrors ``shared/datasets`` (see :mod:`bflsim.data.registry`).
 """
 
-from bflsim.data.download import download_dataset
+from bflsim.data.download import download_dataset, fetch_file
 from bflsim.data.errors import DataError
 from bflsim.data.partition import label_counts, partition
 from bflsim.data.prepare import PreparedData, prepare_data
@@ -21,6 +21,7 @@ from bflsim.data.registry import (
     DataFile,
     DataReport,
     FileStatus,
+    Mirror,
     data_report,
     resolve_data_dir,
     sha256_of,
@@ -36,9 +37,11 @@ __all__ = [
     "DataFile",
     "DataReport",
     "FileStatus",
+    "Mirror",
     "PreparedData",
     "data_report",
     "download_dataset",
+    "fetch_file",
     "generate_synthetic",
     "label_counts",
     "partition",

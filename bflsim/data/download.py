@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from bflsim.data.errors import DataError
 from bflsim.data.registry import (
+    DATASETS,
     DataFile,
     Mirror,
     dataset_files,
@@ -44,7 +45,7 @@ def download_dataset(
     Parameters
     ----------
     name
-        A registered dataset: ``"nsl-kdd"``, ``"cic-ids2017"`` or ``"unsw-nb15"``.
+        A registered dataset (``"nsl-kdd"``, ``"cic-ids2017"``, ``"unsw-nb15"``) or ``"all"``.
     data_dir
         Where to store; resolved like :func:`resolve_data_dir`.
     base_urls
@@ -67,7 +68,8 @@ def download_dataset(
         Unknown dataset, a present file that fails its checksum, or a file that no source
         could deliver with the right digest (every attempt is listed).
     """
-    files = dataset_files(name)
+    names = DATASETS if name == "all" else (name,)
+    files = [spec for dataset in names for spec in dataset_files(dataset)]
     root = resolve_data_dir(data_dir)
     say = log or (lambda line: None)
     paths = []
@@ -89,6 +91,23 @@ def download_dataset(
             say(f"fetched {path}")
             paths.append(path)
     return paths
+
+
+def fetch_file(
+    spec: DataFile,
+    data_dir: str | Path | None = None,
+    *,
+    mirrors: Sequence[Mirror] | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch one file from ``mirrors`` (default: its registered ones), verify it, store it.
+
+    Always downloads, replacing a stored copy of the same name only once the new one verifies.
+    """
+    root = resolve_data_dir(data_dir)
+    with tempfile.TemporaryDirectory(prefix="bflsim-download-") as scratch:
+        chosen = spec.mirrors if mirrors is None else mirrors
+        return _fetch_first(spec, chosen, root, Path(scratch), {}, timeout)
 
 
 def _mirror_urls(spec: DataFile, base_urls: Sequence[str]) -> tuple[Mirror, ...]:

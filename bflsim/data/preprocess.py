@@ -121,7 +121,7 @@ def _vocabulary(values: pd.Series) -> tuple[str, ...]:
 
 
 def _one_hot(values: pd.Series, vocabulary: tuple[str, ...]) -> NDArray[np.float64]:
-    codes = pd.Categorical(_categories_of(values), categories=list(vocabulary)).codes
+    codes = pd.Index(vocabulary).get_indexer(_categories_of(values))  # -1: not in vocabulary
     encoded = np.zeros((len(values), len(vocabulary)))
     seen = codes >= 0
     encoded[np.flatnonzero(seen), codes[seen]] = 1.0

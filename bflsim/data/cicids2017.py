@@ -36,8 +36,13 @@ import numpy as np
 import pandas as pd
 
 from bflsim.data.errors import DataError
-from bflsim.data.registry import DATASET_FILES, require_file, sha256_of
-from bflsim.data.tabular import LabelledTable, require_numeric, resolve_user_path
+from bflsim.data.registry import DATASET_FILES, require_file
+from bflsim.data.tabular import (
+    LabelledTable,
+    file_digest,
+    require_numeric,
+    resolve_user_path,
+)
 
 LABEL_COLUMN = "Label"
 NORMAL = "BENIGN"
@@ -121,7 +126,7 @@ def load_cicids2017(data_dir: Path, path: str | Path | None = None) -> LabelledT
         sources = tuple((str(p), digest) for p, digest in found)
     else:
         files = _csv_files(resolve_user_path(path, data_dir))
-        sources = tuple((str(p), sha256_of(p)) for p in files)
+        sources = tuple((str(p), file_digest(p, data_dir)) for p in files)
     frame, labels = read_cicids2017(files)
     return LabelledTable(
         frame,

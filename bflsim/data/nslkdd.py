@@ -13,10 +13,12 @@ same 122 features: 38 numeric + 84 one-hot.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from bflsim.data.errors import DataError
 from bflsim.data.registry import require_file
@@ -67,7 +69,7 @@ ATTACK_CATEGORY: dict[str, str] = {"normal": NORMAL} | {
 FILES = {"train": "nsl-kdd/KDDTrain+.txt", "test": "nsl-kdd/KDDTest+.txt"}
 
 
-def load_nslkdd(data_dir, which: Literal["train", "test"]) -> LabelledTable:
+def load_nslkdd(data_dir: str | Path, which: Literal["train", "test"]) -> LabelledTable:
     """Load KDDTrain+ or KDDTest+ from the data directory, verified, labels grouped in 5 classes."""
     path, digest = require_file(FILES[which], data_dir)
     frame = read_nslkdd(path)
@@ -82,7 +84,7 @@ def load_nslkdd(data_dir, which: Literal["train", "test"]) -> LabelledTable:
     )
 
 
-def read_nslkdd(path) -> pd.DataFrame:
+def read_nslkdd(path: str | Path) -> pd.DataFrame:
     """Read one NSL-KDD text file: the 41 features and the raw ``label``; difficulty dropped."""
     text = {name: str for name in ("protocol_type", "service", "flag", "label")}
     try:
@@ -101,7 +103,7 @@ def read_nslkdd(path) -> pd.DataFrame:
     return frame.drop(columns="difficulty")
 
 
-def categorize(labels, *, source: str = "NSL-KDD") -> np.ndarray:
+def categorize(labels: NDArray, *, source: str = "NSL-KDD") -> NDArray[np.str_]:
     """Map raw NSL-KDD labels (``neptune``, ``normal``, ...) to their five classes."""
     names, inverse = np.unique(np.char.rstrip(np.char.strip(labels.astype(str)), "."),
                                return_inverse=True)

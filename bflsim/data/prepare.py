@@ -4,6 +4,9 @@ Steps: load the dataset (verified against the registry), group labels (``label_m
 subsample (``sample_fraction``, stratified), split (stratified, or KDDTrain+ / KDDTest+), order
 the classes, fit the preprocessing on the training split and apply it to all three.
 
+NSL-KDD with ``split = "stratified"`` is split from KDDTrain+ alone; KDDTest+, with its
+attacks unseen in training, is kept for the ``"kdd-test"`` protocol.
+
 Class order: with ``label_mode = "binary"`` it is ``("normal", "attack")`` for every dataset.
 Otherwise the normal class comes first when known (NSL-KDD ``Normal``, CIC-IDS2017 ``BENIGN``,
 synthetic ``normal``, CSV ``data.normal_label``), then the other class names sorted.
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,7 @@ from bflsim.data.nslkdd import load_nslkdd
 from bflsim.data.preprocess import fit_preprocessor
 from bflsim.data.registry import resolve_data_dir
 from bflsim.data.split import (
+    SPLIT_NAMES,
     order_classes,
     require_classes_present,
     split_stratified,
@@ -111,48 +116,23 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> Prep
     if config.dataset not in LOADERS:
         raise DataError(f"unknown data.dataset {config.dataset!r}; expected one of {list(LOADERS)}")
     if config.split == "kdd-test":
-        if config.dataset != "nsl-kdd":
-            raise DataError(f"split 'kdd-test' needs dataset 'nsl-kdd'; got {config.dataset!r}")
         pool, held_out = load_nslkdd(root, "train"), load_nslkdd(root, "test")
     else:
         pool, held_out = LOADERS[config.dataset](config, root), None
     normal = _normal_label(pool, config)
-    pool_labels = _group_labels(pool, config, normal)
-    fractions = config.fractions
-    if held_out is None:
-        needed = sum(1 for f in fractions if f > 0)
-        keep = subsample_stratified(pool_labels, config.sample_fraction, config.seed,
-                                    min_per_class=needed)
-        parts = split_stratified(pool_labels[keep], fractions, config.seed, source=pool.name)
-        rows = [keep[part] for part in parts]
-        tables = [pool, pool, pool]
-        labels = [pool_labels, pool_labels, pool_labels]
+    splits = _split(config, pool, held_out, normal)
+
+    if config.label_mode == "binary":
+        class_names, normal = BINARY_CLASSES, BINARY_CLASSES[0]
     else:
-        val_fraction = fractions[1]
-        keep = subsample_stratified(pool_labels, config.sample_fraction, config.seed,
-                                    min_per_class=2 if val_fraction > 0 else 1)
-        train, val = split_stratified(pool_labels[keep], (1.0 - val_fraction, val_fraction),
-                                      config.seed, source=pool.name)
-        test_labels = _group_labels(held_out, config, normal)
-        test_rows = subsample_stratified(test_labels, config.sample_fraction, config.seed)
-        rows = [keep[train], keep[val], test_rows]
-        tables = [pool, pool, held_out]
-        labels = [pool_labels, pool_labels, test_labels]
-
-    split_labels = [label[row] for label, row in zip(labels, rows, strict=True)]
-    class_names = BINARY_CLASSES if config.label_mode == "binary" else order_classes(
-        np.concatenate(split_labels), normal)
-    index = {name: i for i, name in enumerate(class_names)}
+        class_names = order_classes(np.concatenate([s.labels for s in splits]), normal)
     encoded = [
-        pd.Categorical(split, categories=list(class_names)).codes.astype(np.int64)
-        for split in split_labels
+        pd.Categorical(s.labels, categories=list(class_names)).codes.astype(np.int64)
+        for s in splits
     ]
-    require_classes_present(class_names, dict(zip(("train", "val", "test"), encoded, strict=True)))
-
-    frames = [table.features.iloc[row] for table, row in zip(tables, rows, strict=True)]
-    preprocessor = fit_preprocessor(frames[0], pool.categorical, config.scaler)
-    x_train, x_val, x_test = (preprocessor.transform(frame) for frame in frames)
-    normal_name = BINARY_CLASSES[0] if config.label_mode == "binary" else normal
+    require_classes_present(class_names, dict(zip(SPLIT_NAMES, encoded, strict=True)))
+    preprocessor = fit_preprocessor(splits[0].features, pool.categorical, config.scaler)
+    x_train, x_val, x_test = (preprocessor.transform(s.features) for s in splits)
     return PreparedData(
         x_train=x_train,
         y_train=encoded[0],
@@ -162,10 +142,34 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> Prep
         y_test=encoded[2],
         class_names=tuple(class_names),
         feature_names=preprocessor.feature_names,
-        normal_class=index.get(normal_name) if normal_name is not None else None,
+        normal_class=class_names.index(normal) if normal is not None else None,
         dataset=config.dataset,
         sources=pool.sources + (held_out.sources if held_out is not None else ()),
     )
+
+
+class _Split(NamedTuple):
+    features: pd.DataFrame
+    labels: NDArray[np.str_]  # class names after label_mode grouping
+
+
+def _split(
+    config: DataConfig, pool: LabelledTable, held_out: LabelledTable | None, normal: str | None
+) -> tuple[_Split, _Split, _Split]:
+    """(train, val, test) stratified from ``pool``; or train, val from it and test = held_out."""
+    labels = _group_labels(pool, config, normal)
+    fractions = config.fractions if held_out is None else (1.0 - config.fractions[1],
+                                                             config.fractions[1])
+    needed = sum(1 for f in fractions if f > 0)
+    keep = subsample_stratified(labels, config.sample_fraction, config.seed, min_per_class=needed)
+    parts = split_stratified(labels[keep], fractions, config.seed, source=pool.name)
+    rows = [keep[part] for part in parts]
+    splits = [_Split(pool.features.iloc[r], labels[r]) for r in rows]
+    if held_out is not None:
+        test_labels = _group_labels(held_out, config, normal)
+        test_rows = subsample_stratified(test_labels, config.sample_fraction, config.seed)
+        splits.append(_Split(held_out.features.iloc[test_rows], test_labels[test_rows]))
+    return tuple(splits)
 
 
 def _normal_label(table: LabelledTable, config: DataConfig) -> str | None:

@@ -220,14 +220,14 @@ def require_file(relpath: str, data_dir: str | Path) -> tuple[Path, str]:
         its content does not match the registered sha256.
     """
     spec = DATASET_FILES[relpath]
-    data_dir, chosen_by = _resolve_data_dir(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     path = locate(relpath, data_dir)
     if path is None:
         raise DataError(
-            f"missing data file {data_dir / relpath} (or the same name with .gz); "
-            f"the data directory is {data_dir} ({chosen_by}). Point ${DATA_DIR_ENV} or "
-            f"data.data_dir at the folder that holds {spec.dataset}/, or fetch the files "
-            f"with `bflsim data --download {spec.dataset}`"
+            f"missing data file {data_dir / relpath} (or the same name with .gz). The data "
+            f"directory is data.data_dir if set, else ${DATA_DIR_ENV}, else ./data; point one "
+            f"of them at the folder that holds {spec.dataset}/, or fetch the files with "
+            f"`bflsim data --download {spec.dataset}`"
         )
     verify_file(path, spec)
     return path, spec.sha256

@@ -16,7 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bflsim.config import ConfigError, ExperimentConfig, load_experiment, parse_experiment, with_overrides
+from bflsim.config import (
+    ConfigError,
+    ExperimentConfig,
+    load_experiment,
+    parse_experiment,
+    with_overrides,
+)
 from bflsim.progress import Progress
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -146,11 +152,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from bflsim.data import data_report, download_dataset, resolve_data_dir
 
-    data_dir = resolve_data_dir(args.data_dir)
     if args.download:
-        for path in download_dataset(args.download, data_dir):
+        for path in download_dataset(args.download, resolve_data_dir(args.data_dir)):
             print(f"downloaded {path}")
-    print(data_report(data_dir))
+    print(data_report(args.data_dir))
     return 0
 
 

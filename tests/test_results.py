@@ -5,7 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 
-from bflsim.results import CONFUSION_COLUMNS, METRIC_COLUMNS, RunFolder, read_confusion, read_metrics
+from bflsim.results import (
+    CONFUSION_COLUMNS,
+    METRIC_COLUMNS,
+    RunFolder,
+    read_confusion,
+    read_metrics,
+)
 
 
 def test_rows_reach_disk_as_they_are_logged(tmp_path):

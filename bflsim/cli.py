@@ -99,9 +99,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def execute(config: ExperimentConfig, out: Path, data_dir: str | None, quiet: bool) -> Path:
     """Run one experiment of any kind; return its run folder."""
+    progress = Progress(quiet=quiet)
+    if config.kind == "federated":
+        from bflsim.fl.simulation import run_federated
+
+        return run_federated(config, out, data_dir=data_dir, progress=progress).path
     from bflsim.centralized import run_centralized
 
-    progress = Progress(quiet=quiet)
     run = run_centralized(config, out, data_dir=data_dir, progress=progress)
     write_run_figures(run.path)
     return run.path

@@ -142,7 +142,134 @@ class ModelsConfig:
             raise ConfigError("models.names is empty; name at least one model")
 
 
-ExperimentKind = Literal["centralized"]
+PartitionScheme = Literal["iid", "dirichlet", "shards"]
+AggregatorName = Literal["fedavg", "krum", "multikrum", "median", "trimmed_mean"]
+AttackName = Literal["none", "gaussian", "sign_flip", "scaling"]
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The edge nodes, the rounds, and what each node does in a round.
+
+    ``fraction_train`` of the nodes (at least one) form each round's cohort, sampled
+    reproducibly from ``seed``. Local training uses ``train.batch_size`` and
+    ``train.learning_rate`` for ``local_epochs`` epochs.
+    """
+
+    num_nodes: int = 10
+    rounds: int = 5
+    fraction_train: float = 1.0
+    local_epochs: int = 1
+    partition: PartitionScheme = "iid"
+    alpha: float = 0.5
+    shards_per_node: int = 2
+    seed: int = 42
+    client_timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise ConfigError(f"federation.num_nodes must be >= 1; got {self.num_nodes}")
+        if self.rounds < 1:
+            raise ConfigError(f"federation.rounds must be >= 1; got {self.rounds}")
+        if not 0.0 < self.fraction_train <= 1.0:
+            raise ConfigError(f"federation.fraction_train must be in (0, 1]; got {self.fraction_train}")
+        if self.local_epochs < 1:
+            raise ConfigError(f"federation.local_epochs must be >= 1; got {self.local_epochs}")
+        if not self.alpha > 0:
+            raise ConfigError(f"federation.alpha must be > 0; got {self.alpha}")
+
+    @property
+    def cohort_size(self) -> int:
+        return max(1, int(self.fraction_train * self.num_nodes))
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Which edge nodes are malicious and what they send instead of an honest update.
+
+    ``num_malicious`` nodes (or ``fraction`` of ``federation.num_nodes``, rounded) are drawn
+    from ``seed``: once for the run, or again every round with ``redraw_each_round``.
+    Gaussian: the update is replaced by, or added to, N(mu, sigma^2) noise (``mode``).
+    """
+
+    name: AttackName = "none"
+    num_malicious: int | None = None
+    fraction: float | None = None
+    mode: Literal["replace", "add"] = "replace"
+    mu: float = 0.0
+    sigma: float = 1.0
+    scale: float = 1.0
+    factor: float = 10.0
+    redraw_each_round: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_malicious is not None and self.fraction is not None:
+            raise ConfigError("attack: give num_malicious or fraction, not both")
+        if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
+            raise ConfigError(f"attack.fraction must be in [0, 1]; got {self.fraction}")
+        if self.num_malicious is not None and self.num_malicious < 0:
+            raise ConfigError(f"attack.num_malicious must be >= 0; got {self.num_malicious}")
+        if self.sigma < 0:
+            raise ConfigError(f"attack.sigma must be >= 0; got {self.sigma}")
+        if self.scale <= 0:
+            raise ConfigError(f"attack.scale must be > 0; got {self.scale}")
+
+    def count(self, num_nodes: int) -> int:
+        """How many of ``num_nodes`` nodes are malicious (0 when there is no attack)."""
+        if self.name == "none":
+            return 0
+        if self.fraction is not None:
+            return round(self.fraction * num_nodes)
+        return self.num_malicious if self.num_malicious is not None else 0
+
+    def params(self) -> dict[str, Any]:
+        """The keyword arguments of the attack function in :mod:`bflsim.attacks`."""
+        return {
+            "none": {},
+            "gaussian": {"mode": self.mode, "mu": self.mu, "sigma": self.sigma},
+            "sign_flip": {"scale": self.scale},
+            "scaling": {"factor": self.factor},
+        }[self.name]
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """The aggregation rule and what it is told about the adversary.
+
+    ``num_malicious`` is the f the rule assumes (Krum's n - f - 2 neighbours); by default
+    the number of attackers actually drawn. ``num_selected`` is Multi-Krum's m (default
+    n - f); ``trim_fraction`` is the trimmed mean's beta.
+    """
+
+    name: AggregatorName = "fedavg"
+    num_malicious: int | None = None
+    num_selected: int | None = None
+    trim_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Ray simulation backend: resources per virtual client, and where Ray runs.
+
+    ``ray_address`` joins an existing Ray cluster (e.g. ``"ray://host:10001"`` or
+    ``"auto"``); by default a local Ray instance is started with ``num_cpus`` CPUs (all
+    cores when unset) and stopped at the end.
+    """
+
+    client_num_cpus: float = 1.0
+    num_cpus: int | None = None
+    threads_per_client: int = 1
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.client_num_cpus > 0:
+            raise ConfigError(f"backend.client_num_cpus must be > 0; got {self.client_num_cpus}")
+        if self.threads_per_client < 1:
+            raise ConfigError(f"backend.threads_per_client must be >= 1; got {self.threads_per_client}")
+
+
+ExperimentKind = Literal["centralized", "federated"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +282,60 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind == "federated":
+            validate_federated(self)
+
+    @property
+    def num_malicious(self) -> int:
+        """Attackers among ``federation.num_nodes`` edge nodes."""
+        return self.attack.count(self.federation.num_nodes)
+
+    @property
+    def declared_malicious(self) -> int:
+        """The f the aggregator assumes."""
+        declared = self.aggregator.num_malicious
+        return self.num_malicious if declared is None else declared
+
+
+def validate_federated(config: ExperimentConfig) -> None:
+    """Cross-section checks of a federated experiment, before anything starts."""
+    from bflsim.aggregators import AggregatorError, validate_aggregator
+    from bflsim.attacks import AttackError, validate_attack
+
+    fed, attack, agg = config.federation, config.attack, config.aggregator
+    if len(config.models.names) != 1 or config.models.names[0] not in ("cnn_lstm", "dnn"):
+        raise ConfigError(
+            f"models.names must name one Keras model (cnn_lstm or dnn) for a federated run; "
+            f"got {list(config.models.names)}"
+        )
+    if config.num_malicious > fed.num_nodes:
+        raise ConfigError(
+            f"attack: {config.num_malicious} malicious nodes but federation.num_nodes = {fed.num_nodes}"
+        )
+    if attack.name != "none":
+        try:
+            validate_attack(attack.name, attack.params())
+        except AttackError as err:
+            raise ConfigError(f"attack: {err}") from err
+    try:
+        validate_aggregator(
+            agg.name,
+            fed.cohort_size,
+            config.declared_malicious,
+            num_selected=agg.num_selected,
+            trim_fraction=agg.trim_fraction,
+        )
+    except AggregatorError as err:
+        raise ConfigError(
+            f"aggregator.name = {agg.name!r} with a cohort of {fed.cohort_size} nodes "
+            f"(federation.num_nodes x fraction_train) and f = {config.declared_malicious}: {err}"
+        ) from err
 
 
 # --- parsing -------------------------------------------------------------------------

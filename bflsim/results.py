@@ -4,7 +4,7 @@ A run folder holds
 
 - ``manifest.json``: the config, seeds, package versions, git commit, data sources with
   their verified digests, start and end times, and the run's status;
-- ``metrics.csv``: one row per (run, model, split, round, epoch, class, metric), appended
+- ``metrics.csv``: one row per (run, model, split, round, epoch, node, class, metric), appended
   and flushed as each value is known, so an interrupted run keeps what it computed;
 - ``confusion.csv``: confusion-matrix counts in long form (model, split, true, predicted);
 - ``figures/``: what :mod:`bflsim.plots` drew from the two tables.
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-METRIC_COLUMNS = ("run_id", "model", "split", "round", "epoch", "class_name", "metric", "value")
+METRIC_COLUMNS = ("run_id", "model", "split", "round", "epoch", "node", "class_name", "metric", "value")
 CONFUSION_COLUMNS = ("run_id", "model", "split", "true", "predicted", "count")
 TRACKED_PACKAGES = (
     "bflsim", "flwr", "ray", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas",
@@ -134,11 +134,12 @@ class RunFolder:
         split: str = "",
         round: int | None = None,
         epoch: int | None = None,
+        node: int | None = None,
         class_name: str = "",
     ) -> None:
         """Append one row per metric and flush."""
         rows = [
-            (self.run_id, model, split, _blank(round), _blank(epoch), class_name, name, float(value))
+            (self.run_id, model, split, _blank(round), _blank(epoch), _blank(node), class_name, name, float(value))
             for name, value in metrics.items()
         ]
         with open(self.metrics_path, "a", newline="") as fh:

@@ -1,0 +1,98 @@
+"""The server side of a federated run: initial model, the strategy loop, global evaluation.
+
+:func:`serve` is what a Flower ServerApp's ``main`` does, whichever way the app is started
+(``bflsim run`` on the Ray simulation backend, or ``flwr run .``). After every round the
+global model is scored on the held-out test split and the round's rows reach the run
+folder before the next round starts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from bflsim.config import ExperimentConfig
+from bflsim.data import PreparedData
+from bflsim.fl.node import cached_model, load_data
+from bflsim.metrics import confusion_matrix, summary_metrics
+from bflsim.progress import Progress, format_seconds
+from bflsim.results import RunFolder
+from strategies.robust import RobustStrategy, RoundFailed
+
+
+@dataclass
+class GlobalEvaluator:
+    """Scores the global model on the test split after each round and logs the rows."""
+
+    config: ExperimentConfig
+    data: PreparedData
+    run: RunFolder
+    strategy: RobustStrategy
+    progress: Progress
+    started: float = field(default_factory=time.perf_counter)
+    last: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model = cached_model(self.config, self.data.num_features, self.data.num_classes)
+        model.set_weights(arrays.to_numpy_ndarrays())
+        proba = model.predict(self.data.x_test, batch_size=4096, verbose=0)
+        y = self.data.y_test
+        cm = confusion_matrix(y, np.argmax(proba, axis=1), self.data.num_classes)
+        metrics = summary_metrics(cm, self.data.normal_class)
+        metrics["loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))))
+        elapsed = time.perf_counter() - self.started
+        metrics["elapsed_seconds"] = elapsed
+        if server_round > 0:
+            metrics["round_seconds"] = time.perf_counter() - self.strategy.stats.started
+        name = self.config.models.names[0]
+        self.run.log(metrics, model=name, split="test", round=server_round)
+        self.last = metrics
+        self._say(server_round, metrics, elapsed)
+        return MetricRecord({k: float(v) for k, v in metrics.items()})
+
+    def _say(self, server_round: int, metrics: dict[str, float], elapsed: float) -> None:
+        rounds = self.config.federation.rounds
+        line = f"round {server_round:>3}/{rounds}  accuracy {metrics['accuracy']:.4f}  f1 {metrics['f1_macro']:.4f}"
+        if server_round > 0:
+            stats = self.strategy.stats
+            eta = elapsed / server_round * (rounds - server_round)
+            line += (
+                f"  poisoned accepted {stats.poisoned_accepted}/{stats.poisoned_received}"
+                f"  failures {stats.failures}  elapsed {format_seconds(elapsed)}  eta {format_seconds(eta)}"
+            )
+        self.progress.say(line)
+
+
+def initial_weights(config: ExperimentConfig, data: PreparedData) -> list[np.ndarray]:
+    """The seeded initial global model."""
+    import keras
+
+    model = cached_model(config, data.num_features, data.num_classes)
+    keras.utils.set_random_seed(config.train.seed)
+    fresh = keras.models.clone_model(model)  # new initialisation drawn from the seed
+    return [np.asarray(w, dtype=np.float32) for w in fresh.get_weights()]
+
+
+def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | None, progress: Progress) -> None:
+    """Run all rounds; mark the run complete, or stopped with the reason."""
+    data = load_data(config.data, data_dir)
+    strategy = RobustStrategy(config, run, data_dir)
+    evaluator = GlobalEvaluator(config, data, run, strategy, progress)
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(initial_weights(config, data)),
+            num_rounds=config.federation.rounds,
+            timeout=config.federation.client_timeout,
+            evaluate_fn=evaluator,
+        )
+    except RoundFailed as err:
+        run.finish(status="stopped", error=str(err))
+        raise
+    final = result.arrays.to_numpy_ndarrays()
+    np.savez(run.path / "final_model.npz", *final)
+    run.finish(final_accuracy=evaluator.last.get("accuracy"), wall_seconds=round(time.perf_counter() - evaluator.started, 2))

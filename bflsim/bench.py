@@ -90,3 +90,70 @@ def run_centralized_bench(
         f"measured {utc_now()} with {versions}\n"
     )
     return path
+
+
+def run_federated_bench(
+    out_dir: str | Path,
+    experiment: str | Path = "experiments/bench_federated.toml",
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Time one federated experiment two ways, side by side; return the CSV.
+
+    Both run as fresh processes (imports, data loading and start-up included): the plain
+    loop with TensorFlow on all cores, then ``bflsim run`` on Flower + Ray.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    progress = progress or Progress(quiet=True)
+    cores = os.cpu_count() or 1
+    env = dict(os.environ)
+    if data_dir:
+        env["BFLSIM_DATA_DIR"] = str(data_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    progress.say(f"bench: plain Keras loop on {experiment} ({cores} TensorFlow threads)")
+    t0 = time.perf_counter()
+    plain = subprocess.run(
+        [sys.executable, "-m", "bflsim.fl.plain", str(experiment), "--set", f"backend.threads_per_client={cores}"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    plain_wall = time.perf_counter() - t0
+    plain_stats = json.loads(plain.stdout.strip().splitlines()[-1])
+    progress.say(f"bench: plain loop {plain_wall:.1f} s, final accuracy {plain_stats['final_accuracy']:.4f}")
+
+    progress.say("bench: bflsim Flower/Ray simulation")
+    t0 = time.perf_counter()
+    flower = subprocess.run(
+        [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"), "--quiet"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    flower_wall = time.perf_counter() - t0
+    if flower.returncode != 0:
+        raise RuntimeError(f"bflsim run failed:\n{flower.stderr[-3000:]}")
+    run_dir = Path(flower.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    progress.say(f"bench: Flower/Ray {flower_wall:.1f} s, final accuracy {manifest.get('final_accuracy'):.4f}")
+
+    rows = [
+        ("federated", "plain_loop_wall_seconds", plain_wall, "s", 1, "", "fresh process: imports, data, all rounds"),
+        ("federated", "plain_loop_training_seconds", plain_stats["loop_seconds"], "s", 1, "", "rounds only"),
+        ("federated", "plain_loop_final_accuracy", plain_stats["final_accuracy"], "", 1, "", ""),
+        ("federated", "bflsim_wall_seconds", flower_wall, "s", 1, "", "fresh process: imports, data, Ray start, all rounds"),
+        ("federated", "bflsim_final_accuracy", manifest.get("final_accuracy"), "", 1, "", run_dir.name),
+        ("federated", "wall_ratio_bflsim_over_plain", flower_wall / plain_wall, "", 1, 1.3, "target <= 1.3"),
+    ]
+    path = out_dir / "federated.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(BENCH_COLUMNS)
+        for row in rows:
+            writer.writerow([row[0], row[1], f"{row[2]:.6g}", *row[3:]])
+    (out_dir / "federated.meta.txt").write_text(
+        f"measured {utc_now()} on {cores} cores with {package_versions(('flwr', 'ray', 'tensorflow-cpu', 'keras'))}\n"
+    )
+    return path

@@ -25,8 +25,14 @@ def run_centralized(
     out_dir: str | Path,
     data_dir: str | Path | None = None,
     progress: Progress | None = None,
+    *,
+    run_dir: Path | None = None,
+    point: dict | None = None,
 ) -> RunFolder:
-    """Train and score every configured model; return the finished run folder."""
+    """Train and score every configured model; return the finished run folder.
+
+    ``run_dir`` and ``point`` place the run at a sweep point's folder (:mod:`bflsim.sweep`).
+    """
     progress = progress or Progress(quiet=True)
     started = time.perf_counter()
     data = prepare_data(config.data, data_dir)
@@ -35,7 +41,7 @@ def run_centralized(
         f"{data.num_features} features, classes {list(data.class_names)}"
     )
     seeds = {"data_seed": config.data.seed, "train_seed": config.train.seed}
-    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds)
+    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
     run.write_manifest(data=describe_data(data))
     try:
         for name in config.models.names:

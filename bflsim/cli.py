@@ -1,7 +1,8 @@
 """The ``bflsim`` command line.
 
     bflsim demo                          quick end-to-end job on the synthetic default
-    bflsim run EXPERIMENT.toml           run an experiment file, write a run folder
+    bflsim run EXPERIMENT.toml           run an experiment file (all its scenarios), write run folders
+    bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes
     bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
     bflsim data [--download NAME]        where datasets are looked for, what is there
     bflsim bench                         speed benchmarks, written as CSV
@@ -19,7 +20,6 @@ from typing import Any
 from bflsim.config import (
     ConfigError,
     ExperimentConfig,
-    load_experiment,
     parse_experiment,
     with_overrides,
 )
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         # Every bad-input error of bflsim is a ValueError subclass with a full sentence.
         print(f"bflsim: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        print(f"bflsim: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bflsim: interrupted; completed results are kept in the run folder", file=sys.stderr)
         return 130
@@ -58,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.set_defaults(handler=cmd_run)
 
+    sweep = sub.add_parser("sweep", help="run every point of an experiment's [sweep] grid or [[scenarios]]")
+    sweep.add_argument("experiment", type=Path)
+    sweep.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder (default: runs/)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value in every point")
+    common(sweep)
+    sweep.set_defaults(handler=cmd_run)
+
     demo = sub.add_parser("demo", help="quick end-to-end job on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR)
     common(demo)
@@ -77,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--suite", choices=("centralized", "federated"), default="centralized")
+    bench.add_argument("--experiment", type=Path, default=Path("experiments/bench_federated.toml"),
+                       help="federated suite: the experiment run both ways")
     common(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
@@ -97,18 +111,53 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def execute(config: ExperimentConfig, out: Path, data_dir: str | None, quiet: bool) -> Path:
+def execute(
+    config: ExperimentConfig,
+    out: Path,
+    data_dir: str | None,
+    quiet: bool,
+    *,
+    run_dir: Path | None = None,
+    point: dict | None = None,
+) -> Path:
     """Run one experiment of any kind; return its run folder."""
     progress = Progress(quiet=quiet)
     if config.kind == "federated":
         from bflsim.fl.simulation import run_federated
 
-        return run_federated(config, out, data_dir=data_dir, progress=progress).path
+        return run_federated(config, out, data_dir=data_dir, progress=progress, run_dir=run_dir, point=point).path
     from bflsim.centralized import run_centralized
 
-    run = run_centralized(config, out, data_dir=data_dir, progress=progress)
+    run = run_centralized(config, out, data_dir=data_dir, progress=progress, run_dir=run_dir, point=point)
     write_run_figures(run.path)
     return run.path
+
+
+def execute_plan(plan, out: Path, data_dir: str | None, quiet: bool) -> list[Path]:
+    """Run every point of a plan under ``out/<experiment>/``; skip complete ones."""
+    from bflsim.sweep import is_complete, move_aside
+
+    progress = Progress(quiet=quiet)
+    root = Path(out) / plan.name
+    done, failed = [], []
+    for index, (point, config) in enumerate(plan.points, start=1):
+        run_dir = root / point.name
+        if is_complete(run_dir):
+            progress.say(f"[{index}/{len(plan.points)}] {point.label}: complete, skipped")
+            done.append(run_dir)
+            continue
+        if run_dir.exists():
+            progress.say(f"[{index}/{len(plan.points)}] {point.label}: interrupted run kept as {move_aside(run_dir).name}")
+        progress.say(f"[{index}/{len(plan.points)}] {point.label}")
+        try:
+            done.append(execute(config, out, data_dir, quiet, run_dir=run_dir, point=point.as_dict()))
+        except (ValueError, RuntimeError) as err:
+            progress.say(f"[{index}/{len(plan.points)}] {point.label}: failed: {err}")
+            failed.append((point, err))
+    if failed:
+        names = ", ".join(p.name for p, _ in failed)
+        raise RuntimeError(f"{len(failed)} of {len(plan.points)} runs failed ({names}); re-run the same command to retry them")
+    return done
 
 
 def write_run_figures(run_dir: Path) -> list[Path]:
@@ -120,11 +169,17 @@ def write_run_figures(run_dir: Path) -> list[Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_experiment(args.experiment)
+    from bflsim.sweep import Plan, load_plan
+
+    plan = load_plan(args.experiment)
     if args.set:
-        config = with_overrides(config, parse_overrides(args.set))
-    run_dir = execute(config, args.out, args.data_dir, args.quiet)
-    print(f"run folder: {run_dir}")
+        overrides = parse_overrides(args.set)
+        plan = Plan(plan.name, tuple((p, with_overrides(c, overrides)) for p, c in plan.points))
+    if len(plan.points) == 1 and not plan.points[0][0].overrides and args.command == "run":
+        print(f"run folder: {execute(plan.points[0][1], args.out, args.data_dir, args.quiet)}")
+        return 0
+    for run_dir in execute_plan(plan, args.out, args.data_dir, args.quiet):
+        print(f"run folder: {run_dir}")
     return 0
 
 
@@ -164,10 +219,13 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bflsim.bench import run_centralized_bench
+    from bflsim.bench import run_centralized_bench, run_federated_bench
 
     progress = Progress(quiet=args.quiet)
-    path = run_centralized_bench(args.out, data_dir=args.data_dir, repeats=args.repeats, progress=progress)
+    if args.suite == "federated":
+        path = run_federated_bench(args.out, args.experiment, data_dir=args.data_dir, progress=progress)
+    else:
+        path = run_centralized_bench(args.out, data_dir=args.data_dir, repeats=args.repeats, progress=progress)
     print(f"benchmark: {path}")
     return 0
 

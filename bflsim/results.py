@@ -77,14 +77,29 @@ class RunFolder:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, parent: Path, name: str, config: Mapping[str, Any], seeds: Mapping[str, int]) -> RunFolder:
-        """Make a new, uniquely named folder under ``parent`` and write its manifest."""
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(parent) / f"{name}-{stamp}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = Path(parent) / f"{name}-{stamp}-{suffix}"
+    def create(
+        cls,
+        parent: Path,
+        name: str,
+        config: Mapping[str, Any],
+        seeds: Mapping[str, int],
+        *,
+        path: Path | None = None,
+        point: Mapping[str, Any] | None = None,
+    ) -> RunFolder:
+        """Make a new folder and write its manifest.
+
+        By default the folder is ``parent/<name>-<time>``, made unique; a sweep passes the
+        exact ``path`` of its point instead (it must not exist yet) and the ``point``
+        (name, label, overrides) it stands for.
+        """
+        if path is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = Path(parent) / f"{name}-{stamp}"
+            suffix = 1
+            while path.exists():
+                suffix += 1
+                path = Path(parent) / f"{name}-{stamp}-{suffix}"
         path.mkdir(parents=True)
         run = cls(path=path, run_id=path.name)
         run.manifest = {
@@ -98,6 +113,8 @@ class RunFolder:
             "git_commit": git_commit(),
             "platform": platform.platform(),
         }
+        if point is not None:
+            run.manifest["point"] = dict(point)
         run.write_manifest()
         with open(run.metrics_path, "w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)

@@ -40,8 +40,14 @@ def run_federated(
     out_dir: str | Path,
     data_dir: str | Path | None = None,
     progress: Progress | None = None,
+    *,
+    run_dir: Path | None = None,
+    point: dict | None = None,
 ) -> RunFolder:
-    """Run every round of ``config`` and return the run folder (rows written per round)."""
+    """Run every round of ``config`` and return the run folder (rows written per round).
+
+    ``run_dir`` and ``point`` place the run at a sweep point's folder (:mod:`bflsim.sweep`).
+    """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -58,7 +64,7 @@ def run_federated(
         "data_seed": config.data.seed, "train_seed": config.train.seed,
         "federation_seed": config.federation.seed, "attack_seed": config.attack.seed,
     }
-    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds)
+    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
     run.write_manifest(
         data={"dataset": data.dataset, "class_names": list(data.class_names), "num_features": data.num_features,
               "sources": [{"path": p, "sha256": d} for p, d in data.sources]},

@@ -1,0 +1,168 @@
+"""Experiments with several runs: named scenarios and parameter grids, resumable.
+
+An experiment file may list scenarios (paper Table 4: three settings of one experiment)
+
+    [[scenarios]]
+    name = "krum_under_attack"
+    label = "Krum under attack"
+    set = { "aggregator.name" = "krum", "attack.name" = "gaussian" }
+
+or a grid (the attacker-fraction sweep): ``grid`` is a product over its keys, ``zip``
+one more axis whose lists advance together (e.g. one seed for every seed key):
+
+    [sweep]
+    grid = { "attack.fraction" = [0.0, 0.2, 0.4], "aggregator.name" = ["fedavg", "krum"] }
+    zip = { "train.seed" = [1, 2, 3], "attack.seed" = [1, 2, 3] }
+
+Every point is parsed and validated before the first run starts. Each point's run folder
+is ``<out>/<experiment>/<point>/``; a point whose folder holds a complete run is skipped,
+and an interrupted one is moved aside (``<point>.interrupted-<time>``, nothing deleted)
+and run again, so re-running the same command resumes a sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bflsim.config import ConfigError, ExperimentConfig, parse_experiment
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a plan: its folder name, a human label, and the keys it changes."""
+
+    name: str
+    label: str
+    overrides: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "overrides": dict(self.overrides)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of an experiment file, each with its validated config."""
+
+    name: str
+    points: tuple[tuple[Point, ExperimentConfig], ...]
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read an experiment file into its runs (one run when it has no scenarios or grid)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    try:
+        return plan_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def plan_from_dict(raw: dict[str, Any]) -> Plan:
+    raw = copy.deepcopy(raw)
+    scenarios = raw.pop("scenarios", None)
+    sweep = raw.pop("sweep", None)
+    if scenarios is not None and sweep is not None:
+        raise ConfigError("give [[scenarios]] or [sweep], not both")
+    name = raw.get("experiment", {}).get("name", "experiment")
+    if scenarios is not None:
+        points = [_scenario_point(i, s) for i, s in enumerate(scenarios)]
+    elif sweep is not None:
+        points = _grid_points(sweep)
+    else:
+        return Plan(name, ((Point(name, name, ()), parse_experiment(raw)),))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"point names repeat: {names}")
+    return Plan(name, tuple((p, _config_at(raw, p)) for p in points))
+
+
+def _scenario_point(index: int, scenario: Any) -> Point:
+    key = f"scenarios[{index}]"
+    if not isinstance(scenario, dict):
+        raise ConfigError(f"{key} must be a table")
+    unknown = set(scenario) - {"name", "label", "set"}
+    if unknown:
+        raise ConfigError(f"unknown key {key}.{min(unknown)}; expected name, label, set")
+    if not isinstance(scenario.get("name"), str) or not scenario["name"]:
+        raise ConfigError(f"{key}.name must be a non-empty string")
+    overrides = scenario.get("set", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{key}.set must be a table of dotted keys")
+    return Point(scenario["name"], scenario.get("label", scenario["name"]), tuple(overrides.items()))
+
+
+def _grid_points(sweep: Any) -> list[Point]:
+    if not isinstance(sweep, dict):
+        raise ConfigError("[sweep] must be a table")
+    unknown = set(sweep) - {"grid", "zip"}
+    if unknown:
+        raise ConfigError(f"unknown key sweep.{min(unknown)}; expected grid, zip")
+    grid, zipped = sweep.get("grid", {}), sweep.get("zip", {})
+    for key, values in {**grid, **zipped}.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep key {key!r} must map to a non-empty list; got {values!r}")
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"sweep.zip lists differ in length: { {k: len(v) for k, v in zipped.items()} }")
+    axes = [[((k, v),) for v in values] for k, values in grid.items()]
+    if zipped:
+        axes.append([tuple((k, zipped[k][i]) for k in zipped) for i in range(lengths.pop())])
+    points = []
+    for combo in itertools.product(*axes):
+        overrides = tuple(pair for axis in combo for pair in axis)
+        label = ", ".join(f"{k}={v}" for k, v in overrides)
+        points.append(Point(_slug(overrides), label, overrides))
+    return points
+
+
+def _slug(overrides: tuple[tuple[str, Any], ...]) -> str:
+    """``aggregator.name=krum, attack.fraction=0.2, train.seed=1`` -> ``aggregator-krum_fraction-0.2_seed-1``."""
+    parts: list[str] = []
+    for key, value in overrides:
+        segments = key.split(".")
+        short = segments[-2] if segments[-1] == "name" and len(segments) > 1 else segments[-1]
+        part = f"{short.replace('_', '-')}-{value}".replace("/", "-")
+        if part not in parts:
+            parts.append(part)
+    return "_".join(parts)
+
+
+def _config_at(raw: dict[str, Any], point: Point) -> ExperimentConfig:
+    tree = copy.deepcopy(raw)
+    for dotted, value in point.overrides:
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"point {point.name!r}: {dotted!r} is not a config key")
+        node[leaf] = value
+    try:
+        return parse_experiment(tree)
+    except ConfigError as err:
+        raise ConfigError(f"point {point.name!r} ({point.label}): {err}") from err
+
+
+def is_complete(run_dir: Path) -> bool:
+    manifest = run_dir / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Keep an interrupted run's files under a new name, so the point can run again."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.interrupted-{stamp}")
+    run_dir.rename(target)
+    return target

@@ -1,0 +1,90 @@
+"""Plans: scenarios and grids expand to validated runs; sweeps skip complete points and resume."""
+
+import json
+
+import pytest
+
+from bflsim.cli import execute_plan, main
+from bflsim.config import ConfigError
+from bflsim.sweep import load_plan, plan_from_dict
+
+BASE = {
+    "experiment": {"name": "grid", "kind": "centralized"},
+    "data": {"dataset": "synthetic", "synthetic": {"num_samples": 800}},
+    "models": {"names": ["decision_tree"]},
+}
+
+
+def test_grid_is_a_product_and_zip_is_one_axis():
+    raw = {**BASE, "sweep": {"grid": {"data.seed": [1, 2], "data.scaler": ["minmax", "standard"]},
+                             "zip": {"train.seed": [5, 6, 7], "data.synthetic.seed": [8, 9, 10]}}}
+
+    plan = plan_from_dict(raw)
+
+    assert len(plan.points) == 2 * 2 * 3
+    point, config = plan.points[-1]
+    assert point.name == "seed-2_scaler-standard_seed-7_seed-10"
+    assert (config.data.seed, config.data.scaler, config.train.seed, config.data.synthetic.seed) == (2, "standard", 7, 10)
+
+
+def test_scenarios_keep_their_order_names_and_labels(experiments_dir):
+    plan = load_plan(experiments_dir / "table4_poisoning.toml")
+
+    names = [p.name for p, _ in plan.points]
+    configs = [c for _, c in plan.points]
+    assert names == ["standard_fl_no_attack", "standard_fl_under_attack", "krum_under_attack"]
+    assert [c.num_malicious for c in configs] == [0, 2, 2]
+    assert [c.aggregator.name for c in configs] == ["fedavg", "fedavg", "krum"]
+    assert all(c.federation.rounds == 50 and c.federation.num_nodes == 10 for c in configs)
+
+
+def test_sweep_file_has_every_aggregator_fraction_and_seed(experiments_dir):
+    plan = load_plan(experiments_dir / "sweep_attackers.toml")
+
+    keys = {(c.aggregator.name, c.attack.fraction, c.train.seed) for _, c in plan.points}
+    assert len(keys) == 75
+    assert {c.num_malicious for _, c in plan.points} == {0, 2, 4, 6, 8}
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"sweep": {"grid": {"data.seed": []}}}, "non-empty list"),
+        ({"sweep": {"zip": {"train.seed": [1, 2], "data.seed": [1]}}}, "differ in length"),
+        ({"sweep": {"grid": {"data.sede": [1]}}}, "point 'sede-1'.*unknown key 'data.sede'"),
+        ({"scenarios": [{"name": "a", "set": {"models.names": ["svm"]}}]}, "point 'a'.*unknown model 'svm'"),
+        ({"scenarios": [{"name": "a"}, {"name": "a"}]}, "point names repeat"),
+        ({"scenarios": [{"name": "a"}], "sweep": {}}, "not both"),
+    ],
+)
+def test_bad_plans_fail_before_any_run_naming_the_point(extra, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        plan_from_dict({**BASE, **extra})
+
+
+def test_sweep_skips_complete_points_and_reruns_interrupted_ones(tmp_path):
+    plan = plan_from_dict({**BASE, "sweep": {"grid": {"data.seed": [1, 2]}}})
+    first = execute_plan(plan, tmp_path, None, quiet=True)
+    stamps = [(d / "manifest.json").stat().st_mtime_ns for d in first]
+    interrupted = first[1] / "manifest.json"
+    manifest = json.loads(interrupted.read_text())
+    interrupted.write_text(json.dumps({**manifest, "status": "running"}))
+
+    second = execute_plan(plan, tmp_path, None, quiet=True)
+
+    assert [d.name for d in second] == ["seed-1", "seed-2"]
+    assert (second[0] / "manifest.json").stat().st_mtime_ns == stamps[0]  # skipped
+    assert json.loads((second[1] / "manifest.json").read_text())["status"] == "complete"
+    kept = list((tmp_path / "grid").glob("seed-2.interrupted-*"))
+    assert len(kept) == 1 and (kept[0] / "metrics.csv").is_file()
+    assert json.loads((second[0] / "manifest.json").read_text())["point"]["overrides"] == {"data.seed": 1}
+
+
+def test_cli_reports_a_bad_experiment_file_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[federation]\nnum_nodes = 0\n")
+
+    code = main(["run", str(bad), "--out", str(tmp_path)])
+
+    assert code == 2
+    assert "federation.num_nodes must be >= 1" in capsys.readouterr().err

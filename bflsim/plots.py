@@ -2,6 +2,8 @@
 
 - :func:`training_curves`: train / validation accuracy and loss per epoch (paper Figure 1).
 - :func:`confusion_figure`: a row-normalised confusion matrix with counts (paper Figure 3).
+- :func:`accuracy_per_round`: global test accuracy per federated round, per scenario (paper Figure 2).
+- :func:`accuracy_vs_attackers`: final accuracy against the share of attackers, per aggregator.
 """
 
 from __future__ import annotations
@@ -86,3 +88,72 @@ def save_figure(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def accuracy_per_round(metrics_with_labels: pd.DataFrame, title: str | None = None):
+    """Global test accuracy per round, one line per scenario ``label`` (paper Figure 2).
+
+    ``metrics_with_labels`` is the tidy metric table with a ``label`` column. Round 0 is
+    the initial global model. Where several runs (seeds) share a label the line is their
+    mean and a shaded band spans their min..max.
+    """
+    plt = _pyplot()
+    rows = metrics_with_labels[
+        (metrics_with_labels["split"] == "test")
+        & (metrics_with_labels["metric"] == "accuracy")
+        & metrics_with_labels["round"].notna()
+        & metrics_with_labels["node"].isna()
+    ]
+    if rows.empty:
+        raise ValueError("no per-round test accuracy rows")
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    banded = False
+    for label in dict.fromkeys(rows["label"]):
+        per_round = rows[rows["label"] == label].groupby("round")["value"]
+        mean, low, high = per_round.mean(), per_round.min(), per_round.max()
+        (line,) = ax.plot(mean.index, mean.to_numpy(), "-o", markersize=3, label=label)
+        if per_round.size().max() > 1:
+            ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=line.get_color(), alpha=0.2, lw=0)
+            banded = True
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("round")
+    ax.set_ylabel("global test accuracy" + (" (mean, band min..max over runs)" if banded else ""))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "Global model accuracy per round")
+    return fig
+
+
+def accuracy_vs_attackers(
+    summary: pd.DataFrame, title: str | None = None, *, labels: dict[str, str] | None = None
+):
+    """Final test accuracy against the attacker share, one line per aggregator.
+
+    ``summary`` has one row per (aggregator, attacker_fraction) with ``accuracy_mean``,
+    ``accuracy_min`` and ``accuracy_max`` over seeds (as :func:`bflsim.fl_report.sweep_summary`
+    writes it). The line is the mean over seeds; the shaded band spans min..max.
+    ``labels`` maps aggregator names to legend text.
+    """
+    plt = _pyplot()
+    rows = summary.dropna(subset=["accuracy_mean"])
+    if rows.empty:
+        raise ValueError("no (aggregator, attacker fraction) cell has a complete run")
+    labels = labels or {}
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    for aggregator in dict.fromkeys(rows["aggregator"]):
+        cells = rows[rows["aggregator"] == aggregator].sort_values("attacker_fraction")
+        percent = 100 * cells["attacker_fraction"].to_numpy(dtype=float)
+        (line,) = ax.plot(
+            percent, cells["accuracy_mean"].to_numpy(), "-o", markersize=4, label=labels.get(aggregator, aggregator)
+        )
+        ax.fill_between(
+            percent, cells["accuracy_min"].to_numpy(), cells["accuracy_max"].to_numpy(),
+            color=line.get_color(), alpha=0.2, lw=0,
+        )
+    ax.set_xticks(sorted(set(100 * rows["attacker_fraction"].astype(float))))
+    ax.set_xlabel("malicious edge nodes (%)")
+    ax.set_ylabel("final test accuracy\n(mean over seeds, band min..max)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="aggregator")
+    ax.set_title(title or "Final accuracy against the share of attackers")
+    return fig

@@ -37,9 +37,9 @@ AGGREGATOR_LABELS = {
     "trimmed_mean": "Trimmed mean",
 }
 ATTACK_LABELS = {"none": "no attack", "gaussian": "Gaussian", "sign_flip": "sign flip", "scaling": "scaling"}
-SEED_NAMES = ("train_seed", "federation_seed", "attack_seed")
 ROUND_COUNTS = ("poisoned_received", "poisoned_accepted")
 NOT_AVAILABLE = "n/a"
+INTERRUPTED_MARK = ".interrupted-"  # bflsim.sweep.move_aside: <point>.interrupted-<time>
 # A set of runs is a sweep when one aggregator meets this many attacker shares: a Table 4
 # scenario list compares "no attack" with one attack setting, a sweep draws a curve.
 SWEEP_MIN_FRACTIONS = 3
@@ -48,18 +48,28 @@ SWEEP_MIN_FRACTIONS = 3
 # --- finding and describing runs ---------------------------------------------------------
 
 
-def find_run_dirs(root: str | Path, kind: str | None = "federated") -> list[Path]:
-    """Run folders (folders holding ``manifest.json``) at or below ``root``, in path order.
+def find_run_dirs(
+    root: str | Path, kind: str | None = "federated", include_interrupted: bool = False
+) -> list[Path]:
+    """Run folders (folders holding ``manifest.json``) at or below ``root``.
 
-    ``kind`` keeps only runs whose config has that ``kind`` (``None`` keeps all).
+    They come in the order they were started (ties by path): the order in which an
+    experiment lists its scenarios or grid points, unless a point was run again later.
+    ``kind`` keeps only runs whose config has that ``kind`` (``None`` keeps all). Runs that
+    a resumed sweep moved aside (``<point>.interrupted-<time>``, see :mod:`bflsim.sweep`)
+    were run again under the point's own folder, so they are skipped unless
+    ``include_interrupted``.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     found = sorted(p.parent for p in root.rglob("manifest.json"))
-    if kind is None:
-        return found
-    return [d for d in found if read_manifest(d).get("config", {}).get("kind") == kind]
+    if not include_interrupted:
+        found = [d for d in found if not any(INTERRUPTED_MARK in part for part in d.relative_to(root).parts)]
+    manifests = {d: read_manifest(d) for d in found}
+    if kind is not None:
+        found = [d for d in found if manifests[d].get("config", {}).get("kind") == kind]
+    return sorted(found, key=lambda d: (str(manifests[d].get("started", "")), str(d)))
 
 
 def count_malicious(attack: Mapping[str, Any], num_nodes: int) -> int:

@@ -16,7 +16,7 @@ from bflsim.fl_report import (
     table4_markdown,
     write_federated_report,
 )
-from bflsim.results import RunFolder
+from bflsim.results import RunFolder, read_manifest
 
 
 def fake_run(
@@ -106,6 +106,28 @@ def test_find_run_dirs_recurses_and_skips_centralized_runs(tmp_path):
     found = find_run_dirs(tmp_path / "sweep")
 
     assert found == sorted([first, second])
+
+
+def test_find_run_dirs_lists_runs_in_the_order_they_were_started(tmp_path):
+    later = fake_run(tmp_path / "a_no_attack")
+    earlier = fake_run(tmp_path / "b_under_attack")
+    RunFolder(later, later.name, read_manifest(later)).write_manifest(started="2026-01-01T10:00:05+00:00")
+    RunFolder(earlier, earlier.name, read_manifest(earlier)).write_manifest(started="2026-01-01T10:00:01+00:00")
+
+    found = find_run_dirs(tmp_path)
+
+    assert found == [earlier, later]
+
+
+def test_find_run_dirs_skips_runs_a_resumed_sweep_moved_aside(tmp_path):
+    point = fake_run(tmp_path / "sweep" / "krum-f10")
+    fake_run(tmp_path / "sweep" / "krum-f10.interrupted-20260101-120000", status="running")
+
+    found = find_run_dirs(tmp_path / "sweep")
+    everything = find_run_dirs(tmp_path / "sweep", include_interrupted=True)
+
+    assert found == [point]
+    assert len(everything) == 2
 
 
 def test_federated_runs_refuses_a_centralized_run(tmp_path):

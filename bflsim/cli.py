@@ -24,6 +24,7 @@ from bflsim.config import (
     with_overrides,
 )
 from bflsim.progress import Progress
+from bflsim.results import read_manifest
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -162,7 +163,6 @@ def execute_plan(plan, out: Path, data_dir: str | None, quiet: bool) -> list[Pat
 
 def write_run_figures(run_dir: Path) -> list[Path]:
     from bflsim.report import write_centralized_report
-    from bflsim.results import read_manifest
 
     model = read_manifest(run_dir)["config"]["models"]["names"][-1]
     return write_centralized_report([run_dir], run_dir / "figures", model=model)
@@ -198,12 +198,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Tables and figures of run folders, or of folders holding them (a sweep, an experiment)."""
+    from bflsim.fl_report import find_run_dirs, write_federated_report
     from bflsim.report import write_centralized_report
 
-    for run_dir in args.runs:
-        if not (run_dir / "manifest.json").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a run folder (no manifest.json)")
-    for path in write_centralized_report(list(args.runs), args.out, model=args.model):
+    centralized, federated = [], []
+    for path in args.runs:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no such folder")
+        runs = [path] if (path / "manifest.json").is_file() else find_run_dirs(path, kind=None)
+        if not runs:
+            raise FileNotFoundError(f"{path}: no run folder (manifest.json) at or below it")
+        for run_dir in runs:
+            kind = read_manifest(run_dir)["config"].get("kind", "centralized")
+            (federated if kind == "federated" else centralized).append(run_dir)
+    written = []
+    if centralized:
+        written += write_centralized_report(centralized, args.out, model=args.model)
+    if federated:
+        written += write_federated_report(federated, args.out)
+    for path in written:
         print(path)
     return 0
 

@@ -26,6 +26,8 @@ def _pyplot():
 def training_curves(metrics: pd.DataFrame, model: str, title: str | None = None):
     """Accuracy and loss per epoch on the train and validation splits of one model."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     rows = metrics[(metrics["model"] == model) & metrics["epoch"].notna()]
     if rows.empty:
         raise ValueError(f"no per-epoch rows for model {model!r}")
@@ -36,6 +38,7 @@ def training_curves(metrics: pd.DataFrame, model: str, title: str | None = None)
             label = "training" if split == "train" else "validation"
             ax.plot(curve["epoch"], curve["value"], style, markersize=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -154,6 +154,12 @@ class FederationConfig:
     ``fraction_train`` of the nodes (at least one) form each round's cohort, sampled
     reproducibly from ``seed``. Local training uses ``train.batch_size`` and
     ``train.learning_rate`` for ``local_epochs`` epochs.
+
+    Faults, to exercise failure handling: ``crash_nodes`` raise instead of training in
+    ``crash_rounds`` (every round when empty); ``slow_nodes`` sleep ``delay_seconds``
+    before training in ``slow_rounds`` (every round when empty), so that with a small
+    ``client_timeout`` the server stops waiting for them. Either way the node counts as a
+    failure of that round.
     """
 
     num_nodes: int = 10
@@ -165,12 +171,35 @@ class FederationConfig:
     shards_per_node: int = 2
     seed: int = 42
     client_timeout: float = 900.0
+    crash_nodes: tuple[int, ...] = ()
+    crash_rounds: tuple[int, ...] = ()
+    slow_nodes: tuple[int, ...] = ()
+    slow_rounds: tuple[int, ...] = ()
+    delay_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise ConfigError(f"federation.num_nodes must be >= 1; got {self.num_nodes}")
         if self.rounds < 1:
             raise ConfigError(f"federation.rounds must be >= 1; got {self.rounds}")
+        if not self.client_timeout > 0:
+            raise ConfigError(f"federation.client_timeout must be > 0 seconds; got {self.client_timeout}")
+        for key in ("crash_nodes", "slow_nodes"):
+            if bad := [i for i in getattr(self, key) if not 0 <= i < self.num_nodes]:
+                raise ConfigError(
+                    f"federation.{key} names nodes outside 0..{self.num_nodes - 1} "
+                    f"(federation.num_nodes = {self.num_nodes}): {bad}"
+                )
+        for key in ("crash_rounds", "slow_rounds"):
+            if bad := [r for r in getattr(self, key) if not 1 <= r <= self.rounds]:
+                raise ConfigError(
+                    f"federation.{key} names rounds outside 1..{self.rounds} "
+                    f"(federation.rounds = {self.rounds}): {bad}"
+                )
+        if self.delay_seconds < 0:
+            raise ConfigError(f"federation.delay_seconds must be >= 0; got {self.delay_seconds}")
+        if self.slow_nodes and self.delay_seconds == 0:
+            raise ConfigError("federation.slow_nodes needs federation.delay_seconds > 0")
         if not 0.0 < self.fraction_train <= 1.0:
             raise ConfigError(f"federation.fraction_train must be in (0, 1]; got {self.fraction_train}")
         if self.local_epochs < 1:

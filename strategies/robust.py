@@ -7,15 +7,20 @@ The rule returns the aggregate and which nodes it kept, so the strategy records,
 which nodes were selected and whether a poisoned update got through.
 
 Before the first round it asks every node who it is (a ``query`` message): Flower's node
-ids are opaque, and the audit trail and the results speak of edge-node indices.
+ids are opaque, and the audit trail and the results speak of edge-node indices. A
+federation whose size differs from ``federation.num_nodes`` stops the run there.
 
-A node that fails or times out is counted as a failure; the round goes on with the others
-as long as the rule's condition still holds (Krum: n > 2f + 2), and stops the run cleanly
-otherwise (completed rounds are already on disk).
+A cohort node that raises or does not answer within ``federation.client_timeout`` is a
+failure of the round: it is logged (``failures`` per round, ``failed`` per node, the reason
+in the manifest's ``node_failures``), and the round goes on with the other updates as long
+as the rule's condition still holds for the smaller n (Krum: n > 2f + 2, Blanchard et al.,
+NeurIPS 2017). Otherwise :class:`RoundFailed` stops the run; completed rounds are already
+on disk.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,16 +29,23 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+from numpy.typing import NDArray
 
-from bflsim.aggregators import AggregatorError, aggregate, validate_aggregator
+from bflsim.aggregators import AggregatorError, Selection, aggregate, validate_aggregator
 from bflsim.config import ExperimentConfig
 from bflsim.fl.node import experiment_to_json, malicious_nodes
 from bflsim.results import RunFolder
-from bflsim.vectors import flatten, unflatten
+from bflsim.vectors import Shapes, flatten, unflatten
+
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RoundFailed(RuntimeError):
     """Too few usable updates this round for the aggregation rule; the run stops here."""
+
+
+class FederationMismatch(RuntimeError):
+    """The connected SuperNodes are not the experiment's ``federation.num_nodes`` edge nodes."""
 
 
 @dataclass
@@ -47,8 +59,68 @@ class RoundStats:
     started: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class Updates:
+    """A round's usable replies, ordered by edge-node index; ``matrix`` is (n, d)."""
+
+    nodes: NDArray[np.int64]
+    matrix: NDArray[np.float32]
+    shapes: Shapes
+    num_samples: NDArray[np.int64]
+    train_losses: list[float]
+
+    @classmethod
+    def from_replies(cls, replies: list[Message]) -> Updates:
+        ok = sorted((m for m in replies if not m.has_error()), key=lambda m: int(m.content["metrics"]["node"]))
+        metrics = [m.content["metrics"] for m in ok]
+        flat = [flatten(m.content["arrays"].to_numpy_ndarrays()) for m in ok]
+        return cls(
+            nodes=np.array([int(m["node"]) for m in metrics], dtype=np.int64),
+            matrix=np.stack([v for v, _ in flat]) if flat else np.empty((0, 0), np.float32),
+            shapes=flat[0][1] if flat else (),
+            num_samples=np.array([int(m["num-examples"]) for m in metrics], dtype=np.int64),
+            train_losses=[float(m["train-loss"]) for m in metrics if "train-loss" in m],
+        )
+
+
+def last_line(reason: str) -> str:
+    """The last line of an error reply's reason (Flower sends the node's traceback), uncoloured."""
+    lines = [line.strip() for line in _ANSI_CODES.sub("", reason).splitlines() if line.strip()]
+    return lines[-1].removesuffix("'>") if lines else reason
+
+
+def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settle: float = 2.0) -> list[int]:
+    """The Flower node ids of the federation, which must have ``num_nodes`` SuperNodes.
+
+    The simulation runtime registers all its SuperNodes at once, so a count that holds for
+    ``settle`` seconds is the federation's size.
+
+    Raises
+    ------
+    FederationMismatch
+        When that size is not ``num_nodes`` (``federation.num_nodes``).
+    """
+    deadline = time.monotonic() + timeout
+    count, since = -1, time.monotonic()
+    while True:
+        node_ids = list(grid.get_node_ids())
+        now = time.monotonic()
+        if len(node_ids) != count:
+            count, since = len(node_ids), now
+        if (count > 0 and now - since >= settle) or now > deadline:
+            break
+        time.sleep(0.25)
+    if count != num_nodes:
+        raise FederationMismatch(
+            f"the federation has {count} SuperNodes but federation.num_nodes = {num_nodes}: "
+            f"run `flwr run` with --federation-config \"num-supernodes={num_nodes}\", "
+            f"or set federation.num_nodes = {count}"
+        )
+    return node_ids
+
+
 class RobustStrategy(Strategy):
-    """Sample, send, aggregate with a robust rule, and record the selection."""
+    """Sample, send, aggregate with a robust rule, and record the selection and failures."""
 
     def __init__(self, config: ExperimentConfig, run: RunFolder, data_dir: str | None = None) -> None:
         self.config = config
@@ -56,7 +128,9 @@ class RobustStrategy(Strategy):
         self.data_dir = data_dir
         self.experiment_json = experiment_to_json(config)
         self.edge_index: dict[int, int] = {}  # Flower node id -> edge-node index
+        self.cohort: list[int] = []
         self.stats = RoundStats()
+        self.node_failures: list[dict] = []
         self.model_name = config.models.names[0]
 
     def summary(self) -> None:
@@ -70,18 +144,22 @@ class RobustStrategy(Strategy):
     # --- nodes and cohorts -----------------------------------------------------------
 
     def register_nodes(self, grid: Grid) -> None:
-        """Ask every connected node for its edge-node index."""
+        """Ask every connected node for its edge-node index; the counts must match."""
         expected = self.config.federation.num_nodes
-        deadline = time.monotonic() + 120
-        while len(node_ids := list(grid.get_node_ids())) < expected:
-            if time.monotonic() > deadline:
-                raise RoundFailed(f"only {len(node_ids)} of {expected} edge nodes connected")
-            time.sleep(0.5)
+        node_ids = connected_nodes(grid, expected)
         record = RecordDict({"config": self._config_record(0)})
         messages = [Message(record, dst_node_id=nid, message_type=MessageType.QUERY) for nid in node_ids]
+        errors = []
         for reply in grid.send_and_receive(messages, timeout=self.config.federation.client_timeout):
-            if not reply.has_error():
+            if reply.has_error():
+                errors.append(reply.error.reason)
+            else:
                 self.edge_index[reply.metadata.src_node_id] = int(reply.content["metrics"]["node"])
+        if len(self.edge_index) != expected:
+            raise FederationMismatch(
+                f"only {len(self.edge_index)} of {expected} edge nodes said who they are"
+                + (f"; first error: {last_line(errors[0])}" if errors else "")
+            )
 
     def sample_cohort(self, server_round: int) -> list[int]:
         """Edge-node indices of this round's cohort, reproducible from the federation seed."""
@@ -104,51 +182,45 @@ class RobustStrategy(Strategy):
         if not self.edge_index:
             self.register_nodes(grid)
         self.stats = RoundStats()
-        cohort = set(self.sample_cohort(server_round))
+        self.cohort = self.sample_cohort(server_round)
         record = RecordDict({"arrays": arrays, "config": self._config_record(server_round)})
-        self.cohort_size = len(cohort)
         return [
             Message(record, dst_node_id=nid, message_type=MessageType.TRAIN)
             for nid, edge in self.edge_index.items()
-            if edge in cohort
+            if edge in self.cohort
         ]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        ok = [m for m in replies if not m.has_error()]
-        failures = self.cohort_size - len(ok)
-        nodes = np.array([int(m.content["metrics"]["node"]) for m in ok], dtype=np.int64)
-        order = np.argsort(nodes)
-        nodes = nodes[order]
-        weights = [ok[i].content["arrays"].to_numpy_ndarrays() for i in order]
-        num_samples = np.array([int(ok[i].content["metrics"]["num-examples"]) for i in order])
-
-        agg = self.config.aggregator
-        f = self.config.declared_malicious
+        updates = Updates.from_replies(replies)
+        failures = self.record_failures(server_round, replies, updates.nodes)
+        n, f, agg = len(updates.nodes), self.config.declared_malicious, self.config.aggregator
         try:
-            validate_aggregator(agg.name, len(nodes), f, num_selected=agg.num_selected, trim_fraction=agg.trim_fraction)
+            validate_aggregator(agg.name, n, f, num_selected=agg.num_selected, trim_fraction=agg.trim_fraction)
         except AggregatorError as err:
-            self.run.log({"failures": failures}, split="round", round=server_round)
-            raise RoundFailed(f"round {server_round}: {len(nodes)} usable updates, {failures} failures: {err}") from err
+            self.run.log({"updates_received": n, "failures": failures}, model=self.model_name,
+                         split="round", round=server_round)
+            raise RoundFailed(f"round {server_round}: {n} usable updates after {failures} failures: {err}") from err
 
-        shapes = None
-        rows = []
-        for w in weights:
-            flat, shapes = flatten(w)
-            rows.append(flat)
         selection = aggregate(
-            agg.name, np.stack(rows), num_samples=num_samples, num_malicious=f,
+            agg.name, updates.matrix, num_samples=updates.num_samples, num_malicious=f,
             num_selected=agg.num_selected, trim_fraction=agg.trim_fraction,
         )
-        new_weights = unflatten(selection.aggregate.astype(np.float32), shapes)
+        round_metrics = self.record_selection(server_round, updates.nodes, selection, failures)
+        losses = updates.train_losses
+        return ArrayRecord(unflatten(selection.aggregate.astype(np.float32), updates.shapes)), MetricRecord(
+            {**round_metrics, "train-loss": float(np.mean(losses)) if losses else 0.0}
+        )
 
+    def record_selection(
+        self, server_round: int, nodes: NDArray[np.int64], selection: Selection, failures: int
+    ) -> dict[str, float]:
+        """Log which nodes the rule kept and whether poisoned updates got through."""
         malicious = np.isin(nodes, malicious_nodes(self.config, server_round))
-        selected = np.zeros(len(nodes), dtype=bool)
-        selected[selection.selected] = True
-        self.stats.received = len(nodes)
-        self.stats.failures = failures
+        selected = np.isin(np.arange(len(nodes)), selection.selected)
+        self.stats.received, self.stats.failures = len(nodes), failures
         self.stats.poisoned_received = int(malicious.sum())
         self.stats.poisoned_accepted = int((malicious & selected).sum())
         round_metrics = {
@@ -166,9 +238,23 @@ class RobustStrategy(Strategy):
                  "weight": float(selection.weights[i]), "malicious": float(malicious[i])},
                 model=self.model_name, split="node", round=server_round, node=int(node),
             )
-        losses = [float(ok[i].content["metrics"]["train-loss"]) for i in order if "train-loss" in ok[i].content["metrics"]]
-        train_metrics = MetricRecord({**round_metrics, "train-loss": float(np.mean(losses)) if losses else 0.0})
-        return ArrayRecord(new_weights), train_metrics
+        return round_metrics
+
+    def record_failures(self, server_round: int, replies: list[Message], usable: NDArray[np.int64]) -> int:
+        """Log each cohort node without a usable update (``failed`` rows, the reason in the manifest)."""
+        reasons = {
+            self.edge_index.get(m.metadata.src_node_id): last_line(m.error.reason) for m in replies if m.has_error()
+        }
+        timeout = self.config.federation.client_timeout
+        usable_nodes = set(usable.tolist())
+        failed = [node for node in self.cohort if node not in usable_nodes]
+        for node in failed:
+            reason = reasons.get(node, f"no reply within federation.client_timeout = {timeout:g} s")
+            self.node_failures.append({"round": server_round, "node": node, "reason": reason})
+            self.run.log({"failed": 1.0}, model=self.model_name, split="node", round=server_round, node=node)
+        if failed:
+            self.run.write_manifest(node_failures=self.node_failures)
+        return len(failed)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return []  # the global model is evaluated on the server's held-out test split

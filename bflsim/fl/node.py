@@ -10,11 +10,16 @@ training. Which nodes are malicious is drawn from the attack seed
 
 Keras models are expensive to build and trace; each process keeps one compiled model per
 architecture and resets its weights and optimizer state on every call.
+
+Faults are part of the experiment: ``federation.crash_nodes`` raise :class:`NodeCrash`
+instead of training, and ``federation.slow_nodes`` stall first (see
+:class:`bflsim.config.FederationConfig`), so failure handling is tested like the rest.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,6 +38,10 @@ from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.models import configure_tensorflow
 
 Weights = list[NDArray[np.float32]]
+
+
+class NodeCrash(RuntimeError):
+    """An edge node failed its round on purpose (``federation.crash_nodes``)."""
 
 
 @dataclass(frozen=True)
@@ -122,10 +131,28 @@ def reset_optimizer(config: ExperimentConfig, num_features: int, num_classes: in
         variable.assign(value)
 
 
+def inject_faults(federation: FederationConfig, node: int, server_round: int) -> None:
+    """Stall or crash as ``federation`` sets for this node and round; otherwise do nothing."""
+    if node in federation.slow_nodes and (not federation.slow_rounds or server_round in federation.slow_rounds):
+        time.sleep(federation.delay_seconds)
+    if node in federation.crash_nodes and (not federation.crash_rounds or server_round in federation.crash_rounds):
+        raise NodeCrash(f"edge node {node} crashed in round {server_round} (federation.crash_nodes)")
+
+
 def train_locally(
     config: ExperimentConfig, node: int, server_round: int, global_weights: Weights, data_dir: str | None = None
 ) -> NodeResult:
-    """Run edge node ``node`` for one round starting from ``global_weights``."""
+    """Run edge node ``node`` for one round starting from ``global_weights``.
+
+    Raises :class:`NodeCrash` when the node is set to crash in this round.
+    """
+    num_nodes = config.federation.num_nodes
+    if not 0 <= node < num_nodes:
+        raise ValueError(
+            f"edge node {node} does not exist: federation.num_nodes = {num_nodes}; "
+            f"the federation must have exactly that many SuperNodes (num-supernodes)"
+        )
+    inject_faults(config.federation, node, server_round)
     data = load_data(config.data, data_dir)
     rows = node_partitions(config.data, config.federation, data_dir)[node]
     malicious = bool(np.isin(node, malicious_nodes(config, server_round)))

@@ -1,23 +1,25 @@
-"""The server side of a federated run: initial model, the strategy loop, global evaluation.
+"""The server side of a federated run: run folder, initial model, strategy loop, evaluation.
 
-:func:`serve` is what a Flower ServerApp's ``main`` does, whichever way the app is started
-(``bflsim run`` on the Ray simulation backend, or ``flwr run .``). After every round the
-global model is scored on the held-out test split and the round's rows reach the run
-folder before the next round starts.
+:func:`start_run` and :func:`serve` are what a Flower ServerApp's ``main`` does, whichever
+way the app is started (``bflsim run`` on the Ray simulation backend, or ``flwr run .``).
+After every round the global model is scored on the held-out test split and the round's
+rows reach the run folder before the next round starts.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from bflsim.config import ExperimentConfig
-from bflsim.data import PreparedData
-from bflsim.fl.node import cached_model, load_data
+from bflsim.config import ExperimentConfig, config_to_dict
+from bflsim.data import PreparedData, resolve_data_dir
+from bflsim.fl.node import cached_model, load_data, malicious_nodes
 from bflsim.metrics import confusion_matrix, summary_metrics
 from bflsim.progress import Progress, format_seconds
 from bflsim.results import RunFolder
@@ -65,6 +67,42 @@ class GlobalEvaluator:
                 f"  failures {stats.failures}  elapsed {format_seconds(elapsed)}  eta {format_seconds(eta)}"
             )
         self.progress.say(line)
+
+
+def start_run(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    *,
+    run_dir: Path | None = None,
+    point: dict | None = None,
+    **manifest: Any,
+) -> tuple[RunFolder, str | None]:
+    """Check the data, create the run folder and write its manifest (plus ``manifest`` entries).
+
+    Returns the folder and the data directory the server and the nodes read (None for
+    synthetic data). ``run_dir`` and ``point`` place the run at a sweep point's folder.
+    """
+    progress = progress or Progress(quiet=True)
+    data_path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
+    data = load_data(config.data, data_path)  # bad data fails here, before any node starts
+    seeds = {
+        "data_seed": config.data.seed, "train_seed": config.train.seed,
+        "federation_seed": config.federation.seed, "attack_seed": config.attack.seed,
+    }
+    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
+    run.write_manifest(
+        data={"dataset": data.dataset, "class_names": list(data.class_names), "num_features": data.num_features,
+              "sources": [{"path": p, "sha256": d} for p, d in data.sources]},
+        malicious_nodes=malicious_nodes(config, 1).tolist() if not config.attack.redraw_each_round else "per round",
+        **manifest,
+    )
+    progress.say(
+        f"{config.name}: {config.federation.num_nodes} edge nodes, {config.federation.rounds} rounds, "
+        f"{config.aggregator.name}, attack {config.attack.name} x {config.num_malicious}"
+    )
+    return run, data_path
 
 
 def initial_weights(config: ExperimentConfig, data: PreparedData) -> list[np.ndarray]:

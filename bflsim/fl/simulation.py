@@ -13,9 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from bflsim.config import ExperimentConfig, config_to_dict
-from bflsim.data import resolve_data_dir
-from bflsim.fl.node import load_data, malicious_nodes
+from bflsim.config import ExperimentConfig
 from bflsim.progress import Progress
 from bflsim.results import RunFolder
 
@@ -51,29 +49,17 @@ def run_federated(
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    # Ray's node IP defaults to localhost, so its servers listen on 127.0.0.1 only; with
+    # _node_ip_address alone, Ray 2.55 still listens on every interface.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     from bflsim.fl.client_app import app as client_app
-    from bflsim.fl.server import serve
+    from bflsim.fl.server import serve, start_run
 
     progress = progress or Progress(quiet=True)
-    data_path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
-    data = load_data(config.data, data_path)  # bad data fails here, before Ray starts
-    seeds = {
-        "data_seed": config.data.seed, "train_seed": config.train.seed,
-        "federation_seed": config.federation.seed, "attack_seed": config.attack.seed,
-    }
-    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
-    run.write_manifest(
-        data={"dataset": data.dataset, "class_names": list(data.class_names), "num_features": data.num_features,
-              "sources": [{"path": p, "sha256": d} for p, d in data.sources]},
-        malicious_nodes=malicious_nodes(config, 1).tolist() if not config.attack.redraw_each_round else "per round",
-    )
-    progress.say(
-        f"{config.name}: {config.federation.num_nodes} edge nodes, {config.federation.rounds} rounds, "
-        f"{config.aggregator.name}, attack {config.attack.name} x {config.num_malicious}"
-    )
+    run, data_path = start_run(config, out_dir, data_dir, progress, run_dir=run_dir, point=point)
 
     errors: list[BaseException] = []
     server_app = ServerApp()

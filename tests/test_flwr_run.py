@@ -1,0 +1,236 @@
+"""`flwr run .`: the ServerApp's run config, then one real run on a local SuperLink.
+
+The end-to-end test starts Flower's detached local SuperLink on free loopback ports with its
+own FLWR_HOME, checks that every process it started listens on loopback only, and stops
+them all (found by that FLWR_HOME in their environment) before it returns.
+"""
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bflsim.config import ConfigError
+from bflsim.fl.server_app import AppSettings, redact_token
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+EXPERIMENT = """
+[experiment]
+name = "flwr_run_test"
+kind = "federated"
+
+[data]
+dataset = "synthetic"
+synthetic = { num_samples = 1500 }
+
+[models]
+names = ["cnn_lstm"]
+cnn_lstm = { conv_filters = 8, lstm_units = 8 }
+
+[train]
+batch_size = 64
+learning_rate = 0.005
+
+[federation]
+num_nodes = 5
+rounds = 3
+
+[attack]
+name = "gaussian"
+num_malicious = 1
+sigma = 5.0
+
+[aggregator]
+name = "krum"
+"""
+
+
+def test_run_config_resolves_the_experiment_and_splits_the_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = AppSettings.from_run_config(
+        {
+            "experiment": "experiments/quick_poisoning.toml",
+            "overrides": " federation.rounds=2  data.fractions=[0.8, 0.1, 0.1] attack.name='sign_flip' ",
+            "out-dir": "runs",
+            "data-dir": "",
+        },
+        app_dir=REPO,
+    )
+
+    config = settings.experiment_config()
+    assert settings.experiment == REPO / "experiments" / "quick_poisoning.toml"  # not in ./, found in the app
+    assert settings.overrides == ("federation.rounds=2", "data.fractions=[0.8, 0.1, 0.1]", "attack.name='sign_flip'")
+    assert (config.federation.rounds, config.data.fractions, config.attack.name) == (2, (0.8, 0.1, 0.1), "sign_flip")
+    assert settings.out_dir == tmp_path / "runs" and settings.data_dir is None
+
+
+def test_run_config_errors_name_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match=r"run config `experiment`: 'nope.toml' not found"):
+        AppSettings.from_run_config({"experiment": "nope.toml"}, app_dir=tmp_path)
+    settings = AppSettings.from_run_config(
+        {"experiment": str(REPO / "experiments" / "quick_poisoning.toml"), "overrides": "federation.nodes=3"}
+    )
+    with pytest.raises(ConfigError, match="unknown key 'federation.nodes'"):
+        settings.experiment_config()
+    sweep = AppSettings.from_run_config({"experiment": str(REPO / "experiments" / "sweep_attackers.toml")})
+    with pytest.raises(ConfigError, match=r"`flwr run` runs one experiment, this file makes \d+ runs"):
+        sweep.experiment_config()
+
+
+def test_the_launch_token_is_kept_out_of_the_manifest():
+    assert redact_token(["flwr-simulation", "--token", "s3cret", "--insecure"]) == [
+        "flwr-simulation", "--token", "<redacted>", "--insecure",
+    ]
+
+
+# --- one real `flwr run .` ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_with(marker: bytes) -> list[int]:
+    """Ids of the processes whose environment holds ``marker`` (those this test started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def stop(pids: list[int], grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while (pids := [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of the TCP sockets that ``pids`` listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                hex_address, hex_port = fields[1].split(":")
+                raw = bytes.fromhex(hex_address)
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                address = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((str(ipaddress.ip_address(address)), int(hex_port, 16)))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+@pytest.fixture
+def flwr_env(tmp_path):
+    """Environment for `flwr`: own FLWR_HOME and ports; stops what it started afterwards."""
+    home = tmp_path / "flwr-home"
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's node IP is localhost: loopback only
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    marker = f"FLWR_HOME={home}".encode()
+    yield env
+    stop(processes_with(marker))
+    assert not processes_with(marker), "processes started by `flwr run` survived"
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the SuperLink still listens"
+
+
+def flwr_run(env: dict, run_config: str, federation_config: str, timeout: float = 400) -> tuple[str, set]:
+    """Run `flwr run . --stream`; return its output and every address our processes listened on."""
+    command = [str(VENV_BIN / "flwr"), "run", ".", "--run-config", run_config,
+               "--federation-config", federation_config, "--stream"]
+    marker = f"FLWR_HOME={env['FLWR_HOME']}".encode()
+    listened = set()
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as cli:
+        deadline = time.monotonic() + timeout
+        while cli.poll() is None:
+            listened |= listening_addresses(processes_with(marker))
+            if time.monotonic() > deadline:
+                cli.kill()
+                pytest.fail(f"`flwr run` took over {timeout} s")
+            time.sleep(1.0)
+        output = cli.stdout.read()
+    assert cli.returncode == 0, output
+    return output, listened
+
+
+def test_flwr_run_runs_the_experiment_on_a_local_superlink(tmp_path, flwr_env):
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text(EXPERIMENT)
+    out = tmp_path / "runs"
+    run_config = f"experiment='{experiment}' out-dir='{out}' overrides='federation.rounds=2'"
+
+    started = time.perf_counter()
+    output, listened = flwr_run(flwr_env, run_config, "num-supernodes=5 client-resources-num-cpus=1")
+    seconds = time.perf_counter() - started
+    wrong_size, _ = flwr_run(flwr_env, run_config, "num-supernodes=2 client-resources-num-cpus=1")
+
+    [run_dir] = out.iterdir()  # the wrong-size run stopped before making a folder
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    test_rounds = sorted(metrics[(metrics["split"] == "test") & (metrics["metric"] == "accuracy")]["round"])
+    rounds = metrics[metrics["split"] == "round"]
+    assert "Successfully started run" in output, output
+    assert manifest["status"] == "complete", output
+    assert test_rounds == [0, 1, 2]  # the override cut rounds from 3 to 2
+    assert rounds[rounds["metric"] == "updates_received"]["value"].tolist() == [5.0, 5.0]
+    assert manifest["launcher"]["tool"] == "flwr run" and "<redacted>" in manifest["command"]
+    assert (run_dir / "final_model.npz").is_file()
+    assert "the federation has 2 SuperNodes but federation.num_nodes = 5" in wrong_size
+    assert listened and all(is_loopback(address) for address, _ in listened), sorted(listened)
+    print(f"flwr run: {seconds:.0f} s; listened on {sorted(listened)}")

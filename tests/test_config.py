@@ -3,6 +3,7 @@
 import pytest
 
 from bflsim.config import ConfigError, load_experiment, parse_experiment, with_overrides
+from bflsim.sweep import load_plan
 
 
 def test_parse_fills_defaults_and_converts_lists_to_tuples():
@@ -70,4 +71,5 @@ def test_every_experiment_file_in_the_repository_parses(experiments_dir):
 
     assert files, "experiments/ holds no experiment file"
     for path in files:
-        assert load_experiment(path).name
+        plan = load_plan(path)
+        assert plan.points and all(config.name for _, config in plan.points)

@@ -111,8 +111,7 @@ def _cached(config: ExperimentConfig, num_features: int, num_classes: int):
         sort_keys=True,
     )
     if key not in _MODELS:
-        threads = config.backend.threads_per_client
-        configure_tensorflow(intra_op_threads=threads, inter_op_threads=threads)
+        configure_tensorflow()
         from bflsim.models import KERAS_BUILDERS
 
         model = KERAS_BUILDERS[config.models.names[0]](
@@ -153,6 +152,11 @@ def train_locally(
             f"the federation must have exactly that many SuperNodes (num-supernodes)"
         )
     inject_faults(config.federation, node, server_round)
+    # An edge node's process sizes TensorFlow's pools before its first import of it
+    # (a Ray actor: 1 thread, so two actors train in parallel on two cores); the server
+    # process leaves them at TensorFlow's default, all cores, for evaluation.
+    threads = config.backend.threads_per_client
+    configure_tensorflow(intra_op_threads=threads, inter_op_threads=threads)
     data = load_data(config.data, data_dir)
     rows = node_partitions(config.data, config.federation, data_dir)[node]
     malicious = bool(np.isin(node, malicious_nodes(config, server_round)))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 import tomllib
 from importlib import resources
@@ -20,7 +21,6 @@ from typing import Any
 from bflsim.config import (
     ConfigError,
     ExperimentConfig,
-    parse_experiment,
     with_overrides,
 )
 from bflsim.progress import Progress
@@ -183,17 +183,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_config() -> ExperimentConfig:
+def demo_plan():
+    from bflsim.sweep import plan_from_dict
+
     text = resources.files("bflsim").joinpath("demo.toml").read_text(encoding="utf-8")
-    return parse_experiment(tomllib.loads(text))
+    return plan_from_dict(tomllib.loads(text))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    run_dir = execute(demo_config(), args.out, args.data_dir, args.quiet)
-    figures = sorted((run_dir / "figures").glob("*.png"))
-    print(f"results: {run_dir / 'metrics.csv'}")
-    for figure in figures:
-        print(f"figure:  {figure}")
+    from bflsim.fl_report import write_federated_report
+    from bflsim.sweep import Plan
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    plan = demo_plan()
+    plan = Plan(f"{plan.name}-{stamp}", plan.points)  # a fresh folder each time
+    run_dirs = execute_plan(plan, args.out, args.data_dir, args.quiet)
+    report_dir = Path(args.out) / plan.name / "report"
+    written = write_federated_report(run_dirs, report_dir)
+    table = report_dir / "table4.md"
+    if table.is_file():
+        print(table.read_text())
+    print(f"results: {', '.join(str(d / 'metrics.csv') for d in run_dirs)}")
+    for path in written:
+        if path.suffix == ".png":
+            print(f"figure:  {path}")
     return 0
 
 

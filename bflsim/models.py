@@ -51,8 +51,20 @@ def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: 
         os.environ["TF_NUM_INTEROP_THREADS"] = str(inter_op_threads)
 
 
-def build_cnn_lstm(num_features: int, num_classes: int, models: ModelsConfig, learning_rate: float) -> Any:
-    """Conv1D(ReLU) -> MaxPool1D -> LSTM -> Dense(softmax), compiled with Adam."""
+def _glorot(seed: int, layer: int) -> Any:
+    import keras
+
+    return keras.initializers.GlorotUniform(seed=seed * 101 + layer)
+
+
+def build_cnn_lstm(
+    num_features: int, num_classes: int, models: ModelsConfig, learning_rate: float, seed: int = 0
+) -> Any:
+    """Conv1D(ReLU) -> MaxPool1D -> LSTM -> Dense(softmax), compiled with Adam.
+
+    Initial weights depend on ``seed`` alone (every initializer is seeded), so a
+    federated run starts every scenario from the same global model.
+    """
     configure_tensorflow()
     import keras
 
@@ -60,30 +72,38 @@ def build_cnn_lstm(num_features: int, num_classes: int, models: ModelsConfig, le
     layers = [
         keras.Input(shape=(num_features,), name="features"),
         keras.layers.Reshape((num_features, 1)),
-        keras.layers.Conv1D(cfg.conv_filters, cfg.kernel_size, activation="relu", padding="same"),
+        keras.layers.Conv1D(
+            cfg.conv_filters, cfg.kernel_size, activation="relu", padding="same",
+            kernel_initializer=_glorot(seed, 1),
+        ),
         keras.layers.MaxPooling1D(cfg.pool_size),
-        keras.layers.LSTM(cfg.lstm_units),
+        keras.layers.LSTM(
+            cfg.lstm_units, kernel_initializer=_glorot(seed, 2),
+            recurrent_initializer=keras.initializers.Orthogonal(seed=seed * 101 + 3),
+        ),
     ]
     if cfg.dropout > 0:
-        layers.append(keras.layers.Dropout(cfg.dropout))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+        layers.append(keras.layers.Dropout(cfg.dropout, seed=seed))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=_glorot(seed, 4)))
     model = keras.Sequential(layers, name="cnn_lstm")
     _compile(model, learning_rate)
     return model
 
 
-def build_dnn(num_features: int, num_classes: int, models: ModelsConfig, learning_rate: float) -> Any:
-    """Fully connected ReLU layers -> Dense(softmax), compiled with Adam."""
+def build_dnn(
+    num_features: int, num_classes: int, models: ModelsConfig, learning_rate: float, seed: int = 0
+) -> Any:
+    """Fully connected ReLU layers -> Dense(softmax), compiled with Adam; seeded like the CNN-LSTM."""
     configure_tensorflow()
     import keras
 
     cfg = models.dnn
     layers: list[Any] = [keras.Input(shape=(num_features,), name="features")]
-    for units in cfg.hidden_units:
-        layers.append(keras.layers.Dense(units, activation="relu"))
+    for i, units in enumerate(cfg.hidden_units, start=1):
+        layers.append(keras.layers.Dense(units, activation="relu", kernel_initializer=_glorot(seed, i)))
         if cfg.dropout > 0:
-            layers.append(keras.layers.Dropout(cfg.dropout))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+            layers.append(keras.layers.Dropout(cfg.dropout, seed=seed + i))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=_glorot(seed, 99)))
     model = keras.Sequential(layers, name="dnn")
     _compile(model, learning_rate)
     return model
@@ -198,7 +218,7 @@ def make_classifier(
         import keras
 
         keras.utils.set_random_seed(train.seed)
-        model = KERAS_BUILDERS[name](num_features, num_classes, models, train.learning_rate)
+        model = KERAS_BUILDERS[name](num_features, num_classes, models, train.learning_rate, seed=train.seed)
         return KerasClassifier(name, model, train)
     if name in SKLEARN_BUILDERS:
         return SklearnClassifier(name, SKLEARN_BUILDERS[name](train.seed), num_classes)

@@ -90,3 +90,16 @@ def test_flower_ray_run_writes_rows_every_round_and_krum_rejects_the_noise(krum_
     selected = metrics[(metrics["split"] == "node") & (metrics["metric"] == "selected")]
     assert selected.groupby("round")["value"].sum().tolist() == [1.0, 1.0]  # Krum keeps one update
     assert (krum_run.path / "final_model.npz").is_file()
+
+
+def test_initial_global_model_depends_on_the_seed_alone():
+    from bflsim.fl.node import cached_model, initial_weights
+
+    config = config_with()
+    first = initial_weights(config, 12, 3)
+    cached_model(config, 12, 3).fit(np.zeros((4, 12), np.float32), np.zeros(4), verbose=0)  # disturb global RNG state
+    again = initial_weights(config, 12, 3)
+    other = initial_weights(config_with(train={"seed": 7}), 12, 3)
+
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))

@@ -115,12 +115,23 @@ def _cached(config: ExperimentConfig, num_features: int, num_classes: int):
         from bflsim.models import KERAS_BUILDERS
 
         model = KERAS_BUILDERS[config.models.names[0]](
-            num_features, num_classes, config.models, config.train.learning_rate
+            num_features, num_classes, config.models, config.train.learning_rate, seed=config.train.seed
         )
         model.optimizer.build(model.trainable_variables)
         fresh_state = [np.array(v.numpy()) for v in model.optimizer.variables]
         _MODELS[key] = (model, fresh_state)
     return _MODELS[key]
+
+
+def initial_weights(config: ExperimentConfig, num_features: int, num_classes: int) -> Weights:
+    """The global model before round 1: a function of ``train.seed`` alone."""
+    configure_tensorflow()
+    from bflsim.models import KERAS_BUILDERS
+
+    fresh = KERAS_BUILDERS[config.models.names[0]](
+        num_features, num_classes, config.models, config.train.learning_rate, seed=config.train.seed
+    )
+    return [np.asarray(w, dtype=np.float32) for w in fresh.get_weights()]
 
 
 def reset_optimizer(config: ExperimentConfig, num_features: int, num_classes: int) -> None:

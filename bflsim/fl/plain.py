@@ -19,20 +19,17 @@ import numpy as np
 
 from bflsim.aggregators import aggregate
 from bflsim.config import ExperimentConfig, load_experiment, with_overrides
-from bflsim.fl.node import cached_model, load_data, malicious_nodes, train_locally
+from bflsim.fl.node import cached_model, initial_weights, load_data, malicious_nodes, train_locally
 from bflsim.metrics import confusion_matrix, summary_metrics
 from bflsim.vectors import flatten, unflatten
 
 
 def run_plain(config: ExperimentConfig, data_dir: str | None = None) -> dict[str, float]:
     """Train all rounds in-process; return final accuracy and timings."""
-    import keras
-
     started = time.perf_counter()
     data = load_data(config.data, data_dir)
     model = cached_model(config, data.num_features, data.num_classes)
-    keras.utils.set_random_seed(config.train.seed)
-    weights = [np.asarray(w, dtype=np.float32) for w in keras.models.clone_model(model).get_weights()]
+    weights = initial_weights(config, data.num_features, data.num_classes)
     fed, agg = config.federation, config.aggregator
     loop_started = time.perf_counter()
     accuracy = float("nan")

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 
 from bflsim.config import ExperimentConfig, config_to_dict
 from bflsim.data import PreparedData, resolve_data_dir
-from bflsim.fl.node import cached_model, load_data, malicious_nodes
+from bflsim.fl.node import cached_model, initial_weights, load_data, malicious_nodes
 from bflsim.metrics import confusion_matrix, summary_metrics
 from bflsim.progress import Progress, format_seconds
 from bflsim.results import RunFolder
@@ -105,16 +105,6 @@ def start_run(
     return run, data_path
 
 
-def initial_weights(config: ExperimentConfig, data: PreparedData) -> list[np.ndarray]:
-    """The seeded initial global model."""
-    import keras
-
-    model = cached_model(config, data.num_features, data.num_classes)
-    keras.utils.set_random_seed(config.train.seed)
-    fresh = keras.models.clone_model(model)  # new initialisation drawn from the seed
-    return [np.asarray(w, dtype=np.float32) for w in fresh.get_weights()]
-
-
 def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | None, progress: Progress) -> None:
     """Run all rounds; mark the run complete, or stopped with the reason."""
     data = load_data(config.data, data_dir)
@@ -123,7 +113,7 @@ def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | 
     try:
         result = strategy.start(
             grid=grid,
-            initial_arrays=ArrayRecord(initial_weights(config, data)),
+            initial_arrays=ArrayRecord(initial_weights(config, data.num_features, data.num_classes)),
             num_rounds=config.federation.rounds,
             timeout=config.federation.client_timeout,
             evaluate_fn=evaluator,

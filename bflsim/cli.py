@@ -213,7 +213,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Tables and figures of run folders, or of folders holding them (a sweep, an experiment)."""
     from bflsim.fl_report import find_run_dirs, write_federated_report
-    from bflsim.report import write_centralized_report
+    from bflsim.report import copy_manifests, write_centralized_report
 
     centralized, federated = [], []
     for path in args.runs:
@@ -230,6 +230,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         written += write_centralized_report(centralized, args.out, model=args.model)
     if federated:
         written += write_federated_report(federated, args.out)
+        written += copy_manifests(federated, args.out / "manifests")
     for path in written:
         print(path)
     return 0

@@ -46,6 +46,17 @@ def run_table(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def copy_manifests(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """Each run's manifest (config, seeds, versions, commit, data digests) beside the tables."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run_dir in run_dirs:
+        target = out_dir / f"{read_manifest(run_dir)['run_id']}.json"
+        target.write_text((Path(run_dir) / "manifest.json").read_text())
+        written.append(target)
+    return written
+
+
 def protocol_label(data: dict) -> str:
     if data["split"] == "kdd-test":
         return "KDDTrain+ / KDDTest+"
@@ -113,6 +124,7 @@ def write_centralized_report(run_dirs: list[Path], out_dir: Path, model: str = "
 
     runs = run_table(run_dirs)
     runs.to_csv(out_dir / "runs.csv", index=False)
+    written += copy_manifests(run_dirs, out_dir / "manifests")
     metrics.to_csv(out_dir / "metrics.csv", index=False)
     written += [out_dir / "runs.csv", out_dir / "metrics.csv"]
 

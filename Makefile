@@ -3,18 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# solc (recompiles the contract artifact) and anvil (a local chain) for the contract tests
+NODE_STAMP := contracts/node_modules/.installed-stamp
 # Real datasets: $BFLSIM_DATA_DIR, else ../shared/datasets when present, else ./data
 # (fill it with `$(BIN)/bflsim data --download all`).
 BFLSIM_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/datasets)) $(abspath data))
 export BFLSIM_DATA_DIR
 export FLWR_TELEMETRY_ENABLED = 0
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean contracts
 
 demo: $(STAMP)
 	$(BIN)/bflsim demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q
 
 install: $(STAMP)
@@ -26,8 +28,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Without npm the contract recompile and anvil tests skip (CI sets BFLSIM_REQUIRE_NODE=1: fail).
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix contracts --ignore-scripts --no-audit --no-fund && touch $(NODE_STAMP); \
+	else \
+	  echo "npm not found: contract recompile and anvil tests will be skipped" >&2; \
+	fi
+
+# Rebuild contracts/FederatedRegistry.json from contracts/FederatedRegistry.sol
+contracts: $(NODE_STAMP)
+	$(PYTHON) contracts/build.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check bflsim strategies tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache contracts/node_modules

@@ -1,0 +1,358 @@
+"""The ledger interface, its record types and errors, and the registry's compiled artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from eth_abi import decode as abi_decode
+from eth_utils import keccak, to_checksum_address
+
+from bflsim.ledger.identity import NodeIdentity, TxContext
+
+__all__ = [
+    "MAX_NODES",
+    "ChainEvent",
+    "ChainIdMismatch",
+    "ContractNotFound",
+    "EndpointUnreachable",
+    "InsufficientFunds",
+    "Ledger",
+    "LedgerError",
+    "NodeInfo",
+    "RegistryArtifact",
+    "RoundInfo",
+    "TransactionReverted",
+    "TxRecord",
+    "from_bitmap",
+    "load_artifact",
+    "to_bitmap",
+]
+
+MAX_NODES = 255  # node indices 0..254: bit 255 of a round's pending word is its OPEN flag
+ARTIFACT_ENV = "BFLSIM_REGISTRY_ARTIFACT"
+_DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "FederatedRegistry.json"
+
+
+# ---- errors ----------------------------------------------------------------------------
+
+
+class LedgerError(RuntimeError):
+    """Anything that went wrong talking to the chain; the message names endpoint and tx."""
+
+
+class EndpointUnreachable(LedgerError):
+    """The JSON-RPC endpoint does not answer."""
+
+
+class ChainIdMismatch(LedgerError):
+    """The endpoint serves another chain than the one asked for."""
+
+
+class ContractNotFound(LedgerError):
+    """No code, or not the FederatedRegistry's code, at the given address."""
+
+
+class InsufficientFunds(LedgerError):
+    """The sending account cannot pay for the transaction's gas."""
+
+
+class TransactionReverted(LedgerError):
+    """The contract reverted; ``error`` is the decoded custom error, e.g. ``NotInCohort``."""
+
+    def __init__(
+        self, message: str, *, kind: str, tx_hash: str | None, error: str | None, args: tuple
+    ):
+        super().__init__(message)
+        self.kind = kind
+        self.tx_hash = tx_hash
+        self.error = error
+        self.args_decoded = args
+
+
+# ---- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    """One mined transaction (a condensed receipt) and its latency, send to receipt."""
+
+    kind: str
+    tx_hash: str
+    gas_used: int
+    seconds: float
+    block: int
+    sender: str
+    status: int = 1  # 1 = success, 0 = reverted (still mined, gas still paid)
+    error: str | None = None  # decoded revert reason when status == 0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    address: str
+    registered: bool
+    active: bool
+    index: int
+    rejections: int
+    data_digest: bytes
+    data_timestamp: int
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    server_round: int
+    status: Literal["none", "open", "committed"]
+    cohort: tuple[int, ...]
+    submitted: tuple[int, ...]
+    accepted: tuple[int, ...]
+    global_digest: bytes
+    new_global_digest: bytes
+    scores_digest: bytes
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    name: str
+    block: int
+    tx_hash: str
+    log_index: int
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- bitmaps ---------------------------------------------------------------------------
+
+
+def to_bitmap(indices: Iterable[int]) -> int:
+    """Set of node indices -> the contract's uint256 bitmap (bit i = node i)."""
+    bitmap = 0
+    for index in indices:
+        index = int(index)
+        if not 0 <= index < MAX_NODES:
+            raise ValueError(f"node index must be in 0..{MAX_NODES - 1}; got {index}")
+        bitmap |= 1 << index
+    return bitmap
+
+
+def from_bitmap(bitmap: int) -> tuple[int, ...]:
+    """uint256 bitmap -> sorted node indices."""
+    return tuple(i for i in range(bitmap.bit_length()) if bitmap >> i & 1)
+
+
+# ---- artifact --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RegistryArtifact:
+    """contracts/FederatedRegistry.json, with the ABI indexed for encoding and decoding."""
+
+    abi: list[dict[str, Any]]
+    bytecode: bytes
+    deployed_bytecode: bytes
+    compiler_version: str
+    source_sha256: str
+    path: Path
+    # 4-byte selector -> (name, input names, input types): custom errors + Error/Panic
+    errors: dict[bytes, tuple[str, list[str], list[str]]] = field(init=False, repr=False)
+    # topic0 -> event ABI entry
+    events: dict[bytes, dict[str, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        errors = {
+            keccak(text="Error(string)")[:4]: ("Error", ["reason"], ["string"]),
+            keccak(text="Panic(uint256)")[:4]: ("Panic", ["code"], ["uint256"]),
+        }
+        events = {}
+        for item in self.abi:
+            if item["type"] not in ("error", "event"):
+                continue
+            types = [i["type"] for i in item["inputs"]]
+            signature = f"{item['name']}({','.join(types)})"
+            if item["type"] == "error":
+                errors[keccak(text=signature)[:4]] = (
+                    item["name"], [i["name"] for i in item["inputs"]], types
+                )
+            else:
+                events[keccak(text=signature)] = item
+        object.__setattr__(self, "errors", errors)
+        object.__setattr__(self, "events", events)
+
+    @property
+    def code_hash(self) -> bytes:
+        """keccak256 of the runtime code: what ``eth_getCode`` must hash to at our address."""
+        return keccak(self.deployed_bytecode)
+
+    def decode_revert(self, data: bytes) -> tuple[str | None, tuple, str]:
+        """Revert data -> (error name, arguments, a readable sentence)."""
+        if len(data) < 4:
+            return None, (), "reverted without a reason" if not data else f"0x{data.hex()}"
+        entry = self.errors.get(data[:4])
+        if entry is None:
+            return None, (), f"unknown revert data 0x{data.hex()}"
+        name, names, types = entry
+        try:
+            values = abi_decode(types, data[4:])
+        except Exception:  # noqa: BLE001 - malformed data: show it raw
+            return name, (), f"{name}(0x{data[4:].hex()})"
+        shown = ", ".join(
+            f"{n}={_show(v, t)}" if n else _show(v, t) for n, v, t in zip(names, values, types)
+        )
+        if name == "Error":
+            return name, tuple(values), str(values[0])
+        return name, tuple(values), f"{name}({shown})"
+
+
+def _show(value: Any, abi_type: str) -> str:
+    if abi_type == "address":
+        return to_checksum_address(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
+
+
+def load_artifact(path: str | Path | None = None) -> RegistryArtifact:
+    """Read the compiled registry (default: contracts/FederatedRegistry.json in the repo,
+    or ``$BFLSIM_REGISTRY_ARTIFACT``)."""
+    path = Path(path or os.environ.get(ARTIFACT_ENV) or _DEFAULT_ARTIFACT)
+    return _load_artifact(path.resolve())
+
+
+@cache
+def _load_artifact(path: Path) -> RegistryArtifact:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"registry artifact {path} not found: build it with `python contracts/build.py`, "
+            f"or point ${ARTIFACT_ENV} at a copy"
+        )
+    raw = json.loads(path.read_text())
+    return RegistryArtifact(
+        abi=raw["abi"],
+        bytecode=bytes.fromhex(raw["bytecode"].removeprefix("0x")),
+        deployed_bytecode=bytes.fromhex(raw["deployedBytecode"].removeprefix("0x")),
+        compiler_version=raw["compiler"]["version"],
+        source_sha256=raw["sourceSha256"],
+        path=path,
+    )
+
+
+# ---- the interface ---------------------------------------------------------------------
+
+
+class Ledger(ABC):
+    """A FederatedRegistry on some chain, driven by the server (owner + aggregator).
+
+    Transactions the server sends are recorded in :attr:`records` (kind, hash, gas, seconds,
+    block). Nodes' own transactions are signed offline (``sign_update_tx``) and relayed with
+    :meth:`send_raw`. Node sets are given as indices; bitmaps stay inside.
+    """
+
+    enabled: bool = True
+
+    def __init__(self) -> None:
+        self.records: list[TxRecord] = []
+
+    # -- chain ---------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def chain_id(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def address(self) -> str | None:
+        """The registry's address (None before deploy/attach)."""
+
+    @property
+    @abstractmethod
+    def operator(self) -> str:
+        """The server's account: owner and, unless changed, aggregator."""
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str: ...
+
+    # -- setup ---------------------------------------------------------------------------
+    @abstractmethod
+    def deploy(self, max_rejections: int) -> str:
+        """Deploy a fresh registry owned by :attr:`operator`; returns its address."""
+
+    @abstractmethod
+    def attach(self, address: str) -> None:
+        """Use the registry at ``address``, checking that its code is ours."""
+
+    @abstractmethod
+    def fund(self, addresses: Sequence[str], wei: int) -> list[TxRecord]:
+        """Send ``wei`` from the operator to every address that holds less."""
+
+    @abstractmethod
+    def register_nodes(self, nodes: Mapping[int, str]) -> TxRecord | None:
+        """Register ``{index: address}`` in one transaction."""
+
+    def enroll(
+        self, identities: Sequence[NodeIdentity], fund_wei: int = 10**18
+    ) -> list[TxRecord]:
+        """Fund the nodes' accounts and register them: the setup step for a federation."""
+        records = list(self.fund([n.address for n in identities], fund_wei))
+        record = self.register_nodes({n.index: n.address for n in identities})
+        return records + ([record] if record else [])
+
+    @abstractmethod
+    def set_aggregator(self, address: str) -> TxRecord | None: ...
+
+    # -- rounds --------------------------------------------------------------------------
+    @abstractmethod
+    def tx_context(self, node_address: str) -> TxContext:
+        """What the node needs to sign its next transaction offline (chain, contract, nonce,
+        fees)."""
+
+    def tx_contexts(self, nodes: Mapping[int, str]) -> dict[int, TxContext]:
+        """:meth:`tx_context` for ``{index: address}``, keyed by index."""
+        return {index: self.tx_context(address) for index, address in nodes.items()}
+
+    @abstractmethod
+    def open_round(
+        self, server_round: int, global_digest: bytes, cohort: Iterable[int]
+    ) -> TxRecord | None: ...
+
+    @abstractmethod
+    def commit_round(
+        self,
+        server_round: int,
+        new_global_digest: bytes,
+        accepted: Iterable[int],
+        scores_digest: bytes,
+    ) -> TxRecord | None:
+        """Close the round: submitters not in ``accepted`` get a rejection each."""
+
+    @abstractmethod
+    def send_raw(self, raw_tx: bytes, kind: str = "relay") -> TxRecord | None:
+        """Relay a transaction a node signed; raises TransactionReverted if it reverts."""
+
+    @abstractmethod
+    def send_raw_many(self, raw_txs: Sequence[bytes], kind: str = "relay") -> list[TxRecord]:
+        """Relay many signed transactions at once, then wait for all receipts (one block
+        with ``--block-time``). Reverts do not raise: see each record's status/error."""
+
+    # -- reads ---------------------------------------------------------------------------
+    @abstractmethod
+    def node_info(self, address: str) -> NodeInfo: ...
+
+    def data_digest(self, address: str) -> tuple[bytes, int]:
+        """The node's latest registered data digest and its timestamp."""
+        info = self.node_info(address)
+        return info.data_digest, info.data_timestamp
+
+    @abstractmethod
+    def active_nodes(self) -> tuple[int, ...]:
+        """Indices of registered, not revoked nodes (sample cohorts from these)."""
+
+    @abstractmethod
+    def round_info(self, server_round: int) -> RoundInfo: ...
+
+    @abstractmethod
+    def events(self, from_block: int = 0) -> list[ChainEvent]:
+        """The registry's events, oldest first, decoded: the audit trail."""

@@ -1,0 +1,560 @@
+"""Ledger backends over web3.py: the in-process py-evm chain and any JSON-RPC endpoint.
+
+Both drive the same ``Web3`` object, so one code path serves EthereumTesterProvider and
+anvil/geth (the web3.py/Ape idiom, STYLE.md). The server's own transactions are signed
+locally with its key (or, on RPC without a key, sent from the node's first unlocked account);
+nodes' transactions arrive already signed and are relayed unchanged.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound
+
+from bflsim.ledger.base import (
+    ChainEvent,
+    ChainIdMismatch,
+    ContractNotFound,
+    EndpointUnreachable,
+    InsufficientFunds,
+    Ledger,
+    LedgerError,
+    NodeInfo,
+    RegistryArtifact,
+    RoundInfo,
+    TransactionReverted,
+    TxRecord,
+    from_bitmap,
+    load_artifact,
+    to_bitmap,
+)
+from bflsim.ledger.identity import TxContext
+
+__all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger"]
+
+_ROUND_STATUS = {0: "none", 1: "open", 2: "committed"}
+_GAS_MARGIN = 1.25  # on top of eth_estimateGas for the server's own transactions
+
+
+def _bytes32(value: bytes, name: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ValueError(f"{name} must be 32 bytes; got {value!r:.80}")
+    return bytes(value)
+
+
+def _revert_data(exc: BaseException) -> bytes | str | None:
+    """Revert payload from a web3 / eth-tester exception: raw bytes, a reason string, or None
+    when the exception is not a revert."""
+    if isinstance(exc, ContractLogicError):
+        data = exc.data
+        if isinstance(data, str) and data.startswith("0x"):
+            return bytes.fromhex(data[2:])
+        if isinstance(data, bytes):
+            return data
+        return exc.message or str(exc)
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if type(exc).__name__ == "TransactionFailed" or "execution reverted" in text:
+        # eth-tester: "execution reverted: b'\\x...'" (the repr of the revert bytes)
+        reason = text.split("execution reverted:", 1)[-1].strip()
+        if reason[:2] in ("b'", 'b"'):
+            try:
+                return ast.literal_eval(reason)
+            except (ValueError, SyntaxError):
+                pass
+        return reason
+    return None
+
+
+def _error_name(reason: str | None) -> str | None:
+    """``NotInCohort`` from ``NotInCohort(round=1, node=0x...)``."""
+    match = re.match(r"([A-Za-z_]\w*)\(", reason or "")
+    return match.group(1) if match else None
+
+
+def _is_insufficient_funds(exc: BaseException) -> bool:
+    # anvil/geth: "insufficient funds for gas * price + value"; py-evm: "Sender does not have
+    # enough balance ..."
+    text = str(exc).lower()
+    return "insufficient funds" in text or "not have enough balance" in text
+
+
+class Web3Ledger(Ledger):
+    """The FederatedRegistry through a ``Web3`` object (shared by both web3 backends)."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        *,
+        endpoint: str,
+        account: LocalAccount | None,
+        sender: str,
+        artifact: RegistryArtifact | None = None,
+        priority_fee_wei: int = 10**9,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        super().__init__()
+        self.w3 = w3
+        self._endpoint = endpoint
+        self._account = account
+        self._sender = to_checksum_address(sender)
+        self.artifact = artifact or load_artifact()
+        self.priority_fee_wei = priority_fee_wei
+        self.receipt_timeout = receipt_timeout
+        self._chain_id = int(w3.eth.chain_id)
+        self._address: str | None = None
+        self._contract: Any = None
+        self._nonce: int | None = None
+
+    # -- chain ---------------------------------------------------------------------------
+    @property
+    def chain_id(self) -> int:
+        return self._chain_id
+
+    @property
+    def address(self) -> str | None:
+        return self._address
+
+    @property
+    def operator(self) -> str:
+        return self._sender
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    def _require_contract(self) -> Any:
+        if self._contract is None:
+            raise LedgerError(f"no registry on {self._endpoint} yet: call deploy() or attach()")
+        return self._contract
+
+    def fees(self) -> dict[str, int]:
+        """Fee fields for a transaction now: EIP-1559 (2 x base fee + tip) or legacy."""
+        base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
+        if base_fee is None:
+            return {"gasPrice": int(self.w3.eth.gas_price)}
+        return {
+            "maxFeePerGas": 2 * int(base_fee) + self.priority_fee_wei,
+            "maxPriorityFeePerGas": self.priority_fee_wei,
+        }
+
+    # -- sending -------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self._endpoint} (chain {self._chain_id})"
+
+    def _transact(
+        self, kind: str, data: bytes, *, to: str | None, value: int = 0, gas: int | None = None
+    ) -> TxRecord:
+        """Estimate, sign, send and wait for one of the server's own transactions."""
+        tx: dict[str, Any] = {"from": self._sender, "value": value, "data": data}
+        if to is not None:
+            tx["to"] = to
+        if gas is None:
+            try:
+                gas = int(self.w3.eth.estimate_gas(tx) * _GAS_MARGIN)
+            except Exception as exc:  # classified below
+                self._raise_send_failure(kind, None, exc, tx)
+        tx.update(gas=gas, chainId=self._chain_id, **self.fees())
+        if self._nonce is None:
+            self._nonce = self.w3.eth.get_transaction_count(self._sender, "pending")
+        tx["nonce"] = self._nonce
+        started = time.perf_counter()
+        try:
+            if self._account is not None:
+                raw = self._account.sign_transaction(tx).raw_transaction
+                tx_hash = self.w3.eth.send_raw_transaction(raw)
+            else:
+                tx_hash = self.w3.eth.send_transaction(tx)
+        except Exception as exc:  # classified below
+            self._nonce = None  # resynchronise from the chain next time
+            self._raise_send_failure(kind, None, exc, tx)
+        self._nonce += 1
+        record = self._wait(kind, bytes(tx_hash), started)
+        if record.status != 1:
+            raise TransactionReverted(
+                f"{kind} transaction 0x{bytes(tx_hash).hex()} from {self._sender} reverted on "
+                f"{self._where()}: {record.error}",
+                kind=kind, tx_hash=record.tx_hash, error=_error_name(record.error), args=(),
+            )
+        return record
+
+    def _raise_send_failure(
+        self, kind: str, tx_hash: str | None, exc: BaseException, tx: Mapping[str, Any]
+    ) -> NoReturn:
+        """Turn a failed estimate/send into a LedgerError that says what, where and why."""
+        sender = tx.get("from", "?")
+        what = f"{kind} transaction" + (f" {tx_hash}" if tx_hash else "") + f" from {sender}"
+        payload = _revert_data(exc)
+        if payload is not None:
+            name, args, reason = self._decode(payload)
+            raise TransactionReverted(
+                f"{what} would revert on {self._where()}: {reason}",
+                kind=kind, tx_hash=tx_hash, error=name, args=args,
+            ) from exc
+        if _is_insufficient_funds(exc):
+            balance = self.w3.eth.get_balance(sender) if sender != "?" else None
+            raise InsufficientFunds(
+                f"{what}: account {sender} cannot pay for gas on {self._where()} "
+                f"(balance {balance} wei): fund it first"
+            ) from exc
+        raise LedgerError(f"{what} was refused by {self._where()}: {exc}") from exc
+
+    def _decode(self, payload: bytes | str) -> tuple[str | None, tuple, str]:
+        if isinstance(payload, str):
+            return None, (), payload
+        return self.artifact.decode_revert(payload)
+
+    def _wait(self, kind: str, tx_hash: bytes, started: float) -> TxRecord:
+        receipt = self._poll_receipt(tx_hash, started)
+        return self._record(kind, receipt, time.perf_counter() - started)
+
+    def _poll_receipt(self, tx_hash: bytes, started: float) -> Any:
+        delay = 0.0
+        while True:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            if time.perf_counter() - started > self.receipt_timeout:
+                raise LedgerError(
+                    f"transaction 0x{tx_hash.hex()} not mined after {self.receipt_timeout:.0f} s "
+                    f"on {self._where()}"
+                )
+            time.sleep(delay)
+            delay = min(0.05, delay * 2 + 0.002)
+
+    def _record(self, kind: str, receipt: Any, seconds: float) -> TxRecord:
+        status = int(receipt["status"])
+        error = None if status == 1 else self._replay_revert(receipt)
+        record = TxRecord(
+            kind=kind,
+            tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+            gas_used=int(receipt["gasUsed"]),
+            seconds=seconds,
+            block=int(receipt["blockNumber"]),
+            sender=to_checksum_address(receipt["from"]),
+            status=status,
+            error=error,
+        )
+        self.records.append(record)
+        return record
+
+    def _replay_revert(self, receipt: Any) -> str:
+        """Why a mined transaction reverted: re-run it on the parent block's state (exact with
+        one transaction per block, i.e. automine)."""
+        tx = self.w3.eth.get_transaction(receipt["transactionHash"])
+        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"],
+                "gas": tx["gas"]}
+        try:
+            self.w3.eth.call(call, block_identifier=int(receipt["blockNumber"]) - 1)
+        except Exception as exc:  # we want the reason, whatever the class
+            payload = _revert_data(exc)
+            if payload is not None:
+                return self._decode(payload)[2]
+            return f"reverted ({exc})"
+        if int(receipt["gasUsed"]) >= int(tx["gas"]):
+            return f"out of gas (gas limit {tx['gas']})"
+        return "reverted (the reason could not be reproduced on the parent block)"
+
+    def send_raw(self, raw_tx: bytes, kind: str = "relay") -> TxRecord:
+        record = self.send_raw_many([raw_tx], kind)[0]
+        if record.status != 1:
+            raise TransactionReverted(
+                f"{kind} transaction {record.tx_hash} from {record.sender} "
+                f"{'reverted' if record.block >= 0 else 'was refused'} on {self._where()}: "
+                f"{record.error}",
+                kind=kind, tx_hash=record.tx_hash, error=_error_name(record.error), args=(),
+            )
+        return record
+
+    def send_raw_many(self, raw_txs: Sequence[bytes], kind: str = "relay") -> list[TxRecord]:
+        self._require_contract()
+        sent: list[tuple[int, bytes, float]] = []
+        results: dict[int, TxRecord] = {}
+        for position, raw in enumerate(raw_txs):
+            raw = bytes(raw)
+            started = time.perf_counter()
+            try:
+                tx_hash = bytes(self.w3.eth.send_raw_transaction(raw))
+            except Exception as exc:  # becomes a record with the reason
+                sender = Account.recover_transaction(raw)
+                reason = ("insufficient funds for gas" if _is_insufficient_funds(exc)
+                          else str(exc))
+                results[position] = TxRecord(
+                    kind=kind, tx_hash="0x" + keccak(raw).hex(), gas_used=0,
+                    seconds=time.perf_counter() - started, block=-1, sender=sender,
+                    status=0, error=f"refused by the node: {reason}",
+                )
+                continue
+            try:  # automine (py-evm, anvil default): already mined, so the latency is exact
+                receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                sent.append((position, tx_hash, started))  # mined later: wait after sending all
+            else:
+                results[position] = self._record(kind, receipt, time.perf_counter() - started)
+        for position, tx_hash, started in sent:
+            results[position] = self._wait(kind, tx_hash, started)
+        return [results[i] for i in range(len(raw_txs))]
+
+    # -- setup ---------------------------------------------------------------------------
+    def deploy(self, max_rejections: int) -> str:
+        if not 0 <= max_rejections < 2**32:
+            raise ValueError(f"max_rejections must fit in uint32; got {max_rejections}")
+        data = self.artifact.bytecode + abi_encode(["uint32"], [max_rejections])
+        record = self._transact("deploy", data, to=None)
+        receipt = self.w3.eth.get_transaction_receipt(record.tx_hash)
+        self._bind(receipt["contractAddress"])
+        return self._address  # type: ignore[return-value]
+
+    def attach(self, address: str) -> None:
+        try:
+            address = to_checksum_address(address)
+        except ValueError as exc:
+            raise ContractNotFound(f"{address!r} is not an address") from exc
+        code = bytes(self.w3.eth.get_code(address))
+        if not code:
+            raise ContractNotFound(f"no contract code at {address} on {self._where()}")
+        if keccak(code) != self.artifact.code_hash:
+            raise ContractNotFound(
+                f"the code at {address} on {self._where()} is not this FederatedRegistry "
+                f"(code hash 0x{keccak(code).hex()}, expected 0x{self.artifact.code_hash.hex()} "
+                f"from {self.artifact.path.name}, solc {self.artifact.compiler_version})"
+            )
+        self._bind(address)
+
+    def _bind(self, address: str) -> None:
+        self._address = to_checksum_address(address)
+        self._contract = self.w3.eth.contract(address=self._address, abi=self.artifact.abi)
+
+    def _call_data(self, fn: str, *args: Any) -> bytes:
+        contract = self._require_contract()
+        return bytes.fromhex(contract.encode_abi(fn, args=list(args))[2:])
+
+    def fund(self, addresses: Sequence[str], wei: int) -> list[TxRecord]:
+        records = []
+        for address in addresses:
+            address = to_checksum_address(address)
+            missing = wei - int(self.w3.eth.get_balance(address))
+            if missing > 0:
+                records.append(self._transact("fund", b"", to=address, value=missing, gas=21_000))
+        return records
+
+    def register_nodes(self, nodes: Mapping[int, str]) -> TxRecord:
+        indices = list(nodes)
+        to_bitmap(indices)  # range check with a clear message
+        addresses = [to_checksum_address(nodes[i]) for i in indices]
+        data = self._call_data("registerNodes", addresses, indices)
+        return self._transact("register_nodes", data, to=self._address)
+
+    def set_aggregator(self, address: str) -> TxRecord:
+        data = self._call_data("setAggregator", to_checksum_address(address))
+        return self._transact("set_aggregator", data, to=self._address)
+
+    # -- rounds --------------------------------------------------------------------------
+    def tx_context(self, node_address: str) -> TxContext:
+        self._require_contract()
+        fees = self.fees()
+        nonce = self.w3.eth.get_transaction_count(to_checksum_address(node_address), "pending")
+        return TxContext(
+            chain_id=self._chain_id,
+            contract_address=self._address,  # type: ignore[arg-type]
+            nonce=int(nonce),
+            max_fee_per_gas=fees.get("maxFeePerGas", 0),
+            max_priority_fee_per_gas=fees.get("maxPriorityFeePerGas", 0),
+            gas_price=fees.get("gasPrice"),
+        )
+
+    def tx_contexts(self, nodes: Mapping[int, str]) -> dict[int, TxContext]:
+        self._require_contract()
+        fees = self.fees()  # one block read for all nodes
+        return {
+            index: TxContext(
+                chain_id=self._chain_id,
+                contract_address=self._address,  # type: ignore[arg-type]
+                nonce=int(self.w3.eth.get_transaction_count(
+                    to_checksum_address(address), "pending")),
+                max_fee_per_gas=fees.get("maxFeePerGas", 0),
+                max_priority_fee_per_gas=fees.get("maxPriorityFeePerGas", 0),
+                gas_price=fees.get("gasPrice"),
+            )
+            for index, address in nodes.items()
+        }
+
+    def open_round(
+        self, server_round: int, global_digest: bytes, cohort: Iterable[int]
+    ) -> TxRecord:
+        data = self._call_data(
+            "openRound", server_round, _bytes32(global_digest, "global_digest"), to_bitmap(cohort)
+        )
+        return self._transact("open_round", data, to=self._address)
+
+    def commit_round(
+        self,
+        server_round: int,
+        new_global_digest: bytes,
+        accepted: Iterable[int],
+        scores_digest: bytes,
+    ) -> TxRecord:
+        data = self._call_data(
+            "commitRound",
+            server_round,
+            _bytes32(new_global_digest, "new_global_digest"),
+            to_bitmap(accepted),
+            _bytes32(scores_digest, "scores_digest"),
+        )
+        return self._transact("commit_round", data, to=self._address)
+
+    # -- reads ---------------------------------------------------------------------------
+    def node_info(self, address: str) -> NodeInfo:
+        address = to_checksum_address(address)
+        fields = self._require_contract().functions.nodeInfo(address).call()
+        registered, active, index, rejections, data_digest, data_timestamp = fields
+        return NodeInfo(address, registered, active, index, rejections, bytes(data_digest),
+                        data_timestamp)
+
+    def active_nodes(self) -> tuple[int, ...]:
+        return from_bitmap(self._require_contract().functions.activeNodes().call())
+
+    def max_rejections(self) -> int:
+        return int(self._require_contract().functions.maxRejections().call())
+
+    def round_info(self, server_round: int) -> RoundInfo:
+        fields = self._require_contract().functions.roundInfo(server_round).call()
+        status, cohort, submitted, accepted, global_digest, new_digest, scores = fields
+        return RoundInfo(
+            server_round=server_round,
+            status=_ROUND_STATUS[status],  # type: ignore[arg-type]
+            cohort=from_bitmap(cohort),
+            submitted=from_bitmap(submitted),
+            accepted=from_bitmap(accepted),
+            global_digest=bytes(global_digest),
+            new_global_digest=bytes(new_digest),
+            scores_digest=bytes(scores),
+        )
+
+    def events(self, from_block: int = 0) -> list[ChainEvent]:
+        self._require_contract()
+        logs = self.w3.eth.get_logs(
+            {"address": self._address, "fromBlock": from_block, "toBlock": "latest"}
+        )
+        return [self._decode_log(log) for log in logs]
+
+    def _decode_log(self, log: Any) -> ChainEvent:
+        topics = [bytes(t) for t in log["topics"]]
+        item = self.artifact.events.get(topics[0]) if topics else None
+        if item is None:
+            return ChainEvent("Unknown", int(log["blockNumber"]),
+                              "0x" + bytes(log["transactionHash"]).hex(), int(log["logIndex"]),
+                              {"topics": topics, "data": bytes(log["data"])})
+        indexed = [i for i in item["inputs"] if i["indexed"]]
+        plain = [i for i in item["inputs"] if not i["indexed"]]
+        values: dict[str, Any] = {}
+        for inp, topic in zip(indexed, topics[1:]):
+            values[inp["name"]] = abi_decode([inp["type"]], topic)[0]
+        for inp, value in zip(plain, abi_decode([i["type"] for i in plain], bytes(log["data"]))):
+            values[inp["name"]] = value
+        args = {}
+        for inp in item["inputs"]:  # ABI order, addresses checksummed
+            value = values[inp["name"]]
+            args[inp["name"]] = to_checksum_address(value) if inp["type"] == "address" else value
+        return ChainEvent(item["name"], int(log["blockNumber"]),
+                          "0x" + bytes(log["transactionHash"]).hex(), int(log["logIndex"]), args)
+
+
+class EmbeddedLedger(Web3Ledger):
+    """An in-process py-evm chain (web3's EthereumTesterProvider): the default, offline.
+
+    The operator is the tester's first pre-funded account; node accounts are funded from it
+    (:meth:`enroll`).
+    """
+
+    def __init__(
+        self, *, artifact: RegistryArtifact | None = None, priority_fee_wei: int = 10**9
+    ) -> None:
+        from web3 import EthereumTesterProvider
+
+        provider = EthereumTesterProvider()
+        operator_key = provider.ethereum_tester.backend.account_keys[0].to_bytes()
+        account = Account.from_key(operator_key)
+        super().__init__(
+            Web3(provider),
+            endpoint="embedded py-evm",
+            account=account,
+            sender=account.address,
+            artifact=artifact,
+            priority_fee_wei=priority_fee_wei,
+            receipt_timeout=10.0,
+        )
+
+
+class RpcLedger(Web3Ledger):
+    """Any EVM JSON-RPC endpoint over HTTP (anvil, geth, a permissioned PoA network).
+
+    Parameters
+    ----------
+    url : str
+        ``http://host:port`` of the node.
+    chain_id : int, optional
+        Expected chain id; a different one is an error (guards against the wrong network).
+    private_key : bytes or hex str, optional
+        The operator's key, used to sign locally. Without it the node's first unlocked
+        account sends (anvil and geth --dev have some).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        chain_id: int | None = None,
+        private_key: bytes | str | None = None,
+        *,
+        timeout: float = 10.0,
+        artifact: RegistryArtifact | None = None,
+        priority_fee_wei: int = 10**9,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        from web3 import HTTPProvider
+
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"RpcLedger needs an http(s):// URL; got {url!r}")
+        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout},
+                               exception_retry_configuration=None))
+        try:
+            actual_chain_id = int(w3.eth.chain_id)
+        except Exception as exc:  # any failure here means "cannot talk to it"
+            raise EndpointUnreachable(
+                f"cannot reach the JSON-RPC endpoint {url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if chain_id is not None and actual_chain_id != chain_id:
+            raise ChainIdMismatch(
+                f"{url} serves chain id {actual_chain_id}, not the expected {chain_id}"
+            )
+        if private_key is not None:
+            account: LocalAccount | None = Account.from_key(private_key)
+            sender = account.address
+        else:
+            account = None
+            accounts = w3.eth.accounts
+            if not accounts:
+                raise LedgerError(
+                    f"{url} has no unlocked accounts: pass private_key= for the operator"
+                )
+            sender = accounts[0]
+        super().__init__(
+            w3,
+            endpoint=url,
+            account=account,
+            sender=sender,
+            artifact=artifact,
+            priority_fee_wei=priority_fee_wei,
+            receipt_timeout=receipt_timeout,
+        )

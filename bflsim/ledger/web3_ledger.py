@@ -162,7 +162,7 @@ class Web3Ledger(Ledger):
         if gas is None:
             try:
                 gas = int(self.w3.eth.estimate_gas(tx) * _GAS_MARGIN)
-            except Exception as exc:  # classified below
+            except Exception as exc:  # noqa: BLE001 - classified below
                 self._raise_send_failure(kind, None, exc, tx)
         tx.update(gas=gas, chainId=self._chain_id, **self.fees())
         if self._nonce is None:
@@ -175,7 +175,7 @@ class Web3Ledger(Ledger):
                 tx_hash = self.w3.eth.send_raw_transaction(raw)
             else:
                 tx_hash = self.w3.eth.send_transaction(tx)
-        except Exception as exc:  # classified below
+        except Exception as exc:  # noqa: BLE001 - classified below
             self._nonce = None  # resynchronise from the chain next time
             self._raise_send_failure(kind, None, exc, tx)
         self._nonce += 1
@@ -257,7 +257,7 @@ class Web3Ledger(Ledger):
                 "gas": tx["gas"]}
         try:
             self.w3.eth.call(call, block_identifier=int(receipt["blockNumber"]) - 1)
-        except Exception as exc:  # we want the reason, whatever the class
+        except Exception as exc:  # noqa: BLE001 - the reason, whatever the class
             payload = _revert_data(exc)
             if payload is not None:
                 return self._decode(payload)[2]
@@ -286,7 +286,7 @@ class Web3Ledger(Ledger):
             started = time.perf_counter()
             try:
                 tx_hash = bytes(self.w3.eth.send_raw_transaction(raw))
-            except Exception as exc:  # becomes a record with the reason
+            except Exception as exc:  # noqa: BLE001 - becomes a record with the reason
                 sender = Account.recover_transaction(raw)
                 reason = ("insufficient funds for gas" if _is_insufficient_funds(exc)
                           else str(exc))

@@ -370,15 +370,20 @@ def validate_federated(config: ExperimentConfig) -> None:
 # --- parsing -------------------------------------------------------------------------
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read an experiment TOML file and return its validated config."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The raw table of an experiment file; a missing file or bad TOML is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read an experiment TOML file and return its validated config."""
+    raw = read_toml(path)
     try:
         return parse_experiment(raw)
     except ConfigError as err:

@@ -26,12 +26,11 @@ import copy
 import datetime as dt
 import itertools
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bflsim.config import ConfigError, ExperimentConfig, parse_experiment
+from bflsim.config import ConfigError, ExperimentConfig, parse_experiment, read_toml
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,7 @@ class Plan:
 
 def load_plan(path: str | Path) -> Plan:
     """Read an experiment file into its runs (one run when it has no scenarios or grid)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    raw = read_toml(path)
     try:
         return plan_from_dict(raw)
     except ConfigError as err:

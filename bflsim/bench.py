@@ -10,6 +10,7 @@ one sample at a time, beside the paper's 4.2 s per epoch and 8 ms per sample.
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from bflsim.results import package_versions, utc_now
 
 PAPER = {"train_seconds_per_epoch": 4.2, "inference_seconds_per_sample": 0.008}
 BENCH_COLUMNS = ("benchmark", "quantity", "value", "unit", "repeats", "paper_value", "note")
+
+
+def write_bench_csv(out_dir: str | Path, name: str, rows: list[tuple], packages: tuple[str, ...]) -> Path:
+    """``<out_dir>/<name>.csv`` in :data:`BENCH_COLUMNS`, and when and with what it was measured."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(BENCH_COLUMNS)
+        for row in rows:
+            writer.writerow([row[0], row[1], f"{row[2]:.6g}", *row[3:]])
+    (out_dir / f"{name}.meta.txt").write_text(
+        f"measured {utc_now()} on {os.cpu_count()} cores with {package_versions(packages)}\n"
+    )
+    return path
 
 
 def run_centralized_bench(
@@ -78,19 +95,7 @@ def run_centralized_bench(
         ("cnn_lstm_inference", "single_sample_latency_seconds", np.median(single), "s", repeats, "",
          "one row per call (predict_on_batch, traced), 200 rows"),
     ]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "centralized.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(BENCH_COLUMNS)
-        for row in rows:
-            writer.writerow([row[0], row[1], f"{row[2]:.6g}", *row[3:]])
-    versions = package_versions(("tensorflow-cpu", "keras", "numpy"))
-    (out_dir / "centralized.meta.txt").write_text(
-        f"measured {utc_now()} with {versions}\n"
-    )
-    return path
+    return write_bench_csv(out_dir, "centralized", rows, ("tensorflow-cpu", "keras", "numpy"))
 
 
 def run_federated_bench(
@@ -105,7 +110,6 @@ def run_federated_bench(
     loop with TensorFlow on all cores, then ``bflsim run`` on Flower + Ray.
     """
     import json
-    import os
     import subprocess
     import sys
 
@@ -148,13 +152,4 @@ def run_federated_bench(
         ("federated", "bflsim_final_accuracy", manifest.get("final_accuracy"), "", 1, "", run_dir.name),
         ("federated", "wall_ratio_bflsim_over_plain", flower_wall / plain_wall, "", 1, 1.3, "target <= 1.3"),
     ]
-    path = out_dir / "federated.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(BENCH_COLUMNS)
-        for row in rows:
-            writer.writerow([row[0], row[1], f"{row[2]:.6g}", *row[3:]])
-    (out_dir / "federated.meta.txt").write_text(
-        f"measured {utc_now()} on {cores} cores with {package_versions(('flwr', 'ray', 'tensorflow-cpu', 'keras'))}\n"
-    )
-    return path
+    return write_bench_csv(out_dir, "federated", rows, ("flwr", "ray", "tensorflow-cpu", "keras"))

@@ -42,7 +42,7 @@ def run_centralized(
     )
     seeds = {"data_seed": config.data.seed, "train_seed": config.train.seed}
     run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
-    run.write_manifest(data=describe_data(data))
+    run.write_manifest(data=data.describe())
     try:
         for name in config.models.names:
             train_and_score(name, config, data, run, progress)
@@ -102,20 +102,4 @@ def train_and_score(
                 f"  {name} test: accuracy={metrics['accuracy']:.4f} f1_macro={metrics['f1_macro']:.4f} "
                 f"({train_seconds:.1f} s training)"
             )
-
-
-def describe_data(data: PreparedData) -> dict:
-    """What the manifest records about the data a run used."""
-    return {
-        "dataset": data.dataset,
-        "class_names": list(data.class_names),
-        "normal_class": data.normal_class,
-        "num_features": data.num_features,
-        "rows": {"train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test)},
-        "class_counts": {
-            split: np.bincount(y, minlength=data.num_classes).tolist()
-            for split, y in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test))
-        },
-        "sources": [{"path": p, "sha256": d} for p, d in data.sources],
-    }
 

@@ -54,21 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="dataset folder (default: $BFLSIM_DATA_DIR, else ./data)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
-    run = sub.add_parser("run", help="run an experiment file")
-    run.add_argument("experiment", type=Path, help="experiments/<name>.toml")
-    run.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder of the run folder (default: runs/)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set train.epochs=2 (TOML value syntax)")
-    common(run)
-    run.set_defaults(handler=cmd_run)
-
-    sweep = sub.add_parser("sweep", help="run every point of an experiment's [sweep] grid or [[scenarios]]")
-    sweep.add_argument("experiment", type=Path)
-    sweep.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder (default: runs/)")
-    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value in every point")
-    common(sweep)
-    sweep.set_defaults(handler=cmd_run)
+    for name, help_text in (
+        ("run", "run an experiment file (all its scenarios)"),
+        ("sweep", "run every point of an experiment's [sweep] grid or [[scenarios]]"),
+    ):
+        runner = sub.add_parser(name, help=help_text)
+        runner.add_argument("experiment", type=Path, help="experiments/<name>.toml")
+        runner.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder of run folders (default: runs/)")
+        runner.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config value in every run, e.g. --set train.epochs=2 (TOML value syntax)")
+        common(runner)
+        runner.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="quick end-to-end job on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR)

@@ -84,6 +84,19 @@ class PreparedData:
         """Number of classes; ``y_*`` values lie in ``range(num_classes)``."""
         return len(self.class_names)
 
+    def describe(self) -> dict:
+        """What a run's manifest records about the data it used."""
+        splits = (("train", self.y_train), ("val", self.y_val), ("test", self.y_test))
+        return {
+            "dataset": self.dataset,
+            "class_names": list(self.class_names),
+            "normal_class": self.normal_class,
+            "num_features": self.num_features,
+            "rows": {split: len(y) for split, y in splits},
+            "class_counts": {split: np.bincount(y, minlength=self.num_classes).tolist() for split, y in splits},
+            "sources": [{"path": p, "sha256": d} for p, d in self.sources],
+        }
+
 
 Loader = Callable[[DataConfig, Path], LabelledTable]
 

@@ -93,8 +93,7 @@ def start_run(
     }
     run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
     run.write_manifest(
-        data={"dataset": data.dataset, "class_names": list(data.class_names), "num_features": data.num_features,
-              "sources": [{"path": p, "sha256": d} for p, d in data.sources]},
+        data=data.describe(),
         malicious_nodes=malicious_nodes(config, 1).tolist() if not config.attack.redraw_each_round else "per round",
         **manifest,
     )

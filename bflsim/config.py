@@ -155,6 +155,10 @@ class FederationConfig:
     reproducibly from ``seed``. Local training uses ``train.batch_size`` and
     ``train.learning_rate`` for ``local_epochs`` epochs.
 
+    Data tampering, to exercise VerifyIntegrity: from round ``tamper_round`` on, each of
+    ``tamper_nodes`` trains on a modified copy of its partition (Gaussian noise on the
+    features of a tenth of its rows), so its data no longer matches the digest it registered.
+
     Faults, to exercise failure handling: ``crash_nodes`` raise instead of training in
     ``crash_rounds`` (every round when empty); ``slow_nodes`` sleep ``delay_seconds``
     before training in ``slow_rounds`` (every round when empty), so that with a small
@@ -176,6 +180,8 @@ class FederationConfig:
     slow_nodes: tuple[int, ...] = ()
     slow_rounds: tuple[int, ...] = ()
     delay_seconds: float = 0.0
+    tamper_nodes: tuple[int, ...] = ()
+    tamper_round: int = 1
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
@@ -184,7 +190,7 @@ class FederationConfig:
             raise ConfigError(f"federation.rounds must be >= 1; got {self.rounds}")
         if not self.client_timeout > 0:
             raise ConfigError(f"federation.client_timeout must be > 0 seconds; got {self.client_timeout}")
-        for key in ("crash_nodes", "slow_nodes"):
+        for key in ("crash_nodes", "slow_nodes", "tamper_nodes"):
             if bad := [i for i in getattr(self, key) if not 0 <= i < self.num_nodes]:
                 raise ConfigError(
                     f"federation.{key} names nodes outside 0..{self.num_nodes - 1} "
@@ -196,6 +202,11 @@ class FederationConfig:
                     f"federation.{key} names rounds outside 1..{self.rounds} "
                     f"(federation.rounds = {self.rounds}): {bad}"
                 )
+        if not 1 <= self.tamper_round <= self.rounds:
+            raise ConfigError(
+                f"federation.tamper_round must be in 1..{self.rounds} (federation.rounds); "
+                f"got {self.tamper_round}"
+            )
         if self.delay_seconds < 0:
             raise ConfigError(f"federation.delay_seconds must be >= 0; got {self.delay_seconds}")
         if self.slow_nodes and self.delay_seconds == 0:
@@ -298,6 +309,57 @@ class BackendConfig:
             raise ConfigError(f"backend.threads_per_client must be >= 1; got {self.threads_per_client}")
 
 
+LedgerBackend = Literal["embedded", "anvil", "rpc", "none"]
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """Where the run's audit trail is registered (``bflsim.ledger``).
+
+    ``embedded``: an in-process py-evm chain, nothing to set up (the default). ``anvil``: a
+    local anvil node started for the run on 127.0.0.1 (``block_time`` seconds per block,
+    automine when unset; from ``npm ci --prefix contracts``) and stopped after it. ``rpc``:
+    any EVM JSON-RPC endpoint at ``rpc_url``; the operator's key is read from the environment
+    variable named by ``operator_key_env`` (keys never go in experiment files), else the
+    node's first unlocked account sends. ``none``: Standard FL, nothing is registered.
+
+    Every edge node signs with its own key, derived from ``key_seed`` (default
+    ``federation.seed``); the contract revokes a node after ``max_rejections`` rejections
+    by the aggregator (0 = never).
+    """
+
+    backend: LedgerBackend = "embedded"
+    rpc_url: str | None = None
+    chain_id: int | None = None
+    operator_key_env: str = "BFLSIM_OPERATOR_KEY"
+    block_time: float | None = None
+    max_rejections: int = 3
+    key_seed: int | None = None
+    receipt_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.backend == "rpc" and not self.rpc_url:
+            raise ConfigError("ledger.backend = 'rpc' needs ledger.rpc_url (e.g. 'http://127.0.0.1:8545')")
+        if self.rpc_url and not self.rpc_url.startswith(("http://", "https://")):
+            raise ConfigError(f"ledger.rpc_url must start with http:// or https://; got {self.rpc_url!r}")
+        if self.block_time is not None and self.backend != "anvil":
+            raise ConfigError(
+                f"ledger.block_time applies to the anvil backend it starts; ledger.backend = {self.backend!r}"
+            )
+        if self.block_time is not None and not self.block_time > 0:
+            raise ConfigError(f"ledger.block_time must be > 0 seconds; got {self.block_time}")
+        if not 0 <= self.max_rejections < 2**32:
+            raise ConfigError(f"ledger.max_rejections must be in 0..2**32-1; got {self.max_rejections}")
+        if self.key_seed is not None and not 0 <= self.key_seed < 2**64:
+            raise ConfigError(f"ledger.key_seed must fit in 64 bits; got {self.key_seed}")
+        if not self.receipt_timeout > 0:
+            raise ConfigError(f"ledger.receipt_timeout must be > 0 seconds; got {self.receipt_timeout}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+
 ExperimentKind = Literal["centralized", "federated"]
 
 
@@ -315,6 +377,7 @@ class ExperimentConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
 
     def __post_init__(self) -> None:
         if self.kind == "federated":
@@ -342,6 +405,11 @@ def validate_federated(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"models.names must name one Keras model (cnn_lstm or dnn) for a federated run; "
             f"got {list(config.models.names)}"
+        )
+    if config.ledger.enabled and fed.num_nodes > 255:
+        raise ConfigError(
+            f"federation.num_nodes = {fed.num_nodes}: the on-chain registry holds nodes 0..254; "
+            f"use at most 255 nodes or ledger.backend = 'none'"
         )
     if config.num_malicious > fed.num_nodes:
         raise ConfigError(

@@ -16,6 +16,15 @@ in the manifest's ``node_failures``), and the round goes on with the other updat
 as the rule's condition still holds for the smaller n (Krum: n > 2f + 2, Blanchard et al.,
 NeurIPS 2017). Otherwise :class:`RoundFailed` stops the run; completed rounds are already
 on disk.
+
+With a ledger (``[ledger]``, :class:`bflsim.fl.chain.ChainSession`), the query step also
+deploys the registry, enrolls every node's key and relays each node's signed data
+registration; every round then samples the cohort from the nodes the contract still counts
+as active, opens the round with the global model's digest, sends each node its transaction
+context and registered data digest, checks and relays the nodes' signed ``submitUpdate``
+transactions, and commits the new global digest, the accepted nodes (those aggregated and
+not judged outliers, :func:`bflsim.aggregators.rejected`) and the digest of the scores. A node
+whose data fails VerifyIntegrity is excluded from later cohorts.
 """
 
 from __future__ import annotations
@@ -31,9 +40,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from numpy.typing import NDArray
 
-from bflsim.aggregators import AggregatorError, Selection, aggregate, validate_aggregator
+from bflsim.aggregators import AggregatorError, Selection, aggregate, rejected, validate_aggregator
 from bflsim.config import ExperimentConfig
+from bflsim.fl.chain import ChainSession, Received
 from bflsim.fl.node import experiment_to_json, malicious_nodes
+from bflsim.ledger import Ledger, NoLedger
 from bflsim.results import RunFolder
 from bflsim.vectors import Shapes, flatten, unflatten
 
@@ -71,7 +82,10 @@ class Updates:
 
     @classmethod
     def from_replies(cls, replies: list[Message]) -> Updates:
-        ok = sorted((m for m in replies if not m.has_error()), key=lambda m: int(m.content["metrics"]["node"]))
+        ok = sorted(
+            (m for m in replies if not m.has_error() and "arrays" in m.content),
+            key=lambda m: int(m.content["metrics"]["node"]),
+        )
         metrics = [m.content["metrics"] for m in ok]
         flat = [flatten(m.content["arrays"].to_numpy_ndarrays()) for m in ok]
         return cls(
@@ -122,7 +136,9 @@ def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settl
 class RobustStrategy(Strategy):
     """Sample, send, aggregate with a robust rule, and record the selection and failures."""
 
-    def __init__(self, config: ExperimentConfig, run: RunFolder, data_dir: str | None = None) -> None:
+    def __init__(
+        self, config: ExperimentConfig, run: RunFolder, data_dir: str | None = None, ledger: Ledger | None = None
+    ) -> None:
         self.config = config
         self.run = run
         self.data_dir = data_dir
@@ -132,6 +148,10 @@ class RobustStrategy(Strategy):
         self.stats = RoundStats()
         self.node_failures: list[dict] = []
         self.model_name = config.models.names[0]
+        ledger = ledger or NoLedger()
+        self.chain = ChainSession(config, ledger, run.path) if ledger.enabled else None
+        self.excluded: dict[int, str] = {}  # edge node -> why it takes no further part
+        self.refusals: dict[int, str] = {}  # this round: edge node -> why its update was refused
 
     def summary(self) -> None:
         agg, fed = self.config.aggregator, self.config.federation
@@ -160,12 +180,45 @@ class RobustStrategy(Strategy):
                 f"only {len(self.edge_index)} of {expected} edge nodes said who they are"
                 + (f"; first error: {last_line(errors[0])}" if errors else "")
             )
+        if self.chain is not None:
+            self.run.write_manifest(ledger=self.chain.setup())
+            self.register_data(grid)
+
+    def register_data(self, grid: Grid) -> None:
+        """Every node signs the digest of its data batch; the server relays it to the registry."""
+        flower_id = {edge: nid for nid, edge in self.edge_index.items()}
+        contexts = self.chain.contexts(sorted(flower_id))
+        messages = [
+            Message(RecordDict({"config": ConfigRecord({**self._config_record(0), **contexts[edge]})}),
+                    dst_node_id=flower_id[edge], message_type=f"{MessageType.QUERY}.register_data")
+            for edge in sorted(flower_id)
+        ]
+        signed, digests, failed = {}, {}, {}
+        for reply in grid.send_and_receive(messages, timeout=self.config.federation.client_timeout):
+            edge = self.edge_index[reply.metadata.src_node_id]
+            if reply.has_error():
+                failed[edge] = f"data registration failed: {last_line(reply.error.reason)}"
+            else:
+                signed[edge] = bytes(reply.content["chain"]["tx"])
+                digests[edge] = bytes(reply.content["chain"]["data-digest"])
+        failed.update(self.chain.register_data(signed, digests))
+        for edge in set(flower_id) - set(signed) - set(failed):
+            failed[edge] = f"no data registration within federation.client_timeout = {self.config.federation.client_timeout:g} s"
+        self.excluded.update(failed)
+        if failed:
+            self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(self.excluded.items())})
 
     def sample_cohort(self, server_round: int) -> list[int]:
-        """Edge-node indices of this round's cohort, reproducible from the federation seed."""
+        """Edge-node indices of this round's cohort, reproducible from the federation seed.
+
+        With a ledger, from the nodes the contract still counts as active, less excluded ones.
+        """
         fed = self.config.federation
         rng = np.random.default_rng([fed.seed, server_round])
         available = sorted(self.edge_index.values())
+        if self.chain is not None:
+            active = set(self.chain.eligible())
+            available = [i for i in available if i in active and i not in self.excluded]
         size = min(fed.cohort_size, len(available))
         return sorted(int(i) for i in rng.choice(available, size=size, replace=False))
 
@@ -182,10 +235,17 @@ class RobustStrategy(Strategy):
         if not self.edge_index:
             self.register_nodes(grid)
         self.stats = RoundStats()
+        self.refusals = {}
         self.cohort = self.sample_cohort(server_round)
-        record = RecordDict({"arrays": arrays, "config": self._config_record(server_round)})
+        base = self._config_record(server_round)
+        chain_configs = (
+            self.chain.open_round(server_round, arrays.to_numpy_ndarrays(), self.cohort) if self.chain else {}
+        )
         return [
-            Message(record, dst_node_id=nid, message_type=MessageType.TRAIN)
+            Message(
+                RecordDict({"arrays": arrays, "config": ConfigRecord({**base, **chain_configs.get(edge, {})})}),
+                dst_node_id=nid, message_type=MessageType.TRAIN,
+            )
             for nid, edge in self.edge_index.items()
             if edge in self.cohort
         ]
@@ -194,7 +254,10 @@ class RobustStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        updates = Updates.from_replies(replies)
+        self.check_integrity(server_round, replies)
+        received = self.relay_updates(server_round, replies) if self.chain else []
+        usable = [m for m in replies if self._edge(m) not in self.refusals]
+        updates = Updates.from_replies(usable)
         failures = self.record_failures(server_round, replies, updates.nodes)
         n, f, agg = len(updates.nodes), self.config.declared_malicious, self.config.aggregator
         try:
@@ -208,14 +271,56 @@ class RobustStrategy(Strategy):
             agg.name, updates.matrix, num_samples=updates.num_samples, num_malicious=f,
             num_selected=agg.num_selected, trim_fraction=agg.trim_fraction,
         )
-        round_metrics = self.record_selection(server_round, updates.nodes, selection, failures)
+        new_weights = unflatten(selection.aggregate.astype(np.float32), updates.shapes)
+        chain_metrics = {}
+        if self.chain is not None:
+            nodes = [int(i) for i in updates.nodes]
+            chain_metrics = self.chain.commit_round(
+                server_round, self.cohort, received, nodes,
+                selected=[nodes[i] for i in selection.selected],
+                rejected=[nodes[i] for i in rejected(agg.name, selection, f)],
+                scores=selection.scores, new_weights=new_weights,
+            )
+        round_metrics = self.record_selection(server_round, updates.nodes, selection, failures, chain_metrics)
         losses = updates.train_losses
-        return ArrayRecord(unflatten(selection.aggregate.astype(np.float32), updates.shapes)), MetricRecord(
+        return ArrayRecord(new_weights), MetricRecord(
             {**round_metrics, "train-loss": float(np.mean(losses)) if losses else 0.0}
         )
 
+    def _edge(self, reply: Message) -> int | None:
+        return self.edge_index.get(reply.metadata.src_node_id)
+
+    def check_integrity(self, server_round: int, replies: list[Message]) -> None:
+        """Exclude the nodes whose data failed VerifyIntegrity (they said so instead of training)."""
+        for reply in replies:
+            if reply.has_error() or "integrity-failed" not in reply.content["metrics"]:
+                continue
+            edge = self._edge(reply)
+            reason = str(reply.content["chain"]["reason"])
+            self.refusals[edge] = reason
+            self.excluded[edge] = reason
+            self.run.log({"integrity_failed": 1.0}, model=self.model_name, split="node", round=server_round, node=edge)
+        if any("integrity-failed" in m.content["metrics"] for m in replies if not m.has_error()):
+            self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(self.excluded.items())})
+
+    def relay_updates(self, server_round: int, replies: list[Message]) -> list[Received]:
+        """Hand every update with its signed transaction to the chain session; note refusals."""
+        received = [
+            Received(
+                node=self._edge(m), weights=m.content["arrays"].to_numpy_ndarrays(),
+                num_samples=int(m.content["metrics"]["num-examples"]), raw_tx=bytes(m.content["chain"]["tx"]),
+            )
+            for m in replies
+            if not m.has_error() and "arrays" in m.content
+        ]
+        received.sort(key=lambda u: u.node)
+        self.chain.relay_updates(server_round, received)
+        self.refusals.update({u.node: u.refused for u in received if u.refused})
+        return received
+
     def record_selection(
-        self, server_round: int, nodes: NDArray[np.int64], selection: Selection, failures: int
+        self, server_round: int, nodes: NDArray[np.int64], selection: Selection, failures: int,
+        chain_metrics: dict[str, float] | None = None,
     ) -> dict[str, float]:
         """Log which nodes the rule kept and whether poisoned updates got through."""
         malicious = np.isin(nodes, malicious_nodes(self.config, server_round))
@@ -230,6 +335,7 @@ class RobustStrategy(Strategy):
             "poisoned_accepted": self.stats.poisoned_accepted,
             "poisoned_weight": float(selection.weights[malicious].sum()),
             "honest_rejected": int((~malicious & ~selected).sum()),
+            **(chain_metrics or {}),
         }
         self.run.log(round_metrics, model=self.model_name, split="round", round=server_round)
         for i, node in enumerate(nodes):
@@ -245,6 +351,7 @@ class RobustStrategy(Strategy):
         reasons = {
             self.edge_index.get(m.metadata.src_node_id): last_line(m.error.reason) for m in replies if m.has_error()
         }
+        reasons.update(self.refusals)
         timeout = self.config.federation.client_timeout
         usable_nodes = set(usable.tolist())
         failed = [node for node in self.cohort if node not in usable_nodes]

@@ -35,6 +35,14 @@ from bflsim.config import (
     parse_experiment,
 )
 from bflsim.data import PreparedData, partition, prepare_data
+from bflsim.hashing import data_digest, weights_digest
+from bflsim.ledger.identity import (
+    NodeIdentity,
+    TxContext,
+    derive_identities,
+    sign_data_tx,
+    sign_update_tx,
+)
 from bflsim.models import configure_tensorflow
 
 Weights = list[NDArray[np.float32]]
@@ -42,6 +50,10 @@ Weights = list[NDArray[np.float32]]
 
 class NodeCrash(RuntimeError):
     """An edge node failed its round on purpose (``federation.crash_nodes``)."""
+
+
+class DataIntegrityError(RuntimeError):
+    """An edge node's data no longer matches the digest it registered on chain."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,69 @@ def node_partitions(
             alpha=federation.alpha, shards_per_node=federation.shards_per_node, seed=federation.seed,
         )
     )
+
+
+def node_features(config: ExperimentConfig, node: int, server_round: int, data_dir: str | None = None) -> NDArray:
+    """The features edge node ``node`` holds in ``server_round`` (round 0: registration).
+
+    A node in ``federation.tamper_nodes`` holds a modified copy from ``tamper_round`` on:
+    Gaussian noise (sigma 1, seeded) on the features of a tenth of its rows.
+    """
+    x = load_data(config.data, data_dir).x_train[node_partitions(config.data, config.federation, data_dir)[node]]
+    fed = config.federation
+    if node in fed.tamper_nodes and server_round >= fed.tamper_round:
+        rng = np.random.default_rng(_seed(fed.seed, 0, node))
+        rows = rng.choice(len(x), size=max(1, len(x) // 10), replace=False)
+        x = x.copy()
+        x[rows] += rng.normal(0.0, 1.0, size=x[rows].shape).astype(x.dtype)
+    return x
+
+
+@lru_cache(maxsize=4)
+def _identities(seed: int, num_nodes: int) -> tuple[NodeIdentity, ...]:
+    return tuple(derive_identities(seed, num_nodes))
+
+
+def node_identities(config: ExperimentConfig) -> tuple[NodeIdentity, ...]:
+    """Every edge node's key pair, from ``ledger.key_seed`` (default ``federation.seed``).
+
+    In a simulation one seed yields all keys; on real devices each node keeps its own.
+    """
+    seed = config.ledger.key_seed if config.ledger.key_seed is not None else config.federation.seed
+    return _identities(seed, config.federation.num_nodes)
+
+
+def register_data(
+    config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None
+) -> tuple[bytes, bytes]:
+    """The node's data digest ``sha256(X || timestamp || node)`` and its signed ``registerData``."""
+    digest = data_digest(node_features(config, node, 0, data_dir), timestamp, node)
+    return digest, sign_data_tx(node_identities(config)[node], ctx, digest, timestamp)
+
+
+def verify_integrity(
+    config: ExperimentConfig, node: int, server_round: int, registered: bytes, timestamp: int,
+    data_dir: str | None = None,
+) -> bytes:
+    """VerifyIntegrity: recompute the node's data digest; it must be the one on chain.
+
+    Returns the digest; raises :class:`DataIntegrityError` naming both digests otherwise.
+    """
+    digest = data_digest(node_features(config, node, server_round, data_dir), timestamp, node)
+    if digest != registered:
+        raise DataIntegrityError(
+            f"edge node {node}, round {server_round}: data digest 0x{digest.hex()} differs from "
+            f"0x{registered.hex()} registered on chain at timestamp {timestamp}; refusing to train"
+        )
+    return digest
+
+
+def sign_update(
+    config: ExperimentConfig, node: int, ctx: TxContext, server_round: int, weights: Weights, num_examples: int
+) -> tuple[bytes, bytes]:
+    """The digest of the weights the node returns and its signed ``submitUpdate`` for them."""
+    digest = weights_digest(weights)
+    return digest, sign_update_tx(node_identities(config)[node], ctx, server_round, digest, num_examples)
 
 
 _MODELS: dict[str, tuple[object, list[np.ndarray]]] = {}
@@ -185,7 +260,7 @@ def train_locally(
         reset_optimizer(config, data.num_features, data.num_classes)
         keras.utils.set_random_seed(_seed(config.train.seed, server_round, node))
         history = model.fit(
-            data.x_train[rows], data.y_train[rows],
+            node_features(config, node, server_round, data_dir), data.y_train[rows],
             epochs=config.federation.local_epochs, batch_size=config.train.batch_size,
             shuffle=True, verbose=0,
         )

@@ -20,6 +20,9 @@ from flwr.serverapp import Grid
 from bflsim.config import ExperimentConfig, config_to_dict
 from bflsim.data import PreparedData, resolve_data_dir
 from bflsim.fl.node import cached_model, initial_weights, load_data, malicious_nodes
+from bflsim.hashing import digest_hex, weights_digest
+from bflsim.ledger import LedgerError
+from bflsim.ledger.factory import open_ledger
 from bflsim.metrics import confusion_matrix, summary_metrics
 from bflsim.progress import Progress, format_seconds
 from bflsim.results import RunFolder
@@ -105,21 +108,30 @@ def start_run(
 
 
 def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | None, progress: Progress) -> None:
-    """Run all rounds; mark the run complete, or stopped with the reason."""
+    """Run all rounds; mark the run complete, or stopped with the reason.
+
+    The ledger of ``[ledger]`` is open for the length of the run (an anvil started for it is
+    stopped after); a chain that fails midway stops the run like a failed round.
+    """
     data = load_data(config.data, data_dir)
-    strategy = RobustStrategy(config, run, data_dir)
-    evaluator = GlobalEvaluator(config, data, run, strategy, progress)
     try:
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=ArrayRecord(initial_weights(config, data.num_features, data.num_classes)),
-            num_rounds=config.federation.rounds,
-            timeout=config.federation.client_timeout,
-            evaluate_fn=evaluator,
-        )
-    except RoundFailed as err:
+        with open_ledger(config.ledger) as ledger:
+            strategy = RobustStrategy(config, run, data_dir, ledger)
+            evaluator = GlobalEvaluator(config, data, run, strategy, progress)
+            result = strategy.start(
+                grid=grid,
+                initial_arrays=ArrayRecord(initial_weights(config, data.num_features, data.num_classes)),
+                num_rounds=config.federation.rounds,
+                timeout=config.federation.client_timeout,
+                evaluate_fn=evaluator,
+            )
+    except (RoundFailed, LedgerError) as err:
         run.finish(status="stopped", error=str(err))
         raise
     final = result.arrays.to_numpy_ndarrays()
     np.savez(run.path / "final_model.npz", *final)
-    run.finish(final_accuracy=evaluator.last.get("accuracy"), wall_seconds=round(time.perf_counter() - evaluator.started, 2))
+    run.finish(
+        final_accuracy=evaluator.last.get("accuracy"),
+        final_model_digest=digest_hex(weights_digest(final)),
+        wall_seconds=round(time.perf_counter() - evaluator.started, 2),
+    )

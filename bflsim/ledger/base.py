@@ -91,6 +91,7 @@ class TxRecord:
     sender: str
     status: int = 1  # 1 = success, 0 = reverted (still mined, gas still paid)
     error: str | None = None  # decoded revert reason when status == 0
+    raw: bytes | None = field(default=None, repr=False)  # the signed bytes (None if unlocked-sent)
 
 
 @dataclass(frozen=True)

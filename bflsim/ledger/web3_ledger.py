@@ -169,9 +169,10 @@ class Web3Ledger(Ledger):
             self._nonce = self.w3.eth.get_transaction_count(self._sender, "pending")
         tx["nonce"] = self._nonce
         started = time.perf_counter()
+        raw = None
         try:
             if self._account is not None:
-                raw = self._account.sign_transaction(tx).raw_transaction
+                raw = bytes(self._account.sign_transaction(tx).raw_transaction)
                 tx_hash = self.w3.eth.send_raw_transaction(raw)
             else:
                 tx_hash = self.w3.eth.send_transaction(tx)
@@ -179,7 +180,7 @@ class Web3Ledger(Ledger):
             self._nonce = None  # resynchronise from the chain next time
             self._raise_send_failure(kind, None, exc, tx)
         self._nonce += 1
-        record = self._wait(kind, bytes(tx_hash), started)
+        record = self._wait(kind, bytes(tx_hash), started, raw)
         if record.status != 1:
             raise TransactionReverted(
                 f"{kind} transaction 0x{bytes(tx_hash).hex()} from {self._sender} reverted on "
@@ -214,9 +215,9 @@ class Web3Ledger(Ledger):
             return None, (), payload
         return self.artifact.decode_revert(payload)
 
-    def _wait(self, kind: str, tx_hash: bytes, started: float) -> TxRecord:
+    def _wait(self, kind: str, tx_hash: bytes, started: float, raw: bytes | None = None) -> TxRecord:
         receipt = self._poll_receipt(tx_hash, started)
-        return self._record(kind, receipt, time.perf_counter() - started)
+        return self._record(kind, receipt, time.perf_counter() - started, raw)
 
     def _poll_receipt(self, tx_hash: bytes, started: float) -> Any:
         delay = 0.0
@@ -233,7 +234,7 @@ class Web3Ledger(Ledger):
             time.sleep(delay)
             delay = min(0.05, delay * 2 + 0.002)
 
-    def _record(self, kind: str, receipt: Any, seconds: float) -> TxRecord:
+    def _record(self, kind: str, receipt: Any, seconds: float, raw: bytes | None = None) -> TxRecord:
         status = int(receipt["status"])
         error = None if status == 1 else self._replay_revert(receipt)
         record = TxRecord(
@@ -245,6 +246,7 @@ class Web3Ledger(Ledger):
             sender=to_checksum_address(receipt["from"]),
             status=status,
             error=error,
+            raw=raw,
         )
         self.records.append(record)
         return record
@@ -279,7 +281,7 @@ class Web3Ledger(Ledger):
 
     def send_raw_many(self, raw_txs: Sequence[bytes], kind: str = "relay") -> list[TxRecord]:
         self._require_contract()
-        sent: list[tuple[int, bytes, float]] = []
+        sent: list[tuple[int, bytes, float, bytes]] = []
         results: dict[int, TxRecord] = {}
         for position, raw in enumerate(raw_txs):
             raw = bytes(raw)
@@ -293,17 +295,17 @@ class Web3Ledger(Ledger):
                 results[position] = TxRecord(
                     kind=kind, tx_hash="0x" + keccak(raw).hex(), gas_used=0,
                     seconds=time.perf_counter() - started, block=-1, sender=sender,
-                    status=0, error=f"refused by the node: {reason}",
+                    status=0, error=f"refused by the node: {reason}", raw=raw,
                 )
                 continue
             try:  # automine (py-evm, anvil default): already mined, so the latency is exact
                 receipt = self.w3.eth.get_transaction_receipt(tx_hash)
             except TransactionNotFound:
-                sent.append((position, tx_hash, started))  # mined later: wait after sending all
+                sent.append((position, tx_hash, started, raw))  # mined later: wait after sending all
             else:
-                results[position] = self._record(kind, receipt, time.perf_counter() - started)
-        for position, tx_hash, started in sent:
-            results[position] = self._wait(kind, tx_hash, started)
+                results[position] = self._record(kind, receipt, time.perf_counter() - started, raw)
+        for position, tx_hash, started, raw in sent:
+            results[position] = self._wait(kind, tx_hash, started, raw)
         return [results[i] for i in range(len(raw_txs))]
 
     # -- setup ---------------------------------------------------------------------------

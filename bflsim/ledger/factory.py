@@ -1,0 +1,55 @@
+"""The ledger an experiment's ``[ledger]`` section asks for, open for the length of a run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from bflsim.ledger.base import Ledger
+from bflsim.ledger.none import NoLedger
+
+if TYPE_CHECKING:
+    from bflsim.config import LedgerConfig
+
+__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "open_ledger"]
+
+# anvil's first pre-funded development account (public knowledge, from its default mnemonic
+# "test test ... junk"). The server signs its own transactions with it so that every
+# transaction of the run, its own included, is kept as signed bytes for the audit's replay.
+ANVIL_OPERATOR_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ANVIL_CHAIN_ID = 31337
+
+
+@contextmanager
+def open_ledger(config: LedgerConfig) -> Iterator[Ledger]:
+    """Yield the configured ledger; an anvil started here is stopped on the way out.
+
+    No contract is deployed yet: the strategy deploys one registry per run.
+    """
+    if config.backend == "none":
+        yield NoLedger()
+    elif config.backend == "embedded":
+        from bflsim.ledger.web3_ledger import EmbeddedLedger
+
+        yield EmbeddedLedger()
+    elif config.backend == "anvil":
+        from bflsim.ledger.anvil import AnvilNode
+        from bflsim.ledger.web3_ledger import RpcLedger
+
+        with AnvilNode(block_time=config.block_time, chain_id=config.chain_id) as node:
+            yield RpcLedger(
+                node.url, chain_id=config.chain_id or ANVIL_CHAIN_ID, private_key=ANVIL_OPERATOR_KEY,
+                receipt_timeout=config.receipt_timeout,
+            )
+    elif config.backend == "rpc":
+        from bflsim.ledger.web3_ledger import RpcLedger
+
+        key = os.environ.get(config.operator_key_env) or None
+        yield RpcLedger(
+            str(config.rpc_url), chain_id=config.chain_id, private_key=key,
+            receipt_timeout=config.receipt_timeout,
+        )
+    else:  # the config's Literal keeps this unreachable
+        raise ValueError(f"ledger.backend = {config.backend!r} is not a ledger backend")

@@ -153,3 +153,70 @@ def run_federated_bench(
         ("federated", "wall_ratio_bflsim_over_plain", flower_wall / plain_wall, "", 1, 1.3, "target <= 1.3"),
     ]
     return write_bench_csv(out_dir, "federated", rows, ("flwr", "ray", "tensorflow-cpu", "keras"))
+
+
+def run_ledger_bench(
+    out_dir: str | Path,
+    experiment: str | Path = "experiments/bench_ledger.toml",
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """The ledger's share of a federated round: one experiment without and with its chain.
+
+    Both runs are fresh ``bflsim run`` processes of the same experiment, one after the other
+    in this benchmark (``ledger.backend`` "none", then the experiment's own). Compared: the
+    median ``round_seconds`` over rounds 2..N (round 1 includes Ray actors' start-up and
+    graph tracing), and the chain's own time per round (``ledger_seconds``: every chain call
+    of the strategy, from opening to committing the round).
+    """
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from bflsim.config import load_experiment
+
+    progress = progress or Progress(quiet=True)
+    backend = load_experiment(experiment).ledger.backend
+    env = dict(os.environ)
+    if data_dir:
+        env["BFLSIM_DATA_DIR"] = str(data_dir)
+    out_dir = Path(out_dir)
+    rows, medians = [], {}
+    for label in ("none", backend):
+        progress.say(f"bench: {experiment} with ledger.backend = {label}")
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"),
+             "--quiet", "--set", f"ledger.backend={label}"],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"bflsim run with ledger.backend = {label} failed:\n{done.stderr[-3000:]}")
+        run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        per_round = metrics[metrics["round"] >= 2]
+        round_seconds = per_round[per_round["metric"] == "round_seconds"]["value"]
+        medians[label] = float(round_seconds.median())
+        progress.say(f"bench: {label}: median round {medians[label]:.2f} s, wall {wall:.0f} s")
+        rows += [
+            ("ledger_overhead", f"round_seconds_median_{label}", medians[label], "s", len(round_seconds), "",
+             f"rounds 2-{int(per_round['round'].max())}, {run_dir.name}"),
+            ("ledger_overhead", f"wall_seconds_{label}", wall, "s", 1, "", "fresh process, all rounds"),
+        ]
+        if label != "none":
+            chain = per_round[per_round["metric"].isin(["ledger_seconds", "gas_used", "transactions"])]
+            means = chain.groupby("metric")["value"].median()
+            rows += [
+                ("ledger_overhead", "ledger_seconds_per_round_median", float(means["ledger_seconds"]), "s",
+                 len(round_seconds), "", "open round + contexts + data digests read + relay + commit"),
+                ("ledger_overhead", "gas_per_round_median", float(means["gas_used"]), "gas", len(round_seconds), "",
+                 "all transactions of a round"),
+                ("ledger_overhead", "transactions_per_round_median", float(means["transactions"]), "", len(round_seconds),
+                 "", ""),
+            ]
+    ratio = medians[backend] / medians["none"]
+    progress.say(f"bench: round time with/without the {backend} ledger: {ratio:.3f}")
+    rows.append(("ledger_overhead", "round_seconds_ratio_ledger_over_none", ratio, "", 1, 1.05, "target <= 1.05"))
+    return write_bench_csv(out_dir, "ledger", rows, ("flwr", "ray", "tensorflow-cpu", "web3", "eth-tester", "py-evm"))

@@ -5,6 +5,7 @@
     bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes
     bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
     bflsim data [--download NAME]        where datasets are looked for, what is there
+    bflsim audit RUN_DIR                 check a ledger-backed run against its chain; exit 1 on mismatch
     bflsim bench                         speed benchmarks, written as CSV
 """
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         runner.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder of run folders (default: runs/)")
         runner.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a config value in every run, e.g. --set train.epochs=2 (TOML value syntax)")
+        runner.add_argument("--only", action="append", default=[], metavar="POINT",
+                            help="run only this scenario or grid point (repeatable)")
         common(runner)
         runner.set_defaults(handler=cmd_run)
 
@@ -82,12 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", metavar="NAME", help="download a public dataset (nsl-kdd, cic-ids2017, all)")
     data.set_defaults(handler=cmd_data)
 
+    audit = sub.add_parser("audit", help="check a ledger-backed run folder against its chain")
+    audit.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>)")
+    audit.add_argument("--rpc-url", help="read the chain at this JSON-RPC endpoint instead of replaying it")
+    audit.set_defaults(handler=cmd_audit)
+
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--suite", choices=("centralized", "federated"), default="centralized")
-    bench.add_argument("--experiment", type=Path, default=Path("experiments/bench_federated.toml"),
-                       help="federated suite: the experiment run both ways")
+    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger"), default="centralized",
+                       help="centralized: training/inference; federated: Flower/Ray vs plain loop; "
+                            "chain: hashing, signing, finality, Krum, gas (Table 6); ledger: a round with/without it")
+    bench.add_argument("--experiment", type=Path, default=None,
+                       help="federated/ledger suites: the experiment run both ways "
+                            "(default experiments/bench_federated.toml, experiments/bench_ledger.toml)")
+    bench.add_argument("--no-anvil", action="store_true", help="chain suite: embedded chain only")
     common(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
@@ -168,6 +180,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bflsim.sweep import Plan, load_plan
 
     plan = load_plan(args.experiment)
+    if args.only:
+        names = [p.name for p, _ in plan.points]
+        if unknown := sorted(set(args.only) - set(names)):
+            raise ConfigError(f"--only {unknown[0]!r}: {args.experiment} has no such point; it has {names}")
+        plan = Plan(plan.name, tuple((p, c) for p, c in plan.points if p.name in args.only))
     if args.set:
         overrides = parse_overrides(args.set)
         plan = Plan(plan.name, tuple((p, with_overrides(c, overrides)) for p, c in plan.points))
@@ -203,7 +220,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for path in written:
         if path.suffix == ".png":
             print(f"figure:  {path}")
-    return 0
+    ok = True
+    for run_dir in run_dirs:
+        if (run_dir / "trail").is_dir():
+            from bflsim.audit import audit_run
+
+            report = audit_run(run_dir)
+            ok &= report.ok
+            print(f"audit:   {run_dir.name}: {report.lines()[-1]} ({len(report.rounds) - 1} rounds; "
+                  f"bflsim audit {run_dir})")
+    return 0 if ok else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -242,12 +268,29 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bflsim.audit import audit_run
+
+    report = audit_run(args.run, rpc_url=args.rpc_url)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bflsim.bench import run_centralized_bench, run_federated_bench
+    from bflsim.bench import run_centralized_bench, run_federated_bench, run_ledger_bench
 
     progress = Progress(quiet=args.quiet)
     if args.suite == "federated":
-        path = run_federated_bench(args.out, args.experiment, data_dir=args.data_dir, progress=progress)
+        experiment = args.experiment or Path("experiments/bench_federated.toml")
+        path = run_federated_bench(args.out, experiment, data_dir=args.data_dir, progress=progress)
+    elif args.suite == "ledger":
+        experiment = args.experiment or Path("experiments/bench_ledger.toml")
+        path = run_ledger_bench(args.out, experiment, data_dir=args.data_dir, progress=progress)
+    elif args.suite == "chain":
+        from bflsim.chainbench import run_chain_bench
+
+        path = run_chain_bench(args.out, args.data_dir, repeats=max(args.repeats, 5), progress=progress,
+                               anvil=not args.no_anvil)
     else:
         path = run_centralized_bench(args.out, data_dir=args.data_dir, repeats=args.repeats, progress=progress)
     print(f"benchmark: {path}")

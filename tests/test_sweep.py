@@ -32,9 +32,10 @@ def test_scenarios_keep_their_order_names_and_labels(experiments_dir):
 
     names = [p.name for p, _ in plan.points]
     configs = [c for _, c in plan.points]
-    assert names == ["standard_fl_no_attack", "standard_fl_under_attack", "krum_under_attack"]
+    assert names == ["standard_fl_no_attack", "standard_fl_under_attack", "blockchain_secured"]
     assert [c.num_malicious for c in configs] == [0, 2, 2]
     assert [c.aggregator.name for c in configs] == ["fedavg", "fedavg", "krum"]
+    assert [c.ledger.backend for c in configs] == ["none", "none", "embedded"]
     assert all(c.federation.rounds == 50 and c.federation.num_nodes == 10 for c in configs)
 
 

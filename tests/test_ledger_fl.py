@@ -1,0 +1,284 @@
+"""The ledger in a real Flower + Ray run: registration, VerifyIntegrity, revocation, audit.
+
+One run on the embedded chain (7 nodes, 3 rounds, Krum, 1 Gaussian attacker, node 2's data
+tampered from round 2, revocation after 2 rejections) serves most tests; tampering tests
+copy its folder and break one thing each.
+"""
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bflsim.audit import audit_run
+from bflsim.config import ConfigError
+from bflsim.fl.chain import ChainSession, Received
+from bflsim.fl.node import node_identities
+from bflsim.hashing import weights_digest
+from bflsim.ledger import LedgerError, sign_update_tx
+from bflsim.ledger.web3_ledger import EmbeddedLedger
+from bflsim.results import RunFolder
+from bflsim.trail import read_chain, read_rounds, read_transactions
+from test_federated import config_with
+
+LEDGER_RUN = {
+    "federation": {"num_nodes": 7, "rounds": 3, "tamper_nodes": [2], "tamper_round": 2},
+    "ledger": {"backend": "embedded", "max_rejections": 2},
+}
+
+
+def ledger_config(**sections):
+    merged = {k: dict(v) for k, v in LEDGER_RUN.items()}
+    for key, values in sections.items():
+        merged.setdefault(key, {}).update(values)
+    raw = {k: v for k, v in merged.items() if k != "ledger"}
+    config = config_with(**raw)
+    from bflsim.config import with_overrides
+
+    return with_overrides(config, {f"ledger.{k}": v for k, v in merged["ledger"].items()})
+
+
+@pytest.fixture(scope="module")
+def chain_run(tmp_path_factory):
+    from bflsim.fl.simulation import run_federated
+
+    return run_federated(ledger_config(), tmp_path_factory.mktemp("runs")).path
+
+
+@pytest.fixture
+def copy_of(chain_run, tmp_path):
+    target = tmp_path / chain_run.name
+    shutil.copytree(chain_run, target)
+    return target
+
+
+def rows(run_dir, split, metric):
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    return metrics[(metrics["split"] == split) & (metrics["metric"] == metric)]
+
+
+def test_run_registers_nodes_data_rounds_and_records_chain_metrics(chain_run):
+    manifest = json.loads((chain_run / "manifest.json").read_text())
+    chain = read_chain(chain_run)
+    kinds = [t["kind"] for t in read_transactions(chain_run)]
+
+    assert manifest["status"] == "complete"
+    assert manifest["ledger"] == chain and chain["contract"].startswith("0x")
+    assert kinds[:1] == ["deploy"] and kinds.count("register_data") == 7
+    assert kinds.count("open_round") == 3 and kinds.count("commit_round") == 3
+    gas = rows(chain_run, "round", "gas_used")["value"].tolist()
+    transactions = rows(chain_run, "round", "transactions")["value"].tolist()
+    assert len(gas) == 3 and all(g > 100_000 for g in gas)
+    assert transactions[0] == 2 + 7  # open, commit, one submitUpdate per cohort node
+    submit = [t["gas_used"] for t in read_transactions(chain_run) if t["kind"] == "submit_update"]
+    assert max(submit) <= 60_000
+
+
+def test_tampered_node_is_detected_and_excluded(chain_run):
+    rounds = {r["round"]: r for r in read_rounds(chain_run)}
+    manifest = json.loads((chain_run / "manifest.json").read_text())
+    flagged = rows(chain_run, "node", "integrity_failed")
+
+    assert 2 in rounds[1]["candidates"]  # round 1: data still as registered
+    assert flagged[["round", "node"]].values.tolist() == [[2, 2]]
+    assert "differs from" in manifest["excluded_nodes"]["2"]
+    assert 2 not in rounds[2]["candidates"] and 2 not in rounds[3]["cohort"]
+
+
+def test_attacker_is_rejected_then_revoked_by_the_contract(chain_run):
+    rounds = {r["round"]: r for r in read_rounds(chain_run)}
+    attacker = 1  # attack seed 0, 7 nodes (same draw as tests/test_federated.py)
+
+    assert attacker in rounds[1]["rejected"] and attacker not in rounds[1]["accepted"]
+    assert attacker in rounds[2]["rejected"]
+    assert attacker not in rounds[3]["cohort"]  # 2 rejections = revoked on chain
+    assert rows(chain_run, "round", "poisoned_accepted")["value"].sum() == 0
+
+
+def test_audit_passes_on_the_untouched_run(chain_run):
+    report = audit_run(chain_run)
+
+    assert report.ok, "\n".join(report.lines())
+    assert [r.server_round for r in report.rounds] == [0, 1, 2, 3]
+    assert report.lines()[-1] == "verdict: PASS"
+
+
+def _rewrite_blob(path, change):
+    with np.load(path) as npz:
+        arrays = [npz[f"arr_{i}"].copy() for i in range(len(npz.files))]
+    change(arrays)
+    with open(path, "wb") as fh:
+        np.savez(fh, *arrays)
+
+
+def test_audit_catches_a_tampered_update(copy_of):
+    update = read_rounds(copy_of)[2]["updates"][0]["digest"]  # round 2, first update
+    _rewrite_blob(copy_of / "blobs" / f"{update[2:]}.npz", lambda a: a[0].__iadd__(1e-3))
+
+    report = audit_run(copy_of)
+
+    assert not report.ok
+    assert [r.server_round for r in report.rounds if not r.ok] == [2]
+    assert "does not hash to its name" in report.rounds[2].line() or "hashes to" in report.rounds[2].line()
+
+
+def test_audit_catches_a_tampered_global_model(copy_of):
+    digest = read_rounds(copy_of)[1]["new_global_digest"]  # round 1's result, round 2's start
+    _rewrite_blob(copy_of / "blobs" / f"{digest[2:]}.npz", lambda a: a[-1].__imul__(0.5))
+
+    report = audit_run(copy_of)
+
+    assert [r.server_round for r in report.rounds if not r.ok] == [1, 2]
+
+
+def test_audit_catches_a_replaced_final_model(copy_of):
+    _rewrite_blob(copy_of / "final_model.npz", lambda a: a[0].__isub__(1e-4))
+
+    report = audit_run(copy_of)
+
+    assert all(r.ok for r in report.rounds) and not report.final.ok
+    assert "final_model.npz hashes to" in report.lines()[-2]
+
+
+def test_audit_catches_a_manifest_claiming_another_rule(copy_of):
+    path = copy_of / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["aggregator"]["name"] = "median"
+    path.write_text(json.dumps(manifest))
+
+    report = audit_run(copy_of)
+
+    assert [r.server_round for r in report.rounds if not r.ok] == [1, 2, 3]
+    assert "re-aggregation (median)" in report.rounds[1].line()
+
+
+def test_audit_catches_a_manifest_with_another_registry(copy_of):
+    path = copy_of / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["ledger"]["contract"] = "0x" + "12" * 20
+    path.write_text(json.dumps(manifest))
+
+    report = audit_run(copy_of)
+
+    assert not report.ok and "differs from trail/chain.json" in report.rounds[0].line()
+
+
+def test_audit_catches_an_edited_transaction(copy_of):
+    path = copy_of / "trail" / "transactions.jsonl"
+    lines = path.read_text().splitlines()
+    position = next(i for i, line in enumerate(lines) if '"submit_update"' in line)
+    tx = json.loads(lines[position])
+    tx["raw"] = tx["raw"][:-70] + ("0" if tx["raw"][-70] != "0" else "1") + tx["raw"][-69:]  # one nibble of s
+    lines[position] = json.dumps(tx)
+    path.write_text("\n".join(lines) + "\n")
+
+    report = audit_run(copy_of)
+
+    assert not report.ok and not report.rounds[0].ok
+
+
+def test_cli_audit_exits_nonzero_on_mismatch(copy_of, capsys):
+    from bflsim.cli import main
+
+    assert main(["audit", str(copy_of)]) == 0
+    digest = read_rounds(copy_of)[3]["global_digest"]
+    (copy_of / "blobs" / f"{digest[2:]}.npz").unlink()
+
+    assert main(["audit", str(copy_of)]) == 1
+    out = capsys.readouterr().out
+    assert "round   3: MISMATCH" in out and "missing" in out and "verdict: FAIL" in out
+
+
+# --- the server's checks before relaying, without Flower -------------------------------
+
+
+@pytest.fixture
+def session(tmp_path):
+    config = ledger_config(federation={"tamper_nodes": []})
+    run = RunFolder.create(tmp_path, "session", {}, {})
+    chain = ChainSession(config, EmbeddedLedger(), run.path)
+    chain.setup()
+    return chain
+
+
+def _update(session, node, server_round, weights, *, signer=None, digest=None, samples=10):
+    ctx = session.ledger.tx_context(session.addresses[signer if signer is not None else node])
+    identity = node_identities(session.config)[signer if signer is not None else node]
+    raw = sign_update_tx(identity, ctx, server_round, digest or weights_digest(weights), samples)
+    return Received(node=node, weights=weights, num_samples=samples, raw_tx=raw)
+
+
+def test_server_refuses_an_update_whose_digest_differs_from_the_signed_one(session):
+    weights = [np.ones((3, 2), np.float32)]
+    session.open_round(1, [np.zeros(2, np.float32)], [0, 1, 3])
+    honest = _update(session, 0, 1, weights)
+    liar = _update(session, 1, 1, weights, digest=b"\x07" * 32)
+    impostor = _update(session, 3, 1, weights, signer=4)
+
+    session.relay_updates(1, [honest, liar, impostor])
+
+    assert honest.refused is None
+    assert liar.refused.startswith("update digest mismatch: signed 0x0707")
+    assert "signed by" in impostor.refused and "not by node 3" in impostor.refused
+    assert session.ledger.round_info(1).submitted == (0, 1)  # the liar's claim is on chain, the impostor's is not
+
+
+def test_chain_failure_midway_stops_the_run_with_completed_rounds_kept(tmp_path):
+    from bflsim.fl.simulation import run_federated
+    from bflsim.ledger.anvil import AnvilNode, find_anvil
+
+    if find_anvil() is None:
+        pytest.skip("anvil not installed (npm ci --prefix contracts --ignore-scripts)")
+    with AnvilNode() as anvil:
+        config = ledger_config(
+            federation={"tamper_nodes": [], "rounds": 3},
+            ledger={"backend": "rpc", "rpc_url": anvil.url, "max_rejections": 3},
+        )
+
+        def kill_after_round_one():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                found = list(tmp_path.glob("*/trail/rounds.jsonl"))
+                if found and len(found[0].read_text().splitlines()) >= 2:  # round 0 (data) + round 1
+                    anvil.stop()
+                    return
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=kill_after_round_one, daemon=True)
+        watcher.start()
+        with pytest.raises(LedgerError, match=anvil.url.replace(".", r"\.")):
+            run_federated(config, tmp_path)
+        watcher.join(timeout=5)
+    run_dir = next(tmp_path.glob("*/manifest.json")).parent
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and anvil.url in manifest["error"]
+    assert rows(run_dir, "test", "accuracy")["round"].tolist()[:2] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("ledger", "fragment"),
+    [
+        ({"backend": "rpc"}, "needs ledger.rpc_url"),
+        ({"backend": "embedded", "block_time": 2.0}, "ledger.block_time applies to the anvil backend"),
+        ({"backend": "rpc", "rpc_url": "127.0.0.1:8545"}, "must start with http://"),
+        ({"max_rejections": -1}, "ledger.max_rejections must be in"),
+    ],
+)
+def test_bad_ledger_settings_name_the_key(ledger, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        ledger_config(ledger=ledger)
+
+
+def test_unreachable_rpc_endpoint_stops_before_any_round(tmp_path):
+    from bflsim.fl.simulation import run_federated
+    from bflsim.ledger import EndpointUnreachable
+
+    config = ledger_config(ledger={"backend": "rpc", "rpc_url": "http://127.0.0.1:9"})
+    with pytest.raises(EndpointUnreachable, match=r"http://127\.0\.0\.1:9"):
+        run_federated(config, tmp_path)
+    manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
+    assert manifest["status"] == "stopped" and "cannot reach" in manifest["error"]

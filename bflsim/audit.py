@@ -11,7 +11,8 @@ JSON-RPC endpoint is read there (``--rpc-url`` overrides the recorded endpoint).
 Then, from the chain's events alone plus the run folder:
 
 - the registry: nodes registered at their indices with the addresses derived from the run's
-  key seed, as the manifest and ``trail/chain.json`` say; each node's data digest registered;
+  key seed, as the manifest and ``trail/chain.json`` say; each node's registered data digest
+  recomputed from the dataset and the run's partition (when the data is at hand);
 - every round: the opened global digest is the previous round's committed one, and its blob
   hashes to it; every submitted update was signed by a registered cohort member, and every
   update the server aggregated has its blob, digest and sample count on chain; the round's
@@ -86,8 +87,15 @@ class AuditReport:
         return out
 
 
-def audit_run(run_dir: str | Path, *, rpc_url: str | None = None) -> AuditReport:
-    """Audit the run folder ``run_dir`` (see the module docstring)."""
+def audit_run(
+    run_dir: str | Path, *, rpc_url: str | None = None, data_dir: str | Path | None = None, check_data: bool = True
+) -> AuditReport:
+    """Audit the run folder ``run_dir`` (see the module docstring).
+
+    With ``check_data`` the nodes' registered data digests are also recomputed from the
+    dataset (``data_dir``, else ``$BFLSIM_DATA_DIR``); when it cannot be loaded, the setup
+    verdict says so without failing.
+    """
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
@@ -109,6 +117,8 @@ def audit_run(run_dir: str | Path, *, rpc_url: str | None = None) -> AuditReport
         events = _by_kind(ledger.events())
         report.rounds.append(setup)
         _check_registry(config, chain_info, events, trail_rounds.get(0), setup)
+        if check_data:
+            _check_data(config, events, data_dir, setup)
         store = BlobStore(run_dir / BLOBS)
         committed: dict[int, bytes] = {}
         for server_round in sorted(set(events["RoundOpened"]) | {r for r in trail_rounds if r > 0}):
@@ -217,6 +227,30 @@ def _check_registry(
             verdict.problems.append(f"node {index}'s data digest on chain {data.get(address)} is not the trail's "
                                     f"{claimed[str(index)]}")
     verdict.notes.append(f"{len(registered)} nodes, {len(data)} data digests registered")
+
+
+def _check_data(config: ExperimentConfig, events: dict[str, Any], data_dir: str | Path | None, verdict: RoundVerdict) -> None:
+    """Recompute every node's registered data digest from the dataset and its partition."""
+    from bflsim.data import DataError, resolve_data_dir
+    from bflsim.fl.node import node_features, node_identities
+    from bflsim.hashing import data_digest
+
+    try:
+        path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
+        features = {i.index: node_features(config, i.index, 0, path) for i in node_identities(config)}
+    except (DataError, FileNotFoundError, ValueError) as err:
+        verdict.notes.append(f"data digests not recomputed: {err}")
+        return
+    index_of = {i.address: i.index for i in node_identities(config)}
+    latest = {index_of.get(e["node"]): e for e in events["DataRegistered"].get("all", [])}
+    for node, x in features.items():
+        event = latest.get(node)
+        if event is None:
+            continue
+        if data_digest(x, int(event["timestamp"]), node) != bytes(event["digest"]):
+            verdict.problems.append(f"node {node}'s registered data digest does not match its partition of "
+                                    f"{config.data.dataset}")
+    verdict.notes.append(f"data digests recomputed from {config.data.dataset}")
 
 
 def _check_round(

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check a ledger-backed run folder against its chain")
     audit.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>)")
     audit.add_argument("--rpc-url", help="read the chain at this JSON-RPC endpoint instead of replaying it")
+    audit.add_argument("--data-dir", help="dataset folder, to recompute the registered data digests "
+                                          "(default: $BFLSIM_DATA_DIR, else ./data)")
+    audit.add_argument("--no-data", action="store_true", help="do not recompute the data digests")
     audit.set_defaults(handler=cmd_audit)
 
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
@@ -271,7 +274,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from bflsim.audit import audit_run
 
-    report = audit_run(args.run, rpc_url=args.rpc_url)
+    report = audit_run(args.run, rpc_url=args.rpc_url, data_dir=args.data_dir, check_data=not args.no_data)
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

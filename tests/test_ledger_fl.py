@@ -105,6 +105,7 @@ def test_audit_passes_on_the_untouched_run(chain_run):
     assert report.ok, "\n".join(report.lines())
     assert [r.server_round for r in report.rounds] == [0, 1, 2, 3]
     assert report.lines()[-1] == "verdict: PASS"
+    assert "data digests recomputed from synthetic" in report.rounds[0].line()
 
 
 def _rewrite_blob(path, change):
@@ -282,3 +283,16 @@ def test_unreachable_rpc_endpoint_stops_before_any_round(tmp_path):
         run_federated(config, tmp_path)
     manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
     assert manifest["status"] == "stopped" and "cannot reach" in manifest["error"]
+
+
+def test_audit_recomputes_data_digests_and_catches_a_manifest_with_other_data(copy_of):
+    path = copy_of / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["data"]["synthetic"]["seed"] += 1  # claims other traffic than was registered
+    path.write_text(json.dumps(manifest))
+
+    report = audit_run(copy_of)
+
+    assert not report.rounds[0].ok
+    assert "registered data digest does not match its partition of synthetic" in report.rounds[0].line()
+    assert audit_run(copy_of, check_data=False).rounds[0].ok

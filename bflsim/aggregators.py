@@ -312,20 +312,24 @@ def aggregate(
     return rule(updates, **{key: settings[key] for key in _SETTINGS[name]})
 
 
-def rejected(name: str, selection: Selection, num_malicious: int) -> NDArray[np.int64]:
+def rejected(name: str, selection: Selection, num_malicious: int, factor: float = 3.0) -> NDArray[np.int64]:
     """Ascending row indices the rule judges to be outliers (what the chain counts against a node).
 
-    Krum and Multi-Krum: the ``num_malicious`` rows with the highest Krum scores (ties: the
-    higher row index is rejected), since the rule assumes f Byzantine rows; Krum keeps a
-    single row, but the n - f - 1 others it left out are not thereby accused. FedAvg,
-    median and trimmed mean: the rows that contributed nothing to the aggregate.
+    Krum and Multi-Krum: among the ``num_malicious`` rows with the highest Krum scores (the
+    f the rule assumes Byzantine; ties: the higher row index), those scoring more than
+    ``factor`` times the median score. Without the factor, honest rows would be accused every
+    round in which there are fewer than f attackers (Krum always leaves f rows at the top),
+    and reputation would revoke honest nodes. FedAvg, median and trimmed mean: the rows that
+    contributed nothing to the aggregate.
     """
     _lookup(name)
     n = len(selection.scores)
     if name in ("krum", "multikrum"):
         f = min(_integer("num_malicious", num_malicious), n)
         order = np.lexsort((-np.arange(n), -selection.scores))  # highest score first
-        return np.sort(order[:f]).astype(np.int64)
+        top = order[:f]
+        threshold = factor * float(np.median(selection.scores))
+        return np.sort(top[selection.scores[top] > threshold]).astype(np.int64)
     return np.setdiff1d(np.arange(n), selection.selected).astype(np.int64)
 
 

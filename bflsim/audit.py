@@ -320,7 +320,7 @@ def _check_round(
     )
     new_weights = unflatten(selection.aggregate.astype(np.float32), flat[0][1])
     selected = [candidates[i] for i in selection.selected]
-    outliers = [candidates[i] for i in rejected(agg.name, selection, f)]
+    outliers = [candidates[i] for i in rejected(agg.name, selection, f, agg.reject_factor)]
     accepted_expected = sorted(set(candidates) - set(outliers))
     commit = closed[0]
     new_digest = weights_digest(new_weights)

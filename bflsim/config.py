@@ -279,13 +279,21 @@ class AggregatorConfig:
 
     ``num_malicious`` is the f the rule assumes (Krum's n - f - 2 neighbours); by default
     the number of attackers actually drawn. ``num_selected`` is Multi-Krum's m (default
-    n - f); ``trim_fraction`` is the trimmed mean's beta.
+    n - f); ``trim_fraction`` is the trimmed mean's beta. With a ledger, Krum and Multi-Krum
+    report as rejected those of the f top-scored updates that score above ``reject_factor``
+    times the median score (:func:`bflsim.aggregators.rejected`); rejections count towards a
+    node's revocation on chain.
     """
 
     name: AggregatorName = "fedavg"
     num_malicious: int | None = None
     num_selected: int | None = None
     trim_fraction: float = 0.1
+    reject_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.reject_factor >= 1.0:
+            raise ConfigError(f"aggregator.reject_factor must be >= 1; got {self.reject_factor}")
 
 
 @dataclass(frozen=True)

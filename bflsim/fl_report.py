@@ -123,6 +123,7 @@ def federated_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
                 "rounds": int(fed["rounds"]),
                 "status": manifest.get("status"),
                 "wall_seconds": manifest.get("wall_seconds"),
+                "ledger": config.get("ledger", {}).get("backend", "none"),
             }
         )
     return pd.DataFrame(rows)
@@ -165,6 +166,8 @@ def run_outcomes(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         .reindex(columns=list(ROUND_COUNTS))
     )
     weight = per_round[per_round["metric"] == "poisoned_weight"].groupby("path")["value"].mean()
+    gas = per_round[per_round["metric"] == "gas_used"].groupby("path")["value"].mean()
+    active = per_round[per_round["metric"] == "active_nodes"].sort_values("round").groupby("path")["value"].last()
     out = (
         runs.set_index("path")
         .join(last_round)
@@ -172,8 +175,11 @@ def run_outcomes(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         .join(best)
         .join(counts)
         .join(weight.rename("mean_poisoned_weight"))
+        .join(gas.rename("gas_per_round"))
+        .join(active.rename("active_nodes"))
         .reset_index()
     )
+    out["revoked"] = out["num_nodes"] - out["active_nodes"]
     out[list(ROUND_COUNTS)] = out[list(ROUND_COUNTS)].fillna(0.0)
     out["success_rate"] = success_rate(out["poisoned_accepted"], out["poisoned_received"])
     # A run still going (or stopped) has no wall time yet; its clock so far stands in.
@@ -204,6 +210,9 @@ TABLE4_COLUMNS = {
     "mean_poisoned_weight": "mean poisoned weight",
     "best_accuracy": "best accuracy",
     "rounds_done": "rounds",
+    "ledger": "ledger",
+    "gas_per_round": "gas per round",
+    "revoked": "nodes revoked",
     "wall_seconds": "wall time (s)",
     "status": "status",
 }
@@ -233,6 +242,9 @@ def table4(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
         mean_poisoned_weight=("mean_poisoned_weight", "mean"),
         best_accuracy=("best_accuracy", "mean"),
         rounds_done=("rounds_done", "max"),
+        ledger=("ledger", "first"),
+        gas_per_round=("gas_per_round", "mean"),
+        revoked=("revoked", "mean"),
         wall_seconds=("wall_seconds", "mean"),
         status=("status", lambda s: ", ".join(dict.fromkeys(map(str, s)))),
     ).reset_index()
@@ -251,7 +263,7 @@ def table4_markdown(table: pd.DataFrame) -> str:
         {
             "accuracy": "{:.4f}", "F1 (macro)": "{:.4f}", "FPR": "{:.4f}", "best accuracy": "{:.4f}",
             "malicious update success rate": "{:.1%}", "mean poisoned weight": "{:.3f}",
-            "wall time (s)": "{:.0f}",
+            "wall time (s)": "{:.0f}", "gas per round": "{:,.0f}", "nodes revoked": "{:.0f}",
         },
     )
 

@@ -278,7 +278,7 @@ class RobustStrategy(Strategy):
             chain_metrics = self.chain.commit_round(
                 server_round, self.cohort, received, nodes,
                 selected=[nodes[i] for i in selection.selected],
-                rejected=[nodes[i] for i in rejected(agg.name, selection, f)],
+                rejected=[nodes[i] for i in rejected(agg.name, selection, f, agg.reject_factor)],
                 scores=selection.scores, new_weights=new_weights,
             )
         round_metrics = self.record_selection(server_round, updates.nodes, selection, failures, chain_metrics)

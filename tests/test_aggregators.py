@@ -418,3 +418,21 @@ def test_trimmed_mean_and_median_agree_with_flower(flower, seed):
 
     assert np.allclose(trimmed_mean(updates, beta).aggregate, flower_trim_mean(updates, beta))
     assert np.array_equal(median(updates).aggregate, np.median(updates, axis=0))
+
+
+def test_rejected_accuses_only_outliers_among_krums_top_f():
+    from bflsim.aggregators import rejected
+
+    rng = np.random.default_rng(3)
+    honest = rng.normal(0.0, 0.01, size=(8, 40))
+    with_attackers = np.vstack([honest, rng.normal(0.0, 1.0, size=(2, 40))])
+
+    attacked = aggregate("krum", with_attackers, num_samples=None, num_malicious=2)
+    clean = aggregate("krum", honest, num_samples=None, num_malicious=2)
+
+    assert rejected("krum", attacked, 2).tolist() == [8, 9]
+    assert rejected("multikrum", aggregate("multikrum", with_attackers, num_samples=None, num_malicious=2), 2).tolist() == [8, 9]
+    assert rejected("krum", clean, 2).tolist() == []  # no attacker: nobody accused
+    assert rejected("krum", clean, 2, factor=1.0).size == 2  # the plain top-f rule accuses two honest rows
+    fedavg = aggregate("fedavg", honest, num_samples=np.array([1, 1, 1, 1, 1, 1, 1, 0]), num_malicious=0)
+    assert rejected("fedavg", fedavg, 0).tolist() == [7]

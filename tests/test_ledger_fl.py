@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from test_federated import config_with
 
 from bflsim.audit import audit_run
 from bflsim.config import ConfigError
@@ -23,7 +24,6 @@ from bflsim.ledger import LedgerError, sign_update_tx
 from bflsim.ledger.web3_ledger import EmbeddedLedger
 from bflsim.results import RunFolder
 from bflsim.trail import read_chain, read_rounds, read_transactions
-from test_federated import config_with
 
 LEDGER_RUN = {
     "federation": {"num_nodes": 7, "rounds": 3, "tamper_nodes": [2], "tamper_round": 2},

@@ -28,7 +28,7 @@ import numpy as np
 
 from bflsim.config import ExperimentConfig
 from bflsim.fl.node import Weights, node_identities
-from bflsim.hashing import digest_hex, scores_digest, weights_digest
+from bflsim.hashing import digest_hex, scores_digest
 from bflsim.ledger.base import Ledger, LedgerError, TxRecord
 from bflsim.ledger.identity import read_update_tx
 from bflsim.trail import Trail
@@ -234,7 +234,5 @@ class ChainSession:
                 "chain_latency_seconds": float(sum(r.seconds for r in records)),
                 "ledger_seconds": self.seconds,
                 "refused_updates": float(sum(u.refused is not None for u in received)),
+                "active_nodes": float(len(self.ledger.active_nodes())),
             }
-
-    def final_digest(self, weights: Weights) -> str:
-        return digest_hex(weights_digest(weights))

@@ -7,6 +7,7 @@ copy its folder and break one thing each.
 
 import json
 import shutil
+import socket
 import threading
 import time
 
@@ -296,3 +297,21 @@ def test_audit_recomputes_data_digests_and_catches_a_manifest_with_other_data(co
     assert not report.rounds[0].ok
     assert "registered data digest does not match its partition of synthetic" in report.rounds[0].line()
     assert audit_run(copy_of, check_data=False).rounds[0].ok
+
+
+def test_anvil_backend_run_is_audited_by_replay_on_a_fresh_anvil(tmp_path):
+    from bflsim.fl.simulation import run_federated
+    from bflsim.ledger.anvil import find_anvil
+
+    if find_anvil() is None:
+        pytest.skip("anvil not installed (npm ci --prefix contracts --ignore-scripts)")
+    config = ledger_config(federation={"tamper_nodes": [], "rounds": 2}, ledger={"backend": "anvil"})
+
+    run_dir = run_federated(config, tmp_path).path
+    report = audit_run(run_dir)
+
+    assert read_chain(run_dir)["chain_id"] == 31337 and read_chain(run_dir)["endpoint"].startswith("http://127.0.0.1:")
+    assert report.ok, "\n".join(report.lines())
+    assert "fresh anvil (chain 31337)" in report.chain
+    with pytest.raises(OSError):  # the run's anvil was stopped with the run
+        socket.create_connection(("127.0.0.1", int(read_chain(run_dir)["endpoint"].rsplit(":", 1)[1])), timeout=1)

@@ -89,3 +89,11 @@ def test_cli_reports_a_bad_experiment_file_with_exit_code_2(tmp_path, capsys):
 
     assert code == 2
     assert "federation.num_nodes must be >= 1" in capsys.readouterr().err
+
+
+def test_only_names_an_existing_point(experiments_dir, capsys):
+    from bflsim.cli import main
+
+    assert main(["run", str(experiments_dir / "table4_poisoning.toml"), "--only", "krum"]) == 2
+    err = capsys.readouterr().err
+    assert "--only 'krum'" in err and "'blockchain_secured'" in err

@@ -227,6 +227,9 @@ def table4(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     """
     runs = federated_runs(run_dirs)
     outcomes = run_outcomes(runs, read_run_metrics(runs))
+    # One scenario on several chains: a row per chain, named after it.
+    chains = outcomes.groupby("label", sort=False)["ledger"].transform("nunique")
+    outcomes.loc[chains > 1, "label"] = outcomes["label"] + " (" + outcomes["ledger"] + ")"
     grouped = outcomes.groupby("label", sort=False)
     table = grouped.agg(
         aggregator=("aggregator", "first"),

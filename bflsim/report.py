@@ -52,6 +52,8 @@ def copy_manifests(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     written = []
     for run_dir in run_dirs:
         target = out_dir / f"{read_manifest(run_dir)['run_id']}.json"
+        if target in written:  # same point name (e.g. one scenario on two chains): the folder tells them apart
+            target = out_dir / f"{read_manifest(run_dir)['run_id']}-{Path(run_dir).name}.json"
         target.write_text((Path(run_dir) / "manifest.json").read_text())
         written.append(target)
     return written

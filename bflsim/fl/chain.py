@@ -80,7 +80,7 @@ class ChainSession:
 
     def setup(self) -> dict[str, Any]:
         """Deploy a fresh registry and enroll every node; returns the manifest's ``ledger`` entry."""
-        with _on_chain(self.ledger, 'deploying the registry and enrolling the nodes'):
+        with _on_chain(self.ledger, "deploying the registry and enrolling the nodes"):
             started = time.perf_counter()
             self.ledger.deploy(self.config.ledger.max_rejections)
             self.ledger.enroll(list(self.identities.values()))
@@ -110,7 +110,7 @@ class ChainSession:
 
     def register_data(self, signed: dict[int, bytes], digests: dict[int, bytes]) -> dict[int, str]:
         """Relay the nodes' ``registerData`` transactions; returns {node: why it failed}."""
-        with _on_chain(self.ledger, 'relaying the data registrations'):
+        with _on_chain(self.ledger, "relaying the data registrations"):
             started = time.perf_counter()
             failed = {}
             nodes = sorted(signed)
@@ -132,13 +132,13 @@ class ChainSession:
 
     def eligible(self) -> list[int]:
         """Nodes the contract still counts as active (revoked ones are out)."""
-        with _on_chain(self.ledger, 'reading the active nodes'):
+        with _on_chain(self.ledger, "reading the active nodes"):
             return sorted(self.ledger.active_nodes())
 
     def open_round(self, server_round: int, global_weights: Weights, cohort: list[int]) -> dict[int, dict[str, Any]]:
         """Store the global model, open the round on chain, and return each node's chain config:
         its transaction context and the data digest it registered (read back from the chain)."""
-        with _on_chain(self.ledger, 'opening the round'):
+        with _on_chain(self.ledger, "opening the round"):
             started = time.perf_counter()
             self._round_start = len(self.ledger.records)
             self.global_digest = self.trail.blobs.put(global_weights)
@@ -155,35 +155,35 @@ class ChainSession:
 
         Sets ``refused`` on every update that must not be aggregated.
         """
-        with _on_chain(self.ledger, 'relaying the updates'):
-            started = time.perf_counter()
-            relay: list[Received] = []
-            for update in received:
-                update.digest = self.trail.blobs.put(update.weights)
-                try:
-                    claim = read_update_tx(update.raw_tx)
-                except ValueError as err:
-                    update.refused = f"not a signed submitUpdate: {err}"
-                    continue
-                expected = self.addresses[update.node]
-                if claim.sender != expected:
-                    update.refused = f"submitUpdate signed by {claim.sender}, not by node {update.node} ({expected})"
-                    continue
-                relay.append(update)
-                if claim.update_digest != update.digest:
-                    update.refused = (
-                        f"update digest mismatch: signed 0x{claim.update_digest.hex()}, "
-                        f"received weights hash to 0x{update.digest.hex()}"
-                    )
-                elif claim.server_round != server_round:
-                    update.refused = f"submitUpdate signed for round {claim.server_round}, not {server_round}"
-                elif claim.num_samples != update.num_samples:
-                    update.refused = f"signed {claim.num_samples} samples but reported {update.num_samples}"
+        started = time.perf_counter()
+        relay: list[Received] = []
+        for update in received:
+            update.digest = self.trail.blobs.put(update.weights)
+            try:
+                claim = read_update_tx(update.raw_tx)
+            except ValueError as err:
+                update.refused = f"not a signed submitUpdate: {err}"
+                continue
+            expected = self.addresses[update.node]
+            if claim.sender != expected:
+                update.refused = f"submitUpdate signed by {claim.sender}, not by node {update.node} ({expected})"
+                continue
+            relay.append(update)
+            if claim.update_digest != update.digest:
+                update.refused = (
+                    f"update digest mismatch: signed 0x{claim.update_digest.hex()}, "
+                    f"received weights hash to 0x{update.digest.hex()}"
+                )
+            elif claim.server_round != server_round:
+                update.refused = f"submitUpdate signed for round {claim.server_round}, not {server_round}"
+            elif claim.num_samples != update.num_samples:
+                update.refused = f"signed {claim.num_samples} samples but reported {update.num_samples}"
+        with _on_chain(self.ledger, "relaying the updates"):
             records = self.ledger.send_raw_many([u.raw_tx for u in relay], kind="submit_update")
-            for update, record in zip(relay, records, strict=True):
-                if record.status != 1:
-                    update.refused = f"submitUpdate {record.tx_hash} failed on chain: {record.error}"
-            self.seconds += time.perf_counter() - started
+        for update, record in zip(relay, records, strict=True):
+            if record.status != 1:
+                update.refused = f"submitUpdate {record.tx_hash} failed on chain: {record.error}"
+        self.seconds += time.perf_counter() - started
 
     def commit_round(
         self,
@@ -202,37 +202,38 @@ class ChainSession:
         ``rejected`` node ids, ``scores`` one per candidate. Accepted on chain: the relayed
         submitters that were aggregated and not rejected.
         """
-        with _on_chain(self.ledger, 'committing the round'):
-            started = time.perf_counter()
-            new_digest = self.trail.blobs.put(new_weights)
-            digest_of_scores = scores_digest(selected, scores)
+        started = time.perf_counter()
+        new_digest = self.trail.blobs.put(new_weights)
+        digest_of_scores = scores_digest(selected, scores)
+        with _on_chain(self.ledger, "committing the round"):
             submitted = set(self.ledger.round_info(server_round).submitted)
             accepted = sorted((set(candidates) - set(rejected)) & submitted)
             self.ledger.commit_round(server_round, new_digest, accepted, digest_of_scores)
-            self.seconds += time.perf_counter() - started
-            records: list[TxRecord] = self.ledger.records[self._round_start:]
-            self.trail.journal(self.ledger, server_round, self._senders)
-            self.trail.write_round({
-                "round": server_round,
-                "global_digest": digest_hex(self.global_digest),
-                "cohort": cohort,
-                "updates": [
-                    {"node": u.node, "digest": digest_hex(u.digest), "num_samples": u.num_samples, "refused": u.refused}
-                    for u in received
-                ],
-                "candidates": candidates,
-                "selected": selected,
-                "rejected": rejected,
-                "accepted": accepted,
-                "scores": [float(s) for s in scores],
-                "scores_digest": digest_hex(digest_of_scores),
-                "new_global_digest": digest_hex(new_digest),
-            })
-            return {
-                "gas_used": float(sum(r.gas_used for r in records)),
-                "transactions": float(len(records)),
-                "chain_latency_seconds": float(sum(r.seconds for r in records)),
-                "ledger_seconds": self.seconds,
-                "refused_updates": float(sum(u.refused is not None for u in received)),
-                "active_nodes": float(len(self.ledger.active_nodes())),
-            }
+            active = len(self.ledger.active_nodes())
+        self.seconds += time.perf_counter() - started
+        records: list[TxRecord] = self.ledger.records[self._round_start:]
+        self.trail.journal(self.ledger, server_round, self._senders)
+        self.trail.write_round({
+            "round": server_round,
+            "global_digest": digest_hex(self.global_digest),
+            "cohort": cohort,
+            "updates": [
+                {"node": u.node, "digest": digest_hex(u.digest), "num_samples": u.num_samples, "refused": u.refused}
+                for u in received
+            ],
+            "candidates": candidates,
+            "selected": selected,
+            "rejected": rejected,
+            "accepted": accepted,
+            "scores": [float(s) for s in scores],
+            "scores_digest": digest_hex(digest_of_scores),
+            "new_global_digest": digest_hex(new_digest),
+        })
+        return {
+            "gas_used": float(sum(r.gas_used for r in records)),
+            "transactions": float(len(records)),
+            "chain_latency_seconds": float(sum(r.seconds for r in records)),
+            "ledger_seconds": self.seconds,
+            "refused_updates": float(sum(u.refused is not None for u in received)),
+            "active_nodes": float(active),
+        }

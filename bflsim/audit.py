@@ -112,18 +112,23 @@ def audit_run(
     setup = RoundVerdict(0)
     if manifest.get("ledger") != chain_info:
         setup.problems.append("the manifest's ledger entry differs from trail/chain.json")
+    from bflsim.fl.node import node_identities
+
+    addresses = {i.index: i.address for i in node_identities(config)}  # the run's keys, from its seed
     with _chain(chain_info, transactions, setup, rpc_url) as (ledger, where):
         report = AuditReport(run_dir, where)
         events = _by_kind(ledger.events())
         report.rounds.append(setup)
-        _check_registry(config, chain_info, events, trail_rounds.get(0), setup)
+        _check_registry(addresses, chain_info, events, trail_rounds.get(0), setup)
         if check_data:
-            _check_data(config, events, data_dir, setup)
+            _check_data(config, addresses, events, data_dir, setup)
         store = BlobStore(run_dir / BLOBS)
         committed: dict[int, bytes] = {}
+        index_of = {address: index for index, address in addresses.items()}
         for server_round in sorted(set(events["RoundOpened"]) | {r for r in trail_rounds if r > 0}):
             verdict = RoundVerdict(server_round)
-            _check_round(config, server_round, events, trail_rounds.get(server_round), store, committed, verdict)
+            _check_round(config, index_of, server_round, events, trail_rounds.get(server_round), store, committed,
+                         verdict)
             report.rounds.append(verdict)
         _check_final(run_dir, manifest, committed, report.final)
     return report
@@ -207,12 +212,9 @@ def _by_kind(events: list[ChainEvent]) -> dict[str, Any]:
 
 
 def _check_registry(
-    config: ExperimentConfig, info: dict[str, Any], events: dict[str, Any], trail0: dict | None, verdict: RoundVerdict
+    derived: dict[int, str], info: dict[str, Any], events: dict[str, Any], trail0: dict | None, verdict: RoundVerdict
 ) -> None:
-    from bflsim.fl.node import node_identities
-
     registered = {int(e["index"]): e["node"] for e in events["NodeRegistered"].get("all", [])}
-    derived = {i.index: i.address for i in node_identities(config)}
     recorded = {int(k): v for k, v in info.get("nodes", {}).items()}
     if registered != derived:
         verdict.problems.append(
@@ -229,19 +231,22 @@ def _check_registry(
     verdict.notes.append(f"{len(registered)} nodes, {len(data)} data digests registered")
 
 
-def _check_data(config: ExperimentConfig, events: dict[str, Any], data_dir: str | Path | None, verdict: RoundVerdict) -> None:
+def _check_data(
+    config: ExperimentConfig, addresses: dict[int, str], events: dict[str, Any], data_dir: str | Path | None,
+    verdict: RoundVerdict,
+) -> None:
     """Recompute every node's registered data digest from the dataset and its partition."""
     from bflsim.data import DataError, resolve_data_dir
-    from bflsim.fl.node import node_features, node_identities
+    from bflsim.fl.node import node_features
     from bflsim.hashing import data_digest
 
     try:
         path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
-        features = {i.index: node_features(config, i.index, 0, path) for i in node_identities(config)}
+        features = {index: node_features(config, index, 0, path) for index in addresses}
     except (DataError, FileNotFoundError, ValueError) as err:
         verdict.notes.append(f"data digests not recomputed: {err}")
         return
-    index_of = {i.address: i.index for i in node_identities(config)}
+    index_of = {address: index for index, address in addresses.items()}
     latest = {index_of.get(e["node"]): e for e in events["DataRegistered"].get("all", [])}
     for node, x in features.items():
         event = latest.get(node)
@@ -255,6 +260,7 @@ def _check_data(config: ExperimentConfig, events: dict[str, Any], data_dir: str 
 
 def _check_round(
     config: ExperimentConfig,
+    index_of: dict[str, int],
     server_round: int,
     events: dict[str, Any],
     trail: dict | None,
@@ -286,9 +292,6 @@ def _check_round(
         problems.append("never committed on chain")
         return
 
-    from bflsim.fl.node import node_identities
-
-    index_of = {i.address: i.index for i in node_identities(config)}
     submitted = {}
     for event in events["UpdateSubmitted"].get(server_round, []):
         node = index_of.get(event["node"])

@@ -98,6 +98,31 @@ def run_centralized_bench(
     return write_bench_csv(out_dir, "centralized", rows, ("tensorflow-cpu", "keras", "numpy"))
 
 
+def _env(data_dir: str | Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if data_dir:
+        env["BFLSIM_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def _bflsim_run(experiment: str | Path, out_dir: Path, env: dict[str, str], *sets: str) -> tuple[Path, float]:
+    """``bflsim run EXPERIMENT`` as a fresh process (``--set`` each of ``sets``); its run folder
+    and wall seconds. A failed run raises with the end of its stderr."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"), "--quiet"]
+    for item in sets:
+        command += ["--set", item]
+    t0 = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        settings = f" with {', '.join(sets)}" if sets else ""
+        raise RuntimeError(f"bflsim run{settings} failed:\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: ")), wall
+
+
 def run_federated_bench(
     out_dir: str | Path,
     experiment: str | Path = "experiments/bench_federated.toml",
@@ -115,9 +140,7 @@ def run_federated_bench(
 
     progress = progress or Progress(quiet=True)
     cores = os.cpu_count() or 1
-    env = dict(os.environ)
-    if data_dir:
-        env["BFLSIM_DATA_DIR"] = str(data_dir)
+    env = _env(data_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -132,15 +155,7 @@ def run_federated_bench(
     progress.say(f"bench: plain loop {plain_wall:.1f} s, final accuracy {plain_stats['final_accuracy']:.4f}")
 
     progress.say("bench: bflsim Flower/Ray simulation")
-    t0 = time.perf_counter()
-    flower = subprocess.run(
-        [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"), "--quiet"],
-        env=env, capture_output=True, text=True, check=False,
-    )
-    flower_wall = time.perf_counter() - t0
-    if flower.returncode != 0:
-        raise RuntimeError(f"bflsim run failed:\n{flower.stderr[-3000:]}")
-    run_dir = Path(flower.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+    run_dir, flower_wall = _bflsim_run(experiment, out_dir, env)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     progress.say(f"bench: Flower/Ray {flower_wall:.1f} s, final accuracy {manifest.get('final_accuracy'):.4f}")
 
@@ -171,18 +186,13 @@ def run_ledger_bench(
     Ray actors' start-up and graph tracing), and the chain's own time per round
     (``ledger_seconds``: every chain call of the strategy, from opening to committing).
     """
-    import subprocess
-    import sys
-
     import pandas as pd
 
     from bflsim.config import load_experiment
 
     progress = progress or Progress(quiet=True)
     backend = load_experiment(experiment).ledger.backend
-    env = dict(os.environ)
-    if data_dir:
-        env["BFLSIM_DATA_DIR"] = str(data_dir)
+    env = _env(data_dir)
     out_dir = Path(out_dir)
     order = [label for i in range(pairs) for label in (("none", backend) if i % 2 == 0 else (backend, "none"))]
     rounds: dict[str, list[pd.DataFrame]] = {"none": [], backend: []}
@@ -190,16 +200,8 @@ def run_ledger_bench(
     names: dict[str, list[str]] = {"none": [], backend: []}
     for label in order:
         progress.say(f"bench: {experiment} with ledger.backend = {label}")
-        t0 = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"),
-             "--quiet", "--set", f"ledger.backend={label}"],
-            env=env, capture_output=True, text=True, check=False,
-        )
-        walls[label].append(time.perf_counter() - t0)
-        if done.returncode != 0:
-            raise RuntimeError(f"bflsim run with ledger.backend = {label} failed:\n{done.stderr[-3000:]}")
-        run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+        run_dir, wall = _bflsim_run(experiment, out_dir, env, f"ledger.backend={label}")
+        walls[label].append(wall)
         metrics = pd.read_csv(run_dir / "metrics.csv")
         rounds[label].append(metrics[metrics["round"] >= 2])
         names[label].append(run_dir.name)

@@ -204,8 +204,12 @@ class RobustStrategy(Strategy):
         failed.update(self.chain.register_data(signed, digests))
         for edge in set(flower_id) - set(signed) - set(failed):
             failed[edge] = f"no data registration within federation.client_timeout = {self.config.federation.client_timeout:g} s"
-        self.excluded.update(failed)
-        if failed:
+        self.exclude(failed)
+
+    def exclude(self, nodes: dict[int, str]) -> None:
+        """Leave ``{node: why}`` out of every later cohort; the manifest lists them."""
+        if nodes:
+            self.excluded.update(nodes)
             self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(self.excluded.items())})
 
     def sample_cohort(self, server_round: int) -> list[int]:
@@ -292,16 +296,15 @@ class RobustStrategy(Strategy):
 
     def check_integrity(self, server_round: int, replies: list[Message]) -> None:
         """Exclude the nodes whose data failed VerifyIntegrity (they said so instead of training)."""
-        for reply in replies:
-            if reply.has_error() or "integrity-failed" not in reply.content["metrics"]:
-                continue
-            edge = self._edge(reply)
-            reason = str(reply.content["chain"]["reason"])
-            self.refusals[edge] = reason
-            self.excluded[edge] = reason
+        failed = {
+            self._edge(reply): str(reply.content["chain"]["reason"])
+            for reply in replies
+            if not reply.has_error() and "integrity-failed" in reply.content["metrics"]
+        }
+        for edge in failed:
             self.run.log({"integrity_failed": 1.0}, model=self.model_name, split="node", round=server_round, node=edge)
-        if any("integrity-failed" in m.content["metrics"] for m in replies if not m.has_error()):
-            self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(self.excluded.items())})
+        self.refusals.update(failed)
+        self.exclude(failed)
 
     def relay_updates(self, server_round: int, replies: list[Message]) -> list[Received]:
         """Hand every update with its signed transaction to the chain session; note refusals."""

@@ -14,3 +14,14 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 @pytest.fixture(scope="session")
 def experiments_dir() -> Path:
     return REPO / "experiments"
+
+
+def require_anvil() -> None:
+    """Skip when no anvil is installed; fail instead under BFLSIM_REQUIRE_NODE=1 (CI)."""
+    from bflsim.ledger.anvil import find_anvil
+
+    if find_anvil() is None:
+        message = "anvil missing: npm ci --prefix contracts --ignore-scripts"
+        if os.environ.get("BFLSIM_REQUIRE_NODE") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

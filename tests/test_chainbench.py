@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import require_anvil
 
 from bflsim.bench import BENCH_COLUMNS, write_bench_csv
 from bflsim.chainbench import (
@@ -30,14 +31,6 @@ from bflsim.ledger import AnvilNode, EmbeddedLedger, RpcLedger
 from bflsim.ledger.anvil import find_anvil
 
 NSLKDD_FEATURES, NSLKDD_CLASSES = 122, 5
-
-
-def require_anvil():
-    if find_anvil() is None:
-        message = "anvil missing: npm ci --prefix contracts --ignore-scripts"
-        if os.environ.get("BFLSIM_REQUIRE_NODE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 # --- registration ------------------------------------------------------------------------

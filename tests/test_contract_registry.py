@@ -5,9 +5,9 @@ one anvil node that this module starts on 127.0.0.1 and stops afterwards. Node t
 are signed offline with the node's key and relayed, as in a federated round.
 """
 
-import os
 
 import pytest
+from conftest import require_anvil
 from eth_account import Account
 
 from bflsim.ledger import (
@@ -21,7 +21,6 @@ from bflsim.ledger import (
     sign_data_tx,
     sign_update_tx,
 )
-from bflsim.ledger.anvil import find_anvil
 
 GAS_BUDGET_SUBMIT_UPDATE = 60_000
 MAX_REJECTIONS = 2
@@ -32,11 +31,7 @@ SCORES = b"\x5c" * 32
 
 @pytest.fixture(scope="module")
 def anvil_url():
-    if find_anvil() is None:
-        message = "anvil missing: npm ci --prefix contracts --ignore-scripts"
-        if os.environ.get("BFLSIM_REQUIRE_NODE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_anvil()
     node = AnvilNode()
     url = node.start()
     yield url

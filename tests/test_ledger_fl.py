@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require_anvil
 from test_federated import config_with
 
 from bflsim.audit import audit_run
@@ -231,10 +232,9 @@ def test_server_refuses_an_update_whose_digest_differs_from_the_signed_one(sessi
 
 def test_chain_failure_midway_stops_the_run_with_completed_rounds_kept(tmp_path):
     from bflsim.fl.simulation import run_federated
-    from bflsim.ledger.anvil import AnvilNode, find_anvil
+    from bflsim.ledger.anvil import AnvilNode
 
-    if find_anvil() is None:
-        pytest.skip("anvil not installed (npm ci --prefix contracts --ignore-scripts)")
+    require_anvil()
     with AnvilNode() as anvil:
         config = ledger_config(
             federation={"tamper_nodes": [], "rounds": 3},
@@ -301,10 +301,7 @@ def test_audit_recomputes_data_digests_and_catches_a_manifest_with_other_data(co
 
 def test_anvil_backend_run_is_audited_by_replay_on_a_fresh_anvil(tmp_path):
     from bflsim.fl.simulation import run_federated
-    from bflsim.ledger.anvil import find_anvil
-
-    if find_anvil() is None:
-        pytest.skip("anvil not installed (npm ci --prefix contracts --ignore-scripts)")
+    require_anvil()
     config = ledger_config(federation={"tamper_nodes": [], "rounds": 2}, ledger={"backend": "anvil"})
 
     run_dir = run_federated(config, tmp_path).path

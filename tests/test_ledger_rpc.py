@@ -1,11 +1,11 @@
 """RpcLedger against anvil: errors that name the endpoint or the transaction, attach, the
 anvil process's lifecycle, and relays batched into one block with --block-time."""
 
-import os
 import socket
 import time
 
 import pytest
+from conftest import require_anvil
 
 from bflsim.ledger import (
     AnvilNode,
@@ -19,17 +19,8 @@ from bflsim.ledger import (
     load_artifact,
     sign_update_tx,
 )
-from bflsim.ledger.anvil import find_anvil
 
 ANVIL_CHAIN_ID = 31337
-
-
-def require_anvil():
-    if find_anvil() is None:
-        message = "anvil missing: npm ci --prefix contracts --ignore-scripts"
-        if os.environ.get("BFLSIM_REQUIRE_NODE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def port_is_open(port):

@@ -199,15 +199,15 @@ class ChainSession:
         """Store the new global model, commit the round, write the trail; returns round metrics.
 
         ``candidates`` are the aggregated nodes in the aggregator's row order, ``selected`` and
-        ``rejected`` node ids, ``scores`` one per candidate. Accepted on chain: the relayed
-        submitters that were aggregated and not rejected.
+        ``rejected`` node ids, ``scores`` one per candidate. Accepted on chain: the aggregated
+        nodes not rejected (every candidate's submitUpdate was relayed; the contract reverts
+        a commit that accepts a node without a submission).
         """
         started = time.perf_counter()
         new_digest = self.trail.blobs.put(new_weights)
         digest_of_scores = scores_digest(selected, scores)
+        accepted = sorted(set(candidates) - set(rejected))  # candidates: updates relayed without refusal
         with _on_chain(self.ledger, "committing the round"):
-            submitted = set(self.ledger.round_info(server_round).submitted)
-            accepted = sorted((set(candidates) - set(rejected)) & submitted)
             self.ledger.commit_round(server_round, new_digest, accepted, digest_of_scores)
             active = len(self.ledger.active_nodes())
         self.seconds += time.perf_counter() - started

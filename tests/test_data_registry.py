@@ -115,7 +115,7 @@ def test_registry_digests_are_of_the_uncompressed_content(data_dir, tmp_path):
 
     assert sha256_of(plain) == DATASET_FILES[SMALL_FILE].sha256
     assert plain.stat().st_size == DATASET_FILES[SMALL_FILE].size
-    assert require_file(SMALL_FILE, tmp_path) == (plain, DATASET_FILES[SMALL_FILE].sha256)
+    assert require_file(DATASET_FILES[SMALL_FILE], tmp_path) == (plain, DATASET_FILES[SMALL_FILE].sha256)
 
 
 def test_verification_is_cached_per_path_size_and_mtime(data_dir, tmp_path, monkeypatch):
@@ -159,7 +159,7 @@ def test_altered_byte_is_a_checksum_mismatch_naming_file_and_digests(data_dir, t
 
 def test_missing_file_names_path_env_var_and_download_command(tmp_path):
     with pytest.raises(DataError) as caught:
-        require_file("nsl-kdd/KDDTrain+.txt", tmp_path)
+        require_file(DATASET_FILES["nsl-kdd/KDDTrain+.txt"], tmp_path)
 
     message = str(caught.value)
     assert str(tmp_path / "nsl-kdd/KDDTrain+.txt") in message
@@ -173,7 +173,7 @@ def test_corrupt_gzip_is_a_data_error(tmp_path):
     broken.write_bytes(b"not gzip at all")
 
     with pytest.raises(DataError, match="not a readable gzip file"):
-        require_file("nsl-kdd/KDDTest+.txt", tmp_path)
+        require_file(DATASET_FILES["nsl-kdd/KDDTest+.txt"], tmp_path)
     assert data_report(tmp_path, datasets=("nsl-kdd",)).files[1].state == "unreadable"
 
 

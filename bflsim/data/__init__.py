@@ -2,27 +2,37 @@
 
 Entry points::
 
+    check_data_config(config.data)     -> None, or DataError naming the key (reads nothing)
     prepare_data(config.data)          -> PreparedData (train / val / test, float32, read-only)
     partition(y_train, K, "dirichlet", alpha=0.5, seed=1) -> index arrays, one per edge node
     data_report(), download_dataset("nsl-kdd")             -> for the `bflsim data` command
+
+``DATASETS`` maps each ``data.dataset`` name to its :class:`Dataset` record (label, loaders,
+official test split, registered files, reference); ``FILE_SETS`` maps each name that
+``bflsim data --download`` accepts to its registered files.
 
 The data directory is ``data.data_dir`` if set, else ``$BFLSIM_DATA_DIR``, else ``./data``;
 its layout mirrors ``shared/datasets`` (see :mod:`bflsim.data.registry`).
 """
 
+from bflsim.data.base import Dataset
+from bflsim.data.datasets import (
+    DATASET_FILES,
+    DATASETS,
+    FILE_SETS,
+    check_data_config,
+    data_report,
+)
 from bflsim.data.download import download_dataset, fetch_file
 from bflsim.data.errors import DataError
 from bflsim.data.partition import label_counts, partition
 from bflsim.data.prepare import PreparedData, prepare_data
 from bflsim.data.registry import (
     DATA_DIR_ENV,
-    DATASET_FILES,
-    DATASETS,
     DataFile,
     DataReport,
     FileStatus,
     Mirror,
-    data_report,
     resolve_data_dir,
     sha256_of,
     verify_file,
@@ -33,12 +43,15 @@ __all__ = [
     "DATASETS",
     "DATASET_FILES",
     "DATA_DIR_ENV",
+    "FILE_SETS",
     "DataError",
     "DataFile",
     "DataReport",
+    "Dataset",
     "FileStatus",
     "Mirror",
     "PreparedData",
+    "check_data_config",
     "data_report",
     "download_dataset",
     "fetch_file",

@@ -31,26 +31,67 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from bflsim.config import DataConfig
+from bflsim.data.base import Dataset, LabelledTable
 from bflsim.data.errors import DataError
-from bflsim.data.registry import DATASET_FILES, require_file
-from bflsim.data.tabular import (
-    LabelledTable,
-    file_digest,
-    require_numeric,
-    resolve_user_path,
-)
+from bflsim.data.registry import DataFile, Mirror, require_file, sha256_of
+from bflsim.data.tabular import require_numeric, resolve_user_path
 
 LABEL_COLUMN = "Label"
 NORMAL = "BENIGN"
 IDENTIFIER_COLUMNS = ("id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp",
                       "Attempted Category")
-SAMPLE_FILES = tuple(
-    relpath for relpath, spec in DATASET_FILES.items() if spec.dataset == "cic-ids2017"
+_RAW = (
+    "https://raw.githubusercontent.com/ScubaInstructor/fuh/"
+    "86d1bab5ca174da11e20bc54d9642ba6068f273a/nids-daten/sampled_CICIDS2017_improved_rnd_5000/"
 )
+
+
+def _file(name: str, size: int, sha256: str) -> DataFile:
+    relpath = f"cic-ids2017/improved_rnd_5000/{name}"
+    return DataFile("cic-ids2017", relpath, sha256, size, (Mirror(_RAW + quote(name)),))
+
+
+FILES = (
+    _file("BENIGN_5000.csv", 2_761_079,
+          "4eb03c14763fe5ff4f58e713e39ad930cfdec264e8d5262b4acd6df3227298ae"),
+    _file("Botnet_736.csv", 442_132,
+          "55b49f70d1d7df13644a3d5f01abb742e35cda5d952ee43c737eaa38a1a6ea79"),
+    _file("DDoS_5000.csv", 3_312_061,
+          "36eb4d2851997237b4b13e9f4c8175563d5236c784dcf7247b7b46b08dc62815"),
+    _file("DoS_GoldenEye_5000.csv", 3_573_908,
+          "cb6f7b734168b643153cd45ce7f552e8b073b5b8a744c1a2a02763212d2cec6c"),
+    _file("DoS_Hulk_5000.csv", 3_257_105,
+          "64789076d2559ce1e4bead0fcbe2b806de2b3c5cd97771705295cafd3ed0cfb7"),
+    _file("DoS_Slowhttptest_1740.csv", 1_171_369,
+          "4159ba005254aa8b0a0c04b47844f2221369279eedf19308fa9875cc075f3534"),
+    _file("DoS_Slowloris_3859.csv", 2_430_078,
+          "8114bfec656df7e8c4b9d539640ad3b01ad50794a2faa9fb0ccf5884ca03f157"),
+    _file("FTP-Patator_3972.csv", 2_720_284,
+          "73355b1584316393ec7b367407db0e2914d18692eff3bd7b9cc91ed89daa8145"),
+    _file("Heartbleed_11.csv", 9_625,
+          "bf610cc626325778dda3e54b431cc60142f6b8bffedb1f9b8a7f9481a673ea55"),
+    _file("Infiltration_-_Portscan_5000.csv", 2_052_366,
+          "1a7a6a0906995f2eb6f2ea951b3d4ee024010e9e15783efb0a19c3c04876308d"),
+    _file("Infiltration_36.csv", 27_709,
+          "3cd57b9cd7a7a9f7fa98f2c4d2147febafe551cc9d9b86a949a6947cda576beb"),
+    _file("Portscan_5000.csv", 1_946_889,
+          "022a5885f6704f8c4ab0ef888b31e5ee1aef46b6c64fe6b3c039e51f93f31c96"),
+    _file("SSH-Patator_2961.csv", 2_055_181,
+          "07319168e4435ea24439f64ece1dcf64ad1c2c58cce9e062e9cba757aea94709"),
+    _file("Web_Attack_-_Brute_Force_73.csv", 55_681,
+          "d244df46f686a48ded36b0328ad14e80beee1c5560fede0e3f07cea02ee030d9"),
+    _file("Web_Attack_-_SQL_Injection_13.csv", 10_030,
+          "aca6ed973bf1ace011a44ddfc3914393895828666314a018e7581e27343be1e0"),
+    _file("Web_Attack_-_XSS_18.csv", 14_577,
+          "51ffc2d6d24497e11768b2b80beca3a15353d76c3e28f5c98affc24e8affb94e"),
+)
+"""The registered per-class sample of the improved release, one file per label."""
 
 # Original column name (stripped) -> improved name. Unlisted names are the same in both.
 ORIGINAL_TO_IMPROVED = {
@@ -119,14 +160,18 @@ def normalise_columns(columns: Sequence[str]) -> list[str]:
 
 
 def load_cicids2017(data_dir: Path, path: str | Path | None = None) -> LabelledTable:
-    """Load the registered improved sample (verified), or the CSV files at ``path``."""
+    """Load the registered improved sample (verified), or the CSV files at ``path``.
+
+    Files at ``path`` are only hashed here; ``prepare_data`` checks any of them that is a
+    registered file against its registered digest.
+    """
     if path is None:
-        found = [require_file(relpath, data_dir) for relpath in SAMPLE_FILES]
+        found = [require_file(spec, data_dir) for spec in FILES]
         files = [p for p, _ in found]
         sources = tuple((str(p), digest) for p, digest in found)
     else:
         files = _csv_files(resolve_user_path(path, data_dir))
-        sources = tuple((str(p), file_digest(p, data_dir)) for p in files)
+        sources = tuple((str(p), sha256_of(p)) for p in files)
     frame, labels = read_cicids2017(files)
     return LabelledTable(
         frame,
@@ -190,3 +235,18 @@ def _read_one(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     require_numeric(frame, list(frame.columns), path)
     labels = raw_labels.astype(str).map(mapping).to_numpy(dtype=str)
     return frame, labels
+
+
+def load_pool(config: DataConfig, data_dir: Path) -> LabelledTable:
+    """The training pool: the registered sample, or the files at ``data.path``."""
+    return load_cicids2017(data_dir, config.path)
+
+
+CIC_IDS2017 = Dataset(
+    name="cic-ids2017",
+    label="CIC-IDS2017",
+    load=load_pool,
+    files=FILES,
+    reference="I. Sharafaldin, A. H. Lashkari, A. A. Ghorbani, \"Toward Generating a New "
+              "Intrusion Detection Dataset and Intrusion Traffic Characterization,\" ICISSP 2018",
+)

@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from bflsim.data.datasets import FILE_SETS, dataset_files
 from bflsim.data.errors import DataError
 from bflsim.data.registry import (
-    DATASETS,
     DataFile,
     Mirror,
-    dataset_files,
     hash_stream,
     locate,
     resolve_data_dir,
@@ -45,7 +44,8 @@ def download_dataset(
     Parameters
     ----------
     name
-        A registered dataset (``"nsl-kdd"``, ``"cic-ids2017"``, ``"unsw-nb15"``) or ``"all"``.
+        A file set of :data:`~bflsim.data.FILE_SETS` (``"nsl-kdd"``, ``"cic-ids2017"``,
+        ``"unsw-nb15"``) or ``"all"``.
     data_dir
         Where to store; resolved like :func:`resolve_data_dir`.
     base_urls
@@ -68,7 +68,7 @@ def download_dataset(
         Unknown dataset, a present file that fails its checksum, or a file that no source
         could deliver with the right digest (every attempt is listed).
     """
-    names = DATASETS if name == "all" else (name,)
+    names = tuple(FILE_SETS) if name == "all" else (name,)
     files = [spec for dataset in names for spec in dataset_files(dataset)]
     root = resolve_data_dir(data_dir)
     say = log or (lambda line: None)

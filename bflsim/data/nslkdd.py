@@ -9,20 +9,25 @@ the usual five classes Normal / DoS / Probe / R2L / U2R, including the 17 names 
 only in KDDTest+. The three text features are one-hot encoded over their full vocabulary
 (3 protocols, 70 services, 11 flags, all of them seen in KDDTrain+), so every split yields the
 same 122 features: 38 numeric + 84 one-hot.
+
+The record :data:`NSL_KDD` pools KDDTrain+ (``split = "stratified"`` cuts all three splits
+from it) and offers KDDTest+ as the official test set (``split = "official"``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from bflsim.config import DataConfig
+from bflsim.data.base import Dataset, LabelledTable
 from bflsim.data.errors import DataError
-from bflsim.data.registry import require_file
-from bflsim.data.tabular import LabelledTable
+from bflsim.data.registry import DataFile, Mirror, require_file
 
 COLUMNS = (
     "duration", "protocol_type", "service", "flag", "src_bytes", "dst_bytes", "land",
@@ -66,12 +71,40 @@ ATTACK_CATEGORY: dict[str, str] = {"normal": NORMAL} | {
 }
 """Every NSL-KDD label (attack name or ``normal``) -> its class: Normal, DoS, Probe, R2L, U2R."""
 
-FILES = {"train": "nsl-kdd/KDDTrain+.txt", "test": "nsl-kdd/KDDTest+.txt"}
+_ZIP = (
+    "https://raw.githubusercontent.com/mekkheir/Dataset/"
+    "33515a0cc85db4c22ca38258c7c7ed91b7b9675f/NSL_KDD.zip"
+)
+_RAW = (
+    "https://raw.githubusercontent.com/lee191/AI_IDS/"
+    "46efa7f0c8237621ec5e3fe2351bc0ee6099f7a7/NSL-KDD/"
+)
+
+
+def _file(name: str, size: int, sha256: str) -> DataFile:
+    # The zip holds all four files in one 3.7 MB fetch; the raw files are the fallback.
+    mirrors = (Mirror(_ZIP, member=name), Mirror(_RAW + quote(name)))
+    return DataFile("nsl-kdd", f"nsl-kdd/{name}", sha256, size, mirrors)
+
+
+KDD_TRAIN = _file("KDDTrain+.txt", 19_109_424,
+                  "1b86d2f957b33082081bba410fe129b475efebcc13c9014c3f447c8271aadf95")
+KDD_TEST = _file("KDDTest+.txt", 3_441_513,
+                 "fa46b0935342616aa83b7c2578db355b6a7aaabbc492248172c7a1e8b7ab8f84")
+FILES = (
+    KDD_TRAIN,
+    KDD_TEST,
+    _file("KDDTrain+_20Percent.txt", 3_822_033,
+          "7ea86479faab5ca2190b7f18b4982fb058ce5bf2b46e0e1017d0d9ef90f9c16e"),
+    _file("KDDTest-21.txt", 1_814_092,
+          "746993ac9e25868827cacf09eab450050a2a1056e1ce48a1ad39f5dc801d531d"),
+)
+"""The registered NSL-KDD files; the loaders read KDDTrain+ and KDDTest+."""
 
 
 def load_nslkdd(data_dir: str | Path, which: Literal["train", "test"]) -> LabelledTable:
     """Load KDDTrain+ or KDDTest+ from the data directory, verified, labels grouped in 5 classes."""
-    path, digest = require_file(FILES[which], data_dir)
+    path, digest = require_file(KDD_TRAIN if which == "train" else KDD_TEST, data_dir)
     frame = read_nslkdd(path)
     labels = frame.pop("label").to_numpy(dtype=str)
     return LabelledTable(
@@ -116,3 +149,25 @@ def categorize(labels: NDArray, *, source: str = "NSL-KDD") -> NDArray[np.str_]:
         )
     grouped = np.array([ATTACK_CATEGORY[name] for name in names], dtype=str)
     return grouped[inverse]
+
+
+def load_kdd_train(config: DataConfig, data_dir: Path) -> LabelledTable:
+    """The training pool: KDDTrain+ (the ``[data]`` settings do not change what is read)."""
+    return load_nslkdd(data_dir, "train")
+
+
+def load_kdd_test(config: DataConfig, data_dir: Path) -> LabelledTable:
+    """The official test set: KDDTest+, with 17 attack names that KDDTrain+ lacks."""
+    return load_nslkdd(data_dir, "test")
+
+
+NSL_KDD = Dataset(
+    name="nsl-kdd",
+    label="NSL-KDD",
+    load=load_kdd_train,
+    load_official_test=load_kdd_test,
+    official_protocol="KDDTrain+ / KDDTest+",
+    files=FILES,
+    reference="M. Tavallaee, E. Bagheri, W. Lu, A. A. Ghorbani, \"A Detailed Analysis of the "
+              "KDD CUP 99 Data Set,\" IEEE CISDA 2009",
+)

@@ -1,11 +1,15 @@
 """From a :class:`DataConfig` to train / validation / test matrices ready for a model.
 
-Steps: load the dataset (verified against the registry), group labels (``label_mode``),
-subsample (``sample_fraction``, stratified), split (stratified, or KDDTrain+ / KDDTest+), order
-the classes, fit the preprocessing on the training split and apply it to all three.
+Steps: check the config, load the dataset through its record in :data:`DATASETS` (every
+registered file verified against the registry), group labels (``label_mode``), subsample
+(``sample_fraction``, stratified), split, order the classes, fit the preprocessing on the
+training split and apply it to all three.
 
-NSL-KDD with ``split = "stratified"`` is split from KDDTrain+ alone; KDDTest+, with its
-attacks unseen in training, is kept for the ``"kdd-test"`` protocol.
+Splits: ``"stratified"`` cuts train / val / test from the dataset's pool by ``fractions``.
+``"official"`` (legacy name ``"kdd-test"``) keeps the dataset's published test set as the test
+split and cuts train / val from the pool; only datasets whose record has
+``load_official_test`` offer it. For NSL-KDD the pool is KDDTrain+ and the official test set
+KDDTest+, with attacks unseen in training.
 
 Class order: with ``label_mode = "binary"`` it is ``("normal", "attack")`` for every dataset.
 Otherwise the normal class comes first when known (NSL-KDD ``Normal``, CIC-IDS2017 ``BENIGN``,
@@ -14,7 +18,6 @@ synthetic ``normal``, CSV ``data.normal_label``), then the other class names sor
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -24,9 +27,14 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from bflsim.config import DataConfig
-from bflsim.data.cicids2017 import load_cicids2017
+from bflsim.data.base import LabelledTable
+from bflsim.data.datasets import (
+    DATASETS,
+    check_data_config,
+    uses_official_split,
+    verify_sources,
+)
 from bflsim.data.errors import DataError
-from bflsim.data.nslkdd import load_nslkdd
 from bflsim.data.preprocess import fit_preprocessor
 from bflsim.data.registry import resolve_data_dir
 from bflsim.data.split import (
@@ -36,8 +44,6 @@ from bflsim.data.split import (
     split_stratified,
     subsample_stratified,
 )
-from bflsim.data.synthetic import generate_synthetic
-from bflsim.data.tabular import LabelledTable, load_csv
 
 BINARY_CLASSES = ("normal", "attack")
 
@@ -98,17 +104,6 @@ class PreparedData:
         }
 
 
-Loader = Callable[[DataConfig, Path], LabelledTable]
-
-LOADERS: dict[str, Loader] = {
-    "synthetic": lambda config, data_dir: generate_synthetic(config.synthetic),
-    "nsl-kdd": lambda config, data_dir: load_nslkdd(data_dir, "train"),
-    "cic-ids2017": lambda config, data_dir: load_cicids2017(data_dir, config.path),
-    "csv": load_csv,
-}
-"""How each ``data.dataset`` is loaded into one table (NSL-KDD: KDDTrain+)."""
-
-
 def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> PreparedData:
     """Load, split and preprocess the dataset that ``config`` describes.
 
@@ -122,16 +117,19 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> Prep
     Raises
     ------
     DataError
-        A file is missing or fails its checksum, a column or label is unknown, or a class is
+        The dataset or split is unknown or unavailable (see :func:`check_data_config`), a
+        file is missing or fails its checksum, a column or label is unknown, or a class is
         too small to appear in every split. The message says what to change.
     """
+    check_data_config(config)
     root = resolve_data_dir(data_dir if data_dir is not None else config.data_dir)
-    if config.dataset not in LOADERS:
-        raise DataError(f"unknown data.dataset {config.dataset!r}; expected one of {list(LOADERS)}")
-    if config.split == "kdd-test":
-        pool, held_out = load_nslkdd(root, "train"), load_nslkdd(root, "test")
-    else:
-        pool, held_out = LOADERS[config.dataset](config, root), None
+    dataset = DATASETS[config.dataset]
+    pool = dataset.load(config, root)
+    verify_sources(pool.sources, root)
+    held_out = None
+    if uses_official_split(config):
+        held_out = dataset.load_official_test(config, root)
+        verify_sources(held_out.sources, root)
     normal = _normal_label(pool, config)
     splits = _split(config, pool, held_out, normal)
 

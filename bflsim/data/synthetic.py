@@ -22,12 +22,14 @@ classes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from bflsim.config import SyntheticConfig
+from bflsim.config import DataConfig, SyntheticConfig
+from bflsim.data.base import Dataset, LabelledTable
 from bflsim.data.errors import DataError
-from bflsim.data.tabular import LabelledTable
 
 NORMAL = "normal"
 PROTOCOLS = ("tcp", "udp", "icmp")
@@ -50,7 +52,7 @@ MIN_ROWS_PER_CLASS = 10
 
 def generate_synthetic(config: SyntheticConfig) -> LabelledTable:
     """Generate the synthetic flow table described in the module docstring."""
-    _validate(config)
+    check_synthetic(config)
     rng = np.random.default_rng(config.seed)
     class_names = (NORMAL, *config.attack_classes)
     num_classes = len(class_names)
@@ -91,7 +93,8 @@ def generate_synthetic(config: SyntheticConfig) -> LabelledTable:
     )
 
 
-def _validate(config: SyntheticConfig) -> None:
+def check_synthetic(config: SyntheticConfig) -> None:
+    """Raise :class:`DataError` for generator settings that cannot give a usable table."""
     names = config.attack_classes
     if not names:
         raise DataError("data.synthetic.attack_classes is empty; name at least one attack class")
@@ -159,3 +162,21 @@ def _traffic_values(z: np.ndarray, kind: str, rng: np.random.Generator) -> np.nd
     if kind == "count":
         return rng.poisson(rng.uniform(1, 20) * np.exp(0.5 * z)).astype(np.float64)
     return np.round(1.0 / (1.0 + np.exp(-z)), 4)
+
+
+def load_generated(config: DataConfig, data_dir: Path) -> LabelledTable:
+    """The table that ``data.synthetic`` describes; nothing is read from ``data_dir``."""
+    return generate_synthetic(config.synthetic)
+
+
+def check_settings(config: DataConfig) -> None:
+    """Raise :class:`DataError` when ``data.synthetic`` cannot give a usable table."""
+    check_synthetic(config.synthetic)
+
+
+SYNTHETIC = Dataset(
+    name="synthetic",
+    label="Synthetic",
+    load=load_generated,
+    check=check_settings,
+)

@@ -1,52 +1,39 @@
-"""The common table every loader returns, and the generic labelled-CSV loader.
+"""The generic labelled-CSV dataset, and the CSV helpers the other loaders share.
 
-A :class:`LabelledTable` is raw features (one column per input column, categorical columns
-as text) plus one class name per row. Preprocessing and splitting work on it the same way
-for every dataset.
+Every loader returns a :class:`~bflsim.data.base.LabelledTable`: raw features (one column per
+input column, categorical columns as text) plus one class name per row.
 
 Generic CSV (``data.dataset = "csv"``): one header row; ``data.label_column`` holds the
 class; ``data.categorical_columns`` are one-hot encoded; ``data.drop_columns`` are ignored;
 every other column must be numeric. ``data.normal_label`` names the benign class.
 A relative ``data.path`` is looked up in the current directory, then in the data directory.
-A UTF-8 byte-order mark is ignored.
+A UTF-8 byte-order mark is ignored. When ``data.path`` is a registered file (e.g. the
+UNSW-NB15 training set), ``prepare_data`` checks it against its registered digest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 
 from bflsim.config import DataConfig
+from bflsim.data.base import Dataset, LabelledTable
 from bflsim.data.errors import DataError
-from bflsim.data.registry import DATASET_FILES, sha256_of, verify_file
+from bflsim.data.registry import sha256_of
 
 
-@dataclass(frozen=True)
-class LabelledTable:
-    """Raw features and one class name per row, as loaded, before any split."""
-
-    features: pd.DataFrame
-    labels: NDArray[np.str_]
-    # Categorical column -> its known vocabulary, or None to learn it from the training split.
-    categorical: Mapping[str, tuple[str, ...] | None]
-    normal_label: str | None
-    sources: tuple[tuple[str, str], ...]  # (path, sha256) of every file read
-    name: str = ""  # how messages refer to the table, e.g. "KDDTrain+"
-
-    def __post_init__(self) -> None:
-        if len(self.features) != len(self.labels):
-            raise ValueError("features and labels differ in length")
+def check_csv(config: DataConfig) -> None:
+    """Raise :class:`DataError` unless ``config`` names the file and its label column."""
+    if not config.path or not config.label_column:
+        raise DataError("data.dataset = 'csv' needs data.path and data.label_column")
 
 
 def load_csv(config: DataConfig, data_dir: Path) -> LabelledTable:
     """Load ``config.path`` as a generic labelled CSV."""
-    if not config.path or not config.label_column:
-        raise DataError("data.dataset = 'csv' needs data.path and data.label_column")
+    check_csv(config)
     path = resolve_user_path(config.path, data_dir)
     table = read_labelled_csv(
         path,
@@ -59,7 +46,7 @@ def load_csv(config: DataConfig, data_dir: Path) -> LabelledTable:
         table.labels,
         table.categorical,
         config.normal_label,
-        ((str(path), file_digest(path, data_dir)),),
+        ((str(path), sha256_of(path)),),
         name=path.name,
     )
 
@@ -73,18 +60,6 @@ def resolve_user_path(path: str | Path, data_dir: Path) -> Path:
             return candidate
     tried = " or ".join(str(c) for c in candidates)
     raise DataError(f"data.path {str(path)!r} not found; looked for {tried}")
-
-
-def file_digest(path: Path, data_dir: Path) -> str:
-    """The file's sha256, verified against the registry when it is a registered file."""
-    try:
-        relpath = path.absolute().relative_to(data_dir.absolute()).as_posix()
-    except ValueError:
-        relpath = ""
-    spec = DATASET_FILES.get(relpath.removesuffix(".gz"))
-    if spec is not None:
-        verify_file(path, spec)
-    return sha256_of(path)
 
 
 def read_labelled_csv(
@@ -162,3 +137,11 @@ def require_numeric(frame: pd.DataFrame, columns: Sequence[str], source: Path | 
                 f"expected; list it in data.categorical_columns or data.drop_columns"
             )
         frame[column] = converted
+
+
+CSV = Dataset(
+    name="csv",
+    label="CSV",
+    load=load_csv,
+    check=check_csv,
+)

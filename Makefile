@@ -40,8 +40,10 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 contracts: $(NODE_STAMP)
 	$(PYTHON) contracts/build.py
 
+# Style (ruff) and the import contract of the wings (import-linter; [tool.importlinter] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check bflsim strategies tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache contracts/node_modules

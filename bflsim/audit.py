@@ -25,23 +25,32 @@ A verdict line per round; any mismatch makes the audit fail (exit status 1).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bflsim.aggregators import aggregate, rejected
-from bflsim.blobs import BlobError, BlobStore
-from bflsim.config import ExperimentConfig, parse_experiment
-from bflsim.hashing import digest_hex, scores_digest, weights_digest
-from bflsim.ledger.base import ChainEvent, Ledger, LedgerError, from_bitmap
-from bflsim.trail import BLOBS, read_chain, read_rounds, read_transactions
-from bflsim.vectors import flatten, unflatten
+from bflsim.aggregators import AggregatorError, decide_round
+from bflsim.config import ExperimentConfig
+from bflsim.data import DataError, resolve_data_dir
+from bflsim.edge_node import node_features
+from bflsim.hashing import data_digest, digest_hex, weights_digest
+from bflsim.ledger.base import ChainEvent, LedgerError, from_bitmap
+from bflsim.ledger.factory import open_recorded_chain
+from bflsim.ledger.identity import node_identities
+from bflsim.runfolder import (
+    BLOBS,
+    FINAL_MODEL,
+    BlobError,
+    BlobStore,
+    Run,
+    read_chain,
+    read_rounds,
+    read_run,
+    read_transactions,
+)
 
 __all__ = ["AuditReport", "audit_run"]
 
@@ -97,25 +106,31 @@ def audit_run(
     verdict says so without failing.
     """
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise AuditError(f"{manifest_path} not found: not a run folder")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        run = read_run(run_dir)
+    except FileNotFoundError as err:
+        raise AuditError(str(err)) from err
+    manifest = run.manifest
     try:
         chain_info = read_chain(run_dir)
         transactions = read_transactions(run_dir)
         trail_rounds = {r["round"]: r for r in read_rounds(run_dir)}
     except FileNotFoundError as err:
         raise AuditError(f"{err} (runs with ledger.backend = 'none' have no trail)") from err
-    config = parse_experiment(manifest["config"])
+    config = run.config
 
     setup = RoundVerdict(0)
     if manifest.get("ledger") != chain_info:
         setup.problems.append("the manifest's ledger entry differs from trail/chain.json")
-    from bflsim.fl.node import node_identities
-
     addresses = {i.index: i.address for i in node_identities(config)}  # the run's keys, from its seed
-    with _chain(chain_info, transactions, setup, rpc_url) as (ledger, where):
+    with open_recorded_chain(chain_info, rpc_url) as (ledger, fresh):
+        if fresh:  # a new chain of the run's kind: rebuild the run's chain on it
+            _replay(ledger, chain_info, transactions, setup)
+            fresh_chain = ("a fresh embedded py-evm chain" if chain_info.get("backend") == "embedded"
+                           else f"a fresh anvil (chain {chain_info['chain_id']})")
+            where = f"a replay of {len(transactions)} transactions on {fresh_chain}"
+        else:
+            where = f"{ledger.endpoint} (chain {chain_info['chain_id']}, registry {chain_info['contract']})"
         report = AuditReport(run_dir, where)
         events = _by_kind(ledger.events())
         report.rounds.append(setup)
@@ -130,39 +145,11 @@ def audit_run(
             _check_round(config, index_of, server_round, events, trail_rounds.get(server_round), store, committed,
                          verdict)
             report.rounds.append(verdict)
-        _check_final(run_dir, manifest, committed, report.final)
+        _check_final(run, committed, report.final)
     return report
 
 
 # --- the chain ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _chain(
-    info: dict[str, Any], transactions: list[dict[str, Any]], verdict: RoundVerdict, rpc_url: str | None
-) -> Iterator[tuple[Ledger, str]]:
-    backend = info.get("backend")
-    if backend == "embedded" and not rpc_url:
-        from bflsim.ledger.web3_ledger import EmbeddedLedger
-
-        ledger = EmbeddedLedger()
-        _replay(ledger, info, transactions, verdict)
-        yield ledger, f"a replay of {len(transactions)} transactions on a fresh embedded py-evm chain"
-    elif backend == "anvil" and not rpc_url:
-        from bflsim.ledger.anvil import AnvilNode
-        from bflsim.ledger.web3_ledger import RpcLedger
-
-        with AnvilNode(chain_id=int(info["chain_id"])) as node:
-            ledger = RpcLedger(node.url, chain_id=int(info["chain_id"]))
-            _replay(ledger, info, transactions, verdict)
-            yield ledger, f"a replay of {len(transactions)} transactions on a fresh anvil (chain {info['chain_id']})"
-    else:
-        from bflsim.ledger.web3_ledger import RpcLedger
-
-        url = rpc_url or str(info["endpoint"])
-        ledger = RpcLedger(url, chain_id=int(info["chain_id"]))
-        ledger.attach(str(info["contract"]))
-        yield ledger, f"{url} (chain {info['chain_id']}, registry {info['contract']})"
 
 
 def _replay(ledger: Any, info: dict[str, Any], transactions: list[dict[str, Any]], verdict: RoundVerdict) -> None:
@@ -236,10 +223,6 @@ def _check_data(
     verdict: RoundVerdict,
 ) -> None:
     """Recompute every node's registered data digest from the dataset and its partition."""
-    from bflsim.data import DataError, resolve_data_dir
-    from bflsim.fl.node import node_features
-    from bflsim.hashing import data_digest
-
     try:
         path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
         features = {index: node_features(config, index, 0, path) for index in addresses}
@@ -284,7 +267,7 @@ def _check_round(
     if server_round - 1 in committed and committed[server_round - 1] != global_digest:
         problems.append(f"opened from {digest_hex(global_digest)}, not round {server_round - 1}'s committed "
                         f"{digest_hex(committed[server_round - 1])}")
-    _blob(store, global_digest, "global model", problems)
+    global_weights = _blob(store, global_digest, "global model", problems)
     cohort = list(from_bitmap(int(opened[0]["cohort"])))
     if cohort != trail["cohort"]:
         problems.append(f"cohort on chain {cohort}, trail says {trail['cohort']}")
@@ -311,55 +294,49 @@ def _check_round(
         if arrays is not None:
             rows.append(arrays)
             num_samples.append(samples)
-    if problems or not rows:
+    if problems or not rows or global_weights is None:
         return
-
-    flat = [flatten(a) for a in rows]
-    agg = config.aggregator
-    f = config.declared_malicious
-    selection = aggregate(
-        agg.name, np.stack([v for v, _ in flat]), num_samples=np.array(num_samples, dtype=np.int64),
-        num_malicious=f, num_selected=agg.num_selected, trim_fraction=agg.trim_fraction,
-    )
-    new_weights = unflatten(selection.aggregate.astype(np.float32), flat[0][1])
-    selected = [candidates[i] for i in selection.selected]
-    outliers = [candidates[i] for i in rejected(agg.name, selection, f, agg.reject_factor)]
-    accepted_expected = sorted(set(candidates) - set(outliers))
+    try:
+        decision = decide_round(config.rule, candidates, rows, global_weights, num_samples,
+                                config.aggregator.reject_factor)
+    except AggregatorError as err:
+        problems.append(f"the round's updates cannot be aggregated with {config.rule.label}: {err}")
+        return
     commit = closed[0]
-    new_digest = weights_digest(new_weights)
+    new_digest = weights_digest(decision.new_weights)
     if new_digest != bytes(commit["newGlobalDigest"]):
-        problems.append(f"re-aggregation ({agg.name}) gives {digest_hex(new_digest)}, committed "
+        problems.append(f"re-aggregation ({config.aggregator.name}) gives {digest_hex(new_digest)}, committed "
                         f"{digest_hex(bytes(commit['newGlobalDigest']))}")
     accepted = list(from_bitmap(int(commit["accepted"])))
-    if accepted != accepted_expected:
-        problems.append(f"accepted on chain {accepted}, re-aggregation accepts {accepted_expected}")
-    if scores_digest(selected, selection.scores) != bytes(commit["scoresDigest"]):
+    if accepted != list(decision.accepted):
+        problems.append(f"accepted on chain {accepted}, re-aggregation accepts {list(decision.accepted)}")
+    if decision.scores_digest != bytes(commit["scoresDigest"]):
         problems.append("the scores digest on chain does not match the re-run's selection and scores")
     _blob(store, bytes(commit["newGlobalDigest"]), "committed global model", problems)
     committed[server_round] = bytes(commit["newGlobalDigest"])
     refused = [u for u in trail["updates"] if u.get("refused")]
-    verdict.notes.append(f"{len(candidates)} updates, {agg.name} selected {selected}, accepted {accepted}"
+    verdict.notes.append(f"{len(candidates)} updates, {config.aggregator.name} selected {list(decision.selected)}, "
+                         f"accepted {accepted}"
                          + (f", {len(refused)} refused by the server" if refused else ""))
 
 
-def _check_final(run_dir: Path, manifest: dict, committed: dict[int, bytes], verdict: RoundVerdict) -> None:
-    path = run_dir / "final_model.npz"
-    if manifest.get("status") != "complete":
-        verdict.notes.append(f"run {manifest.get('status')}: no final model expected")
+def _check_final(run: Run, committed: dict[int, bytes], verdict: RoundVerdict) -> None:
+    if run.status != "complete":
+        verdict.notes.append(f"run {run.status}: no final model expected")
         return
     if not committed:
         verdict.problems.append("the run is complete but no round was committed")
         return
+    path = run.path / FINAL_MODEL
     if not path.is_file():
         verdict.problems.append(f"{path} is missing")
         return
-    with np.load(path) as npz:
-        arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    final = weights_digest(run.final_model())
     last = committed[max(committed)]
-    if weights_digest(arrays) != last:
-        verdict.problems.append(f"final_model.npz hashes to {digest_hex(weights_digest(arrays))}, the last "
-                                f"committed global digest is {digest_hex(last)}")
-    if manifest.get("final_model_digest") not in (None, digest_hex(last)):
+    if final != last:
+        verdict.problems.append(f"{FINAL_MODEL} hashes to {digest_hex(final)}, the last committed global "
+                                f"digest is {digest_hex(last)}")
+    if run.manifest.get("final_model_digest") not in (None, digest_hex(last)):
         verdict.problems.append("the manifest's final_model_digest is not the last committed digest")
 
 

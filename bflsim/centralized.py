@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bflsim.config import ExperimentConfig, config_to_dict
+from bflsim.config import ExperimentConfig
 from bflsim.data import PreparedData, prepare_data
 from bflsim.metrics import class_report, confusion_matrix, summary_metrics
 from bflsim.models import make_classifier
 from bflsim.progress import Progress
-from bflsim.results import RunFolder
+from bflsim.runfolder import RunFolder
 
 
 def run_centralized(
@@ -31,7 +31,7 @@ def run_centralized(
 ) -> RunFolder:
     """Train and score every configured model; return the finished run folder.
 
-    ``run_dir`` and ``point`` place the run at a sweep point's folder (:mod:`bflsim.sweep`).
+    ``run_dir`` and ``point`` place the run at a plan point's folder (:mod:`bflsim.plans`).
     """
     progress = progress or Progress(quiet=True)
     started = time.perf_counter()
@@ -40,16 +40,10 @@ def run_centralized(
         f"{data.dataset}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test rows, "
         f"{data.num_features} features, classes {list(data.class_names)}"
     )
-    seeds = {"data_seed": config.data.seed, "train_seed": config.train.seed}
-    run = RunFolder.create(Path(out_dir), config.name, config_to_dict(config), seeds, path=run_dir, point=point)
-    run.write_manifest(data=data.describe())
-    try:
+    with RunFolder.start(out_dir, config, path=run_dir, point=point, data=data.describe()) as run:
         for name in config.models.names:
             train_and_score(name, config, data, run, progress)
-    except BaseException as err:
-        run.finish(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    run.finish(wall_seconds=round(time.perf_counter() - started, 2))
+        run.write_manifest(wall_seconds=round(time.perf_counter() - started, 2))
     return run
 
 

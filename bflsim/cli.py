@@ -17,15 +17,12 @@ import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from bflsim.config import (
-    ConfigError,
-    ExperimentConfig,
-    with_overrides,
-)
+from bflsim.config import ConfigError, parse_overrides
+from bflsim.plans import Plan, load_plan, plan_from_dict
 from bflsim.progress import Progress
-from bflsim.results import read_manifest
+from bflsim.report import FIGURES
+from bflsim.runner import run_experiment, run_plan
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -77,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables and figures of finished run folders")
     report.add_argument("runs", nargs="+", type=Path)
     report.add_argument("--out", type=Path, required=True)
-    report.add_argument("--model", default="cnn_lstm", help="model of Table 5 and the figures")
+    report.add_argument("--model", help="model of Table 5 and Figures 1, 3 (default: the runs' last model)")
+    report.add_argument("--figure", choices=list(FIGURES), default="auto",
+                        help="; ".join(f"{name}: {what}" for name, what in FIGURES.items()))
     report.set_defaults(handler=cmd_report)
 
     data = sub.add_parser("data", help="where datasets are looked for and what is there")
@@ -108,112 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["train.epochs=2", "data.dataset='nsl-kdd'"]`` -> dict, values read as TOML."""
-    overrides = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text  # a bare word is a string: --set data.dataset=nsl-kdd
-        overrides[key.strip()] = value
-    return overrides
-
-
-def execute(
-    config: ExperimentConfig,
-    out: Path,
-    data_dir: str | None,
-    quiet: bool,
-    *,
-    run_dir: Path | None = None,
-    point: dict | None = None,
-) -> Path:
-    """Run one experiment of any kind; return its run folder."""
-    progress = Progress(quiet=quiet)
-    if config.kind == "federated":
-        from bflsim.fl.simulation import run_federated
-
-        return run_federated(config, out, data_dir=data_dir, progress=progress, run_dir=run_dir, point=point).path
-    from bflsim.centralized import run_centralized
-
-    run = run_centralized(config, out, data_dir=data_dir, progress=progress, run_dir=run_dir, point=point)
-    write_run_figures(run.path)
-    return run.path
-
-
-def execute_plan(plan, out: Path, data_dir: str | None, quiet: bool) -> list[Path]:
-    """Run every point of a plan under ``out/<experiment>/``; skip complete ones."""
-    from bflsim.sweep import is_complete, move_aside
-
-    progress = Progress(quiet=quiet)
-    root = Path(out) / plan.name
-    done, failed = [], []
-    for index, (point, config) in enumerate(plan.points, start=1):
-        run_dir = root / point.name
-        if is_complete(run_dir):
-            progress.say(f"[{index}/{len(plan.points)}] {point.label}: complete, skipped")
-            done.append(run_dir)
-            continue
-        if run_dir.exists():
-            progress.say(f"[{index}/{len(plan.points)}] {point.label}: interrupted run kept as {move_aside(run_dir).name}")
-        progress.say(f"[{index}/{len(plan.points)}] {point.label}")
-        try:
-            done.append(execute(config, out, data_dir, quiet, run_dir=run_dir, point=point.as_dict()))
-        except (ValueError, RuntimeError) as err:
-            progress.say(f"[{index}/{len(plan.points)}] {point.label}: failed: {err}")
-            failed.append((point, err))
-    if failed:
-        names = ", ".join(p.name for p, _ in failed)
-        raise RuntimeError(f"{len(failed)} of {len(plan.points)} runs failed ({names}); re-run the same command to retry them")
-    return done
-
-
-def write_run_figures(run_dir: Path) -> list[Path]:
-    from bflsim.report import write_centralized_report
-
-    model = read_manifest(run_dir)["config"]["models"]["names"][-1]
-    return write_centralized_report([run_dir], run_dir / "figures", model=model)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from bflsim.sweep import Plan, load_plan
-
     plan = load_plan(args.experiment)
     if args.only:
-        names = [p.name for p, _ in plan.points]
-        if unknown := sorted(set(args.only) - set(names)):
-            raise ConfigError(f"--only {unknown[0]!r}: {args.experiment} has no such point; it has {names}")
-        plan = Plan(plan.name, tuple((p, c) for p, c in plan.points if p.name in args.only))
+        plan = plan.only(args.only)
     if args.set:
-        overrides = parse_overrides(args.set)
-        plan = Plan(plan.name, tuple((p, with_overrides(c, overrides)) for p, c in plan.points))
+        plan = plan.with_overrides(parse_overrides(args.set))
     if len(plan.points) == 1 and not plan.points[0][0].overrides and args.command == "run":
-        print(f"run folder: {execute(plan.points[0][1], args.out, args.data_dir, args.quiet)}")
+        print(f"run folder: {run_experiment(plan.points[0][1], args.out, args.data_dir, args.quiet)}")
         return 0
-    for run_dir in execute_plan(plan, args.out, args.data_dir, args.quiet):
+    for run_dir in run_plan(plan, args.out, args.data_dir, args.quiet):
         print(f"run folder: {run_dir}")
     return 0
 
 
-def demo_plan():
-    from bflsim.sweep import plan_from_dict
-
+def demo_plan() -> Plan:
     text = resources.files("bflsim").joinpath("demo.toml").read_text(encoding="utf-8")
     return plan_from_dict(tomllib.loads(text))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bflsim.fl_report import write_federated_report
-    from bflsim.sweep import Plan
+    from bflsim.audit import audit_run
+    from bflsim.report.federated import write_federated_report
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     plan = demo_plan()
     plan = Plan(f"{plan.name}-{stamp}", plan.points)  # a fresh folder each time
-    run_dirs = execute_plan(plan, args.out, args.data_dir, args.quiet)
+    run_dirs = run_plan(plan, args.out, args.data_dir, args.quiet)
     report_dir = Path(args.out) / plan.name / "report"
     written = write_federated_report(run_dirs, report_dir)
     table = report_dir / "table4.md"
@@ -226,8 +146,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = True
     for run_dir in run_dirs:
         if (run_dir / "trail").is_dir():
-            from bflsim.audit import audit_run
-
             report = audit_run(run_dir)
             ok &= report.ok
             print(f"audit:   {run_dir.name}: {report.lines()[-1]} ({len(report.rounds) - 1} rounds; "
@@ -237,26 +155,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Tables and figures of run folders, or of folders holding them (a sweep, an experiment)."""
-    from bflsim.fl_report import find_run_dirs, write_federated_report
-    from bflsim.report import copy_manifests, write_centralized_report
+    from bflsim.report import write_report
 
-    centralized, federated = [], []
-    for path in args.runs:
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no such folder")
-        runs = [path] if (path / "manifest.json").is_file() else find_run_dirs(path, kind=None)
-        if not runs:
-            raise FileNotFoundError(f"{path}: no run folder (manifest.json) at or below it")
-        for run_dir in runs:
-            kind = read_manifest(run_dir)["config"].get("kind", "centralized")
-            (federated if kind == "federated" else centralized).append(run_dir)
-    written = []
-    if centralized:
-        written += write_centralized_report(centralized, args.out, model=args.model)
-    if federated:
-        written += write_federated_report(federated, args.out)
-        written += copy_manifests(federated, args.out / "manifests")
-    for path in written:
+    for path in write_report(args.runs, args.out, model=args.model, figure=args.figure):
         print(path)
     return 0
 
@@ -280,7 +181,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bflsim.bench import run_centralized_bench, run_federated_bench, run_ledger_bench
+    from bflsim.bench.model import run_centralized_bench
+    from bflsim.bench.runs import run_federated_bench, run_ledger_bench
 
     progress = Progress(quiet=args.quiet)
     if args.suite == "federated":
@@ -290,7 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         experiment = args.experiment or Path("experiments/bench_ledger.toml")
         path = run_ledger_bench(args.out, experiment, data_dir=args.data_dir, progress=progress)
     elif args.suite == "chain":
-        from bflsim.chainbench import run_chain_bench
+        from bflsim.bench.chain import run_chain_bench
 
         path = run_chain_bench(args.out, args.data_dir, repeats=max(args.repeats, 5), progress=progress,
                                anvil=not args.no_anvil)

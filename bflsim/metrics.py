@@ -92,3 +92,15 @@ def _safe_divide(num: NDArray, den: NDArray) -> NDArray[np.float64]:
     out = np.zeros_like(num, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
+
+
+def score_probabilities(
+    proba: NDArray, y_true: NDArray, num_classes: int, normal_class: int | None
+) -> tuple[dict[str, float], NDArray[np.int64]]:
+    """Summary metrics, the mean cross-entropy (``loss``) and the confusion matrix of class
+    probabilities ``proba`` (n, C) against the true labels."""
+    cm = confusion_matrix(y_true, np.argmax(proba, axis=1), num_classes)
+    metrics = summary_metrics(cm, normal_class)
+    picked = proba[np.arange(len(y_true)), y_true]
+    metrics["loss"] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    return metrics, cm

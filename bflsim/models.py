@@ -4,13 +4,15 @@ The hybrid detector follows the seed paper: a 1-D convolution (ReLU) over the fe
 vector read as a sequence, max-pooling, an LSTM over the pooled sequence, and a softmax
 layer, trained with categorical cross-entropy (integer labels, so the sparse form).
 
-Every model is built through :data:`MODELS`, an explicit registry from the name used in
-experiment files to a builder; Keras and scikit-learn models share the small
-:class:`Classifier` interface so the runner never asks which kind it holds.
+Every model is one :class:`Model` record in :data:`MODELS`, an explicit registry from the
+name used in experiment files; Keras and scikit-learn models share the small
+:class:`Classifier` interface so the runner never asks which kind it holds. A federated run
+keeps one compiled Keras model per process (:func:`cached_model`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.config import ModelsConfig, TrainConfig
+from bflsim.config import ModelsConfig, TrainConfig, to_dict
+from bflsim.vectors import Weights
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -200,26 +203,85 @@ def _linear_svm(seed: int) -> Any:
     return LinearSVC(C=1.0, max_iter=5000, random_state=seed)
 
 
-KERAS_BUILDERS = {"cnn_lstm": build_cnn_lstm, "dnn": build_dnn}
-SKLEARN_BUILDERS = {
-    "decision_tree": _decision_tree,
-    "random_forest": _random_forest,
-    "linear_svm": _linear_svm,
-}
-MODELS = {**KERAS_BUILDERS, **SKLEARN_BUILDERS}
+@dataclass(frozen=True)
+class Model:
+    """One detector of the registry: its name in experiment files, its label, how to build it.
+
+    ``federated`` models are Keras networks whose weights a federated round can set, train
+    and return (``build(num_features, num_classes, models, learning_rate, seed=...)`` gives a
+    compiled Keras model); the others are scikit-learn estimators (``build(seed)``).
+    """
+
+    name: str
+    label: str
+    build: Callable[..., Any]
+    federated: bool
+    reference: str = ""
+
+
+CNN_LSTM = Model("cnn_lstm", "CNN-LSTM", build_cnn_lstm, federated=True,
+                 reference="the reference paper's hybrid: Conv1D -> MaxPool -> LSTM -> softmax")
+DNN = Model("dnn", "DNN", build_dnn, federated=True)
+DECISION_TREE = Model("decision_tree", "Decision tree", _decision_tree, federated=False)
+RANDOM_FOREST = Model("random_forest", "Random forest", _random_forest, federated=False)
+LINEAR_SVM = Model("linear_svm", "Linear SVM", _linear_svm, federated=False)
+
+MODELS: dict[str, Model] = {m.name: m for m in (DECISION_TREE, RANDOM_FOREST, LINEAR_SVM, DNN, CNN_LSTM)}
+"""Every model by the name experiment files use (``models.names``), in the order of Table 3."""
 
 
 def make_classifier(
     name: str, num_features: int, num_classes: int, models: ModelsConfig, train: TrainConfig
 ) -> Classifier:
     """Build the named model, seeded from ``train.seed``."""
-    if name in KERAS_BUILDERS:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(MODELS)}")
+    record = MODELS[name]
+    if record.federated:
         configure_tensorflow()
         import keras
 
         keras.utils.set_random_seed(train.seed)
-        model = KERAS_BUILDERS[name](num_features, num_classes, models, train.learning_rate, seed=train.seed)
+        model = record.build(num_features, num_classes, models, train.learning_rate, seed=train.seed)
         return KerasClassifier(name, model, train)
-    if name in SKLEARN_BUILDERS:
-        return SklearnClassifier(name, SKLEARN_BUILDERS[name](train.seed), num_classes)
-    raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return SklearnClassifier(name, record.build(train.seed), num_classes)
+
+
+# --- the federated model, one per process ---------------------------------------------------
+
+_CACHE: dict[str, tuple[Any, list[np.ndarray]]] = {}
+
+
+def _cached(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> tuple[Any, list]:
+    key = json.dumps([models.names[0], to_dict(models), num_features, num_classes, train.learning_rate],
+                     sort_keys=True)
+    if key not in _CACHE:
+        configure_tensorflow()
+        model = MODELS[models.names[0]].build(num_features, num_classes, models, train.learning_rate, seed=train.seed)
+        model.optimizer.build(model.trainable_variables)
+        fresh_state = [np.array(v.numpy()) for v in model.optimizer.variables]
+        _CACHE[key] = (model, fresh_state)
+    return _CACHE[key]
+
+
+def cached_model(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> Any:
+    """The compiled Keras model of ``models.names[0]`` for this shape, built once per process.
+
+    Building and tracing a Keras model costs seconds; edge nodes and the server's evaluator
+    reuse one per architecture and set its weights (and :func:`reset_optimizer`) per call.
+    """
+    return _cached(models, train, num_features, num_classes)[0]
+
+
+def reset_optimizer(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> None:
+    """Restore the cached model's fresh optimizer state (step count, moments): each round starts afresh."""
+    model, fresh_state = _cached(models, train, num_features, num_classes)
+    for variable, value in zip(model.optimizer.variables, fresh_state, strict=True):
+        variable.assign(value)
+
+
+def initial_weights(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> Weights:
+    """The global model before round 1: a function of ``train.seed`` alone."""
+    configure_tensorflow()
+    fresh = MODELS[models.names[0]].build(num_features, num_classes, models, train.learning_rate, seed=train.seed)
+    return [np.asarray(w, dtype=np.float32) for w in fresh.get_weights()]

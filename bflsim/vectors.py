@@ -12,6 +12,8 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 Shapes = tuple[tuple[int, ...], ...]
+Weights = list[NDArray[np.float32]]
+"""A model's arrays, in the order its framework lists them."""
 
 
 def flatten(arrays: Sequence[ArrayLike]) -> tuple[NDArray, Shapes]:

@@ -1,57 +1,39 @@
-"""The robust strategy: a Flower Message-API strategy that composes a pure aggregator.
+"""The robust strategy: a Flower Message-API strategy that composes a pure aggregation rule.
 
 Each round it samples a cohort of edge nodes (reproducibly, from the federation seed),
-sends them the global model, and hands the returned weights, stacked as an (n, d) matrix,
-to a rule of :mod:`bflsim.aggregators` (FedAvg, Krum, Multi-Krum, median, trimmed mean).
-The rule returns the aggregate and which nodes it kept, so the strategy records, per round,
-which nodes were selected and whether a poisoned update got through.
+sends them the global model, and hands their updates to :func:`bflsim.aggregators.decide_round`
+with a rule of :mod:`bflsim.aggregators` (FedAvg, Krum, Multi-Krum, median, trimmed mean, ...).
+Before the first round it asks every node who it is (a ``query`` message): Flower's node ids
+are opaque, and the trail and the results speak of edge-node indices.
 
-Before the first round it asks every node who it is (a ``query`` message): Flower's node
-ids are opaque, and the audit trail and the results speak of edge-node indices. A
-federation whose size differs from ``federation.num_nodes`` stops the run there.
+A cohort node that raises, does not answer within ``federation.client_timeout``, fails
+VerifyIntegrity or whose update the ledger session refuses is a failure of the round; the
+round goes on with the other updates as long as the rule still holds for the smaller n
+(Krum: n > 2f + 2). Otherwise :class:`RoundFailed` stops the run (completed rounds are on disk).
 
-A cohort node that raises or does not answer within ``federation.client_timeout`` is a
-failure of the round: it is logged (``failures`` per round, ``failed`` per node, the reason
-in the manifest's ``node_failures``), and the round goes on with the other updates as long
-as the rule's condition still holds for the smaller n (Krum: n > 2f + 2, Blanchard et al.,
-NeurIPS 2017). Otherwise :class:`RoundFailed` stops the run; completed rounds are already
-on disk.
-
-With a ledger (``[ledger]``, :class:`bflsim.fl.chain.ChainSession`), the query step also
-deploys the registry, enrolls every node's key and relays each node's signed data
-registration; every round then samples the cohort from the nodes the contract still counts
-as active, opens the round with the global model's digest, sends each node its transaction
-context and registered data digest, checks and relays the nodes' signed ``submitUpdate``
-transactions, and commits the new global digest, the accepted nodes (those aggregated and
-not judged outliers, :func:`bflsim.aggregators.rejected`) and the digest of the scores. A node
-whose data fails VerifyIntegrity is excluded from later cohorts.
+The chain is the session's business (:mod:`bflsim.ledger.session`: deploy and enroll, data
+registration, open, relay and commit each round; a no-op for Standard FL), and the rows are
+the recorder's (:mod:`bflsim.runfolder.recorder`, the one part that knows who is malicious).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from numpy.typing import NDArray
 
-from bflsim.aggregators import AggregatorError, Selection, aggregate, rejected, validate_aggregator
-from bflsim.config import ExperimentConfig
-from bflsim.fl.chain import ChainSession, Received
-from bflsim.fl.node import experiment_to_json, malicious_nodes
-from bflsim.ledger import Ledger, NoLedger
-from bflsim.results import RunFolder
-from bflsim.vectors import Shapes, flatten, unflatten
-
-_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+from bflsim.aggregators import AggregatorError, Rule, decide_round
+from bflsim.config import FederationConfig
+from bflsim.ledger.session import ChainSession, NoChainSession
+from bflsim.runfolder import RoundRecorder, RunStopped
+from strategies import protocol as p
 
 
-class RoundFailed(RuntimeError):
+class RoundFailed(RunStopped):
     """Too few usable updates this round for the aggregation rule; the run stops here."""
 
 
@@ -59,60 +41,11 @@ class FederationMismatch(RuntimeError):
     """The connected SuperNodes are not the experiment's ``federation.num_nodes`` edge nodes."""
 
 
-@dataclass
-class RoundStats:
-    """What the last round's aggregation did (read by the progress line)."""
-
-    received: int = 0
-    failures: int = 0
-    poisoned_received: int = 0
-    poisoned_accepted: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class Updates:
-    """A round's usable replies, ordered by edge-node index; ``matrix`` is (n, d)."""
-
-    nodes: NDArray[np.int64]
-    matrix: NDArray[np.float32]
-    shapes: Shapes
-    num_samples: NDArray[np.int64]
-    train_losses: list[float]
-
-    @classmethod
-    def from_replies(cls, replies: list[Message]) -> Updates:
-        ok = sorted(
-            (m for m in replies if not m.has_error() and "arrays" in m.content),
-            key=lambda m: int(m.content["metrics"]["node"]),
-        )
-        metrics = [m.content["metrics"] for m in ok]
-        flat = [flatten(m.content["arrays"].to_numpy_ndarrays()) for m in ok]
-        return cls(
-            nodes=np.array([int(m["node"]) for m in metrics], dtype=np.int64),
-            matrix=np.stack([v for v, _ in flat]) if flat else np.empty((0, 0), np.float32),
-            shapes=flat[0][1] if flat else (),
-            num_samples=np.array([int(m["num-examples"]) for m in metrics], dtype=np.int64),
-            train_losses=[float(m["train-loss"]) for m in metrics if "train-loss" in m],
-        )
-
-
-def last_line(reason: str) -> str:
-    """The last line of an error reply's reason (Flower sends the node's traceback), uncoloured."""
-    lines = [line.strip() for line in _ANSI_CODES.sub("", reason).splitlines() if line.strip()]
-    return lines[-1].removesuffix("'>") if lines else reason
-
-
 def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settle: float = 2.0) -> list[int]:
     """The Flower node ids of the federation, which must have ``num_nodes`` SuperNodes.
 
     The simulation runtime registers all its SuperNodes at once, so a count that holds for
-    ``settle`` seconds is the federation's size.
-
-    Raises
-    ------
-    FederationMismatch
-        When that size is not ``num_nodes`` (``federation.num_nodes``).
+    ``settle`` seconds is the federation's size; another size raises :class:`FederationMismatch`.
     """
     deadline = time.monotonic() + timeout
     count, since = -1, time.monotonic()
@@ -134,239 +67,123 @@ def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settl
 
 
 class RobustStrategy(Strategy):
-    """Sample, send, aggregate with a robust rule, and record the selection and failures."""
+    """Sample, send, decide the round with a robust rule, commit it, record it."""
 
     def __init__(
-        self, config: ExperimentConfig, run: RunFolder, data_dir: str | None = None, ledger: Ledger | None = None
+        self, rule: Rule, reject_factor: float, federation: FederationConfig, experiment: str,
+        data_dir: str | None, session: ChainSession | NoChainSession, recorder: RoundRecorder,
     ) -> None:
-        self.config = config
-        self.run = run
-        self.data_dir = data_dir
-        self.experiment_json = experiment_to_json(config)
+        self.rule, self.reject_factor, self.federation = rule, reject_factor, federation
+        self.experiment, self.data_dir = experiment, data_dir  # what every message carries
+        self.session, self.recorder = session, recorder
         self.edge_index: dict[int, int] = {}  # Flower node id -> edge-node index
-        self.cohort: list[int] = []
-        self.stats = RoundStats()
-        self.node_failures: list[dict] = []
-        self.model_name = config.models.names[0]
-        ledger = ledger or NoLedger()
-        self.chain = ChainSession(config, ledger, run.path) if ledger.enabled else None
         self.excluded: dict[int, str] = {}  # edge node -> why it takes no further part
-        self.refusals: dict[int, str] = {}  # this round: edge node -> why its update was refused
+        self.cohort: list[int] = []
+        self.global_weights: list[np.ndarray] = []
 
     def summary(self) -> None:
-        agg, fed = self.config.aggregator, self.config.federation
-        print(
-            f"RobustStrategy: {agg.name} (f={self.config.declared_malicious}), cohort "
-            f"{fed.cohort_size}/{fed.num_nodes}, {fed.rounds} rounds",
-            flush=True,
-        )
+        """Flower calls this at the start; the run's first progress line says the same."""
 
-    # --- nodes and cohorts -----------------------------------------------------------
+    def _messages(self, nodes: Iterable[int], message_type: str, server_round: int,
+                  chain: dict[int, dict] | None = None, arrays: ArrayRecord | None = None) -> list[Message]:
+        flower_id = {edge: nid for nid, edge in self.edge_index.items()}
+        messages = []
+        for node in nodes:
+            config = p.config_record(server_round, self.experiment, self.data_dir, cohort=self.cohort,
+                                     chain=(chain or {}).get(node))
+            content = RecordDict({p.CONFIG: config, **({p.ARRAYS: arrays} if arrays is not None else {})})
+            messages.append(Message(content, dst_node_id=flower_id[node], message_type=message_type))
+        return messages
+
+    # --- before round 1 ---------------------------------------------------------------
 
     def register_nodes(self, grid: Grid) -> None:
-        """Ask every connected node for its edge-node index; the counts must match."""
-        expected = self.config.federation.num_nodes
+        """Learn every node's edge-node index; with a ledger, enroll them and register their data."""
+        expected = self.federation.num_nodes
         node_ids = connected_nodes(grid, expected)
-        record = RecordDict({"config": self._config_record(0)})
-        messages = [Message(record, dst_node_id=nid, message_type=MessageType.QUERY) for nid in node_ids]
+        config = RecordDict({p.CONFIG: p.config_record(0, self.experiment, self.data_dir)})
+        messages = [Message(config, dst_node_id=nid, message_type=p.QUERY) for nid in node_ids]
         errors = []
-        for reply in grid.send_and_receive(messages, timeout=self.config.federation.client_timeout):
+        for reply in grid.send_and_receive(messages, timeout=self.federation.client_timeout):
             if reply.has_error():
                 errors.append(reply.error.reason)
             else:
-                self.edge_index[reply.metadata.src_node_id] = int(reply.content["metrics"]["node"])
+                self.edge_index[reply.metadata.src_node_id] = int(reply.content[p.METRICS][p.NODE])
         if len(self.edge_index) != expected:
             raise FederationMismatch(
                 f"only {len(self.edge_index)} of {expected} edge nodes said who they are"
-                + (f"; first error: {last_line(errors[0])}" if errors else "")
+                + (f"; first error: {p.last_line(errors[0])}" if errors else "")
             )
-        if self.chain is not None:
-            self.run.write_manifest(ledger=self.chain.setup())
+        if self.session.enabled:
+            self.recorder.run.write_manifest(ledger=self.session.setup())
             self.register_data(grid)
 
     def register_data(self, grid: Grid) -> None:
-        """Every node signs the digest of its data batch; the server relays it to the registry."""
-        flower_id = {edge: nid for nid, edge in self.edge_index.items()}
-        contexts = self.chain.contexts(sorted(flower_id))
-        messages = [
-            Message(RecordDict({"config": ConfigRecord({**self._config_record(0), **contexts[edge]})}),
-                    dst_node_id=flower_id[edge], message_type=f"{MessageType.QUERY}.register_data")
-            for edge in sorted(flower_id)
-        ]
+        """Every node signs the digest of its data batch; the session relays it to the registry."""
+        nodes = sorted(self.edge_index.values())
         signed, digests, failed = {}, {}, {}
-        for reply in grid.send_and_receive(messages, timeout=self.config.federation.client_timeout):
-            edge = self.edge_index[reply.metadata.src_node_id]
+        messages = self._messages(nodes, p.REGISTER_DATA, 0, chain=self.session.contexts(nodes))
+        for reply in grid.send_and_receive(messages, timeout=self.federation.client_timeout):
+            node = self.edge_index[reply.metadata.src_node_id]
             if reply.has_error():
-                failed[edge] = f"data registration failed: {last_line(reply.error.reason)}"
+                failed[node] = f"data registration failed: {p.last_line(reply.error.reason)}"
             else:
-                signed[edge] = bytes(reply.content["chain"]["tx"])
-                digests[edge] = bytes(reply.content["chain"]["data-digest"])
-        failed.update(self.chain.register_data(signed, digests))
-        for edge in set(flower_id) - set(signed) - set(failed):
-            failed[edge] = f"no data registration within federation.client_timeout = {self.config.federation.client_timeout:g} s"
-        self.exclude(failed)
+                signed[node] = bytes(reply.content[p.CHAIN][p.TX])
+                digests[node] = bytes(reply.content[p.CHAIN][p.DATA_DIGEST])
+        failed.update(self.session.register_data(signed, digests))
+        timeout = f"no data registration within federation.client_timeout = {self.federation.client_timeout:g} s"
+        self.exclude({**{node: timeout for node in set(nodes) - set(signed)}, **failed})
 
     def exclude(self, nodes: dict[int, str]) -> None:
-        """Leave ``{node: why}`` out of every later cohort; the manifest lists them."""
+        """Leave ``{node: why}`` out of every later cohort."""
         if nodes:
             self.excluded.update(nodes)
-            self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(self.excluded.items())})
+            self.recorder.record_excluded(self.excluded)
 
-    def sample_cohort(self, server_round: int) -> list[int]:
-        """Edge-node indices of this round's cohort, reproducible from the federation seed.
-
-        With a ledger, from the nodes the contract still counts as active, less excluded ones.
-        """
-        fed = self.config.federation
-        rng = np.random.default_rng([fed.seed, server_round])
-        available = sorted(self.edge_index.values())
-        if self.chain is not None:
-            active = set(self.chain.eligible())
-            available = [i for i in available if i in active and i not in self.excluded]
-        size = min(fed.cohort_size, len(available))
-        return sorted(int(i) for i in rng.choice(available, size=size, replace=False))
-
-    def _config_record(self, server_round: int) -> ConfigRecord:
-        return ConfigRecord(
-            {"server-round": server_round, "experiment": self.experiment_json, "data-dir": self.data_dir or ""}
-        )
-
-    # --- Flower hooks ------------------------------------------------------------------
+    # --- Flower hooks -----------------------------------------------------------------
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         if not self.edge_index:
             self.register_nodes(grid)
-        self.stats = RoundStats()
-        self.refusals = {}
-        self.cohort = self.sample_cohort(server_round)
-        base = self._config_record(server_round)
-        chain_configs = (
-            self.chain.open_round(server_round, arrays.to_numpy_ndarrays(), self.cohort) if self.chain else {}
-        )
-        return [
-            Message(
-                RecordDict({"arrays": arrays, "config": ConfigRecord({**base, **chain_configs.get(edge, {})})}),
-                dst_node_id=nid, message_type=MessageType.TRAIN,
-            )
-            for nid, edge in self.edge_index.items()
-            if edge in self.cohort
-        ]
+        self.recorder.start_round()
+        eligible = [i for i in self.session.active_nodes(sorted(self.edge_index.values())) if i not in self.excluded]
+        self.cohort = self.federation.sample_cohort(server_round, eligible)
+        self.global_weights = arrays.to_numpy_ndarrays()
+        chain = self.session.open_round(server_round, self.global_weights, self.cohort)
+        return self._messages(self.cohort, p.TRAIN, server_round, chain=chain, arrays=arrays)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        self.check_integrity(server_round, replies)
-        received = self.relay_updates(server_round, replies) if self.chain else []
-        usable = [m for m in replies if self._edge(m) not in self.refusals]
-        updates = Updates.from_replies(usable)
-        failures = self.record_failures(server_round, replies, updates.nodes)
-        n, f, agg = len(updates.nodes), self.config.declared_malicious, self.config.aggregator
+        replies = p.read_train_replies(replies, self.edge_index)
+        self.recorder.record_integrity_failed(server_round, replies.integrity_failed)
+        self.exclude(replies.integrity_failed)
+        self.session.relay_updates(server_round, replies.updates)
+        usable = [u for u in replies.updates if u.refused is None]
+        reasons = {**replies.errors, **replies.integrity_failed, **{u.node: u.refused for u in replies.updates}}
+        no_reply = f"no reply within federation.client_timeout = {self.federation.client_timeout:g} s"
+        failures = self.recorder.record_failures(server_round, {
+            node: reasons.get(node) or no_reply for node in self.cohort if node not in {u.node for u in usable}
+        })
         try:
-            validate_aggregator(agg.name, n, f, num_selected=agg.num_selected, trim_fraction=agg.trim_fraction)
+            decision = decide_round(
+                self.rule, [u.node for u in usable], [u.weights for u in usable], self.global_weights,
+                [u.num_samples for u in usable], self.reject_factor,
+            )
         except AggregatorError as err:
-            self.run.log({"updates_received": n, "failures": failures}, model=self.model_name,
-                         split="round", round=server_round)
-            raise RoundFailed(f"round {server_round}: {n} usable updates after {failures} failures: {err}") from err
-
-        selection = aggregate(
-            agg.name, updates.matrix, num_samples=updates.num_samples, num_malicious=f,
-            num_selected=agg.num_selected, trim_fraction=agg.trim_fraction,
-        )
-        new_weights = unflatten(selection.aggregate.astype(np.float32), updates.shapes)
-        chain_metrics = {}
-        if self.chain is not None:
-            nodes = [int(i) for i in updates.nodes]
-            chain_metrics = self.chain.commit_round(
-                server_round, self.cohort, received, nodes,
-                selected=[nodes[i] for i in selection.selected],
-                rejected=[nodes[i] for i in rejected(agg.name, selection, f, agg.reject_factor)],
-                scores=selection.scores, new_weights=new_weights,
-            )
-        round_metrics = self.record_selection(server_round, updates.nodes, selection, failures, chain_metrics)
-        losses = updates.train_losses
-        return ArrayRecord(new_weights), MetricRecord(
-            {**round_metrics, "train-loss": float(np.mean(losses)) if losses else 0.0}
+            self.recorder.record_unusable(server_round, len(usable))
+            raise RoundFailed(f"round {server_round}: {len(usable)} usable updates after {failures} failures: {err}") from err
+        chain_metrics = self.session.commit_round(server_round, self.cohort, replies.updates, decision)
+        metrics = self.recorder.record_decision(server_round, decision, chain_metrics)
+        losses = [u.train_loss for u in usable if u.train_loss is not None]
+        return ArrayRecord(decision.new_weights), MetricRecord(
+            {**metrics, "train-loss": float(np.mean(losses)) if losses else 0.0}
         )
 
-    def _edge(self, reply: Message) -> int | None:
-        return self.edge_index.get(reply.metadata.src_node_id)
-
-    def check_integrity(self, server_round: int, replies: list[Message]) -> None:
-        """Exclude the nodes whose data failed VerifyIntegrity (they said so instead of training)."""
-        failed = {
-            self._edge(reply): str(reply.content["chain"]["reason"])
-            for reply in replies
-            if not reply.has_error() and "integrity-failed" in reply.content["metrics"]
-        }
-        for edge in failed:
-            self.run.log({"integrity_failed": 1.0}, model=self.model_name, split="node", round=server_round, node=edge)
-        self.refusals.update(failed)
-        self.exclude(failed)
-
-    def relay_updates(self, server_round: int, replies: list[Message]) -> list[Received]:
-        """Hand every update with its signed transaction to the chain session; note refusals."""
-        received = [
-            Received(
-                node=self._edge(m), weights=m.content["arrays"].to_numpy_ndarrays(),
-                num_samples=int(m.content["metrics"]["num-examples"]), raw_tx=bytes(m.content["chain"]["tx"]),
-            )
-            for m in replies
-            if not m.has_error() and "arrays" in m.content
-        ]
-        received.sort(key=lambda u: u.node)
-        self.chain.relay_updates(server_round, received)
-        self.refusals.update({u.node: u.refused for u in received if u.refused})
-        return received
-
-    def record_selection(
-        self, server_round: int, nodes: NDArray[np.int64], selection: Selection, failures: int,
-        chain_metrics: dict[str, float] | None = None,
-    ) -> dict[str, float]:
-        """Log which nodes the rule kept and whether poisoned updates got through."""
-        malicious = np.isin(nodes, malicious_nodes(self.config, server_round))
-        selected = np.isin(np.arange(len(nodes)), selection.selected)
-        self.stats.received, self.stats.failures = len(nodes), failures
-        self.stats.poisoned_received = int(malicious.sum())
-        self.stats.poisoned_accepted = int((malicious & selected).sum())
-        round_metrics = {
-            "updates_received": len(nodes),
-            "failures": failures,
-            "poisoned_received": self.stats.poisoned_received,
-            "poisoned_accepted": self.stats.poisoned_accepted,
-            "poisoned_weight": float(selection.weights[malicious].sum()),
-            "honest_rejected": int((~malicious & ~selected).sum()),
-            **(chain_metrics or {}),
-        }
-        self.run.log(round_metrics, model=self.model_name, split="round", round=server_round)
-        for i, node in enumerate(nodes):
-            self.run.log(
-                {"selected": float(selected[i]), "score": float(selection.scores[i]),
-                 "weight": float(selection.weights[i]), "malicious": float(malicious[i])},
-                model=self.model_name, split="node", round=server_round, node=int(node),
-            )
-        return round_metrics
-
-    def record_failures(self, server_round: int, replies: list[Message], usable: NDArray[np.int64]) -> int:
-        """Log each cohort node without a usable update (``failed`` rows, the reason in the manifest)."""
-        reasons = {
-            self.edge_index.get(m.metadata.src_node_id): last_line(m.error.reason) for m in replies if m.has_error()
-        }
-        reasons.update(self.refusals)
-        timeout = self.config.federation.client_timeout
-        usable_nodes = set(usable.tolist())
-        failed = [node for node in self.cohort if node not in usable_nodes]
-        for node in failed:
-            reason = reasons.get(node, f"no reply within federation.client_timeout = {timeout:g} s")
-            self.node_failures.append({"round": server_round, "node": node, "reason": reason})
-            self.run.log({"failed": 1.0}, model=self.model_name, split="node", round=server_round, node=node)
-        if failed:
-            self.run.write_manifest(node_failures=self.node_failures)
-        return len(failed)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
         return []  # the global model is evaluated on the server's held-out test split
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:

@@ -6,23 +6,26 @@ import pytest
 from bflsim.aggregators import (
     AGGREGATORS,
     AggregatorError,
+    Krum,
+    MultiKrum,
     NonFiniteUpdateError,
-    aggregate,
     fedavg,
     krum,
     median,
     multikrum,
     pairwise_sq_distances,
     trimmed_mean,
-    validate_aggregator,
 )
 
-SETTINGS = {"num_malicious": 1, "num_selected": 2, "trim_fraction": 0.2}
+PARAMS = {"multikrum": {"num_selected": 2}, "trimmed_mean": {"trim_fraction": 0.2}}
 
 
-def run(name, updates, **overrides):
-    settings = {"num_samples": np.ones(len(updates)), **SETTINGS, **overrides}
-    return aggregate(name, updates, **settings)
+def rule(name, num_malicious=1, **params):
+    return AGGREGATORS[name](num_malicious=num_malicious, **{**PARAMS.get(name, {}), **params})
+
+
+def run(name, updates, num_malicious=1, **params):
+    return rule(name, num_malicious, **params)(updates, np.ones(len(updates)))
 
 
 # --- hand-computed -----------------------------------------------------------------------
@@ -177,7 +180,7 @@ def test_multikrum_with_no_malicious_and_all_selected_is_the_mean():
 def test_multikrum_defaults_to_n_minus_f():
     updates = np.random.default_rng(2).normal(size=(7, 10))
 
-    selection = aggregate("multikrum", updates, num_samples=None, num_malicious=2)
+    selection = MultiKrum(num_malicious=2)(updates)
 
     assert len(selection.selected) == 5
 
@@ -302,37 +305,57 @@ KRUM_7_3 = r"Krum cannot tolerate f=3 malicious among n=7 clients: it needs n > 
 
 
 @pytest.mark.parametrize(
-    ("name", "n", "f", "extra", "message"),
+    ("name", "n", "f", "params", "message"),
     [
         ("krum", 7, 3, {}, KRUM_7_3),
         ("multikrum", 8, 3, {}, r"Multi-Krum cannot tolerate f=3 .* n=8 .*\(n >= 9\)"),
         ("multikrum", 10, 3, {"num_selected": 8}, r"select m=8 of n=10 .* \(m <= 7\)"),
-        ("multikrum", 10, 3, {"num_selected": 0}, r"select m=0 .* 1 <= m <= n - f"),
-        ("trimmed_mean", 10, 0, {"trim_fraction": 0.5}, r"trim_fraction \(beta\) in \[0, 0.5\)"),
-        ("trimmed_mean", 10, 0, {}, r"got trim_fraction=None"),
-        ("trimmed_mean", 10, 0, {"trim_fraction": -0.1}, r"got trim_fraction=-0.1"),
         ("fedavg", 0, 0, {}, r"FedAvg needs at least one client; got n=0"),
         ("median", 3, 4, {}, r"between 0 and num_clients=3; got num_malicious=4"),
-        ("krum", 9, -1, {}, r"num_malicious must be between 0"),
-        ("krum", 9, 1.5, {}, r"num_malicious must be an integer; got 1.5"),
-        ("bulyan", 9, 1, {}, r"unknown aggregator 'bulyan'; expected one of \['fedavg'"),
     ],
 )
-def test_validate_aggregator_names_the_impossible_setting(name, n, f, extra, message):
+def test_check_names_the_impossible_cohort(name, n, f, params, message):
     with pytest.raises(AggregatorError, match=message):
-        validate_aggregator(name, n, f, **extra)
+        AGGREGATORS[name](num_malicious=f, **params).check(n)
 
 
 @pytest.mark.parametrize(
-    ("name", "n", "f", "extra"),
+    ("name", "f", "params", "message"),
+    [
+        ("multikrum", 3, {"num_selected": 0}, r"num_selected must be >= 1"),
+        ("trimmed_mean", 0, {"trim_fraction": 0.5}, r"trim_fraction \(beta\) must be in \[0, 0.5\)"),
+        ("trimmed_mean", 0, {"trim_fraction": None}, r"got trim_fraction=None"),
+        ("trimmed_mean", 0, {"trim_fraction": -0.1}, r"got trim_fraction=-0.1"),
+        ("krum", -1, {}, r"num_malicious must be >= 0"),
+        ("krum", 1.5, {}, r"num_malicious must be an integer; got 1.5"),
+    ],
+)
+def test_a_rule_refuses_bad_parameters_naming_them(name, f, params, message):
+    with pytest.raises(AggregatorError, match=message):
+        AGGREGATORS[name](num_malicious=f, **params)
+
+
+def test_krum_takes_no_num_selected():
+    with pytest.raises(TypeError):
+        Krum(num_malicious=1, num_selected=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "f", "params"),
     [("krum", 9, 3, {}), ("multikrum", 9, 3, {"num_selected": 6}), ("median", 2, 1, {}),
      ("trimmed_mean", 3, 1, {"trim_fraction": 0.49}), ("fedavg", 1, 0, {})],
 )
-def test_validate_aggregator_accepts_the_boundary_settings(name, n, f, extra):
-    validate_aggregator(name, n, f, **extra)
+def test_check_accepts_the_boundary_settings(name, n, f, params):
+    AGGREGATORS[name](num_malicious=f, **params).check(n)
 
-    selection = run(name, np.random.default_rng(11).normal(size=(n, 3)), num_malicious=f, **extra)
+    selection = run(name, np.random.default_rng(11).normal(size=(n, 3)), num_malicious=f, **params)
     assert selection.aggregate.shape == (3,)
+
+
+def test_every_rule_has_its_own_name_label_and_reference():
+    assert all(AGGREGATORS[name].name == name for name in AGGREGATORS)
+    assert len({r.label for r in AGGREGATORS.values()}) == len(AGGREGATORS)
+    assert all(r.reference for r in AGGREGATORS.values())
 
 
 def test_krum_refuses_too_few_clients_at_aggregation_time_too():
@@ -421,18 +444,18 @@ def test_trimmed_mean_and_median_agree_with_flower(flower, seed):
 
 
 def test_rejected_accuses_only_outliers_among_krums_top_f():
-    from bflsim.aggregators import rejected
-
     rng = np.random.default_rng(3)
     honest = rng.normal(0.0, 0.01, size=(8, 40))
     with_attackers = np.vstack([honest, rng.normal(0.0, 1.0, size=(2, 40))])
+    krum_rule, multikrum_rule = Krum(num_malicious=2), MultiKrum(num_malicious=2)
 
-    attacked = aggregate("krum", with_attackers, num_samples=None, num_malicious=2)
-    clean = aggregate("krum", honest, num_samples=None, num_malicious=2)
+    attacked = krum_rule(with_attackers)
+    clean = krum_rule(honest)
 
-    assert rejected("krum", attacked, 2).tolist() == [8, 9]
-    assert rejected("multikrum", aggregate("multikrum", with_attackers, num_samples=None, num_malicious=2), 2).tolist() == [8, 9]
-    assert rejected("krum", clean, 2).tolist() == []  # no attacker: nobody accused
-    assert rejected("krum", clean, 2, factor=1.0).size == 2  # the plain top-f rule accuses two honest rows
-    fedavg = aggregate("fedavg", honest, num_samples=np.array([1, 1, 1, 1, 1, 1, 1, 0]), num_malicious=0)
-    assert rejected("fedavg", fedavg, 0).tolist() == [7]
+    assert krum_rule.rejected(attacked, 3.0).tolist() == [8, 9]
+    assert multikrum_rule.rejected(multikrum_rule(with_attackers), 3.0).tolist() == [8, 9]
+    assert krum_rule.rejected(clean, 3.0).tolist() == []  # no attacker: nobody accused
+    assert krum_rule.rejected(clean, 1.0).size == 2  # the plain top-f rule accuses two honest rows
+    fedavg_rule = AGGREGATORS["fedavg"]()
+    weighted = fedavg_rule(honest, np.array([1, 1, 1, 1, 1, 1, 1, 0]))
+    assert fedavg_rule.rejected(weighted, 3.0).tolist() == [7]

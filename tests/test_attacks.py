@@ -5,13 +5,16 @@ import pytest
 
 from bflsim.attacks import (
     ATTACKS,
+    Attack,
     AttackError,
-    apply_attack,
+    AttackInput,
+    Gaussian,
+    Scaling,
+    SignFlip,
     draw_malicious,
     gaussian,
     scaling,
     sign_flip,
-    validate_attack,
 )
 
 D = 200_000  # large enough that sample mean and std sit within ~0.01 of the truth
@@ -110,44 +113,62 @@ def test_integer_updates_come_back_as_float64():
 # --- registry and validation -------------------------------------------------------------
 
 
-def test_apply_attack_dispatches_and_passes_rng_only_where_used():
+def test_records_poison_the_update_as_their_functions_do():
     update = np.array([1.0, 2.0])
 
-    flipped = apply_attack("sign_flip", update, {"scale": 2.0}, rng=np.random.default_rng(0))
-    noisy = apply_attack("gaussian", update, {"mode": "replace", "sigma": 0.0, "mu": 9.0},
-                         rng=np.random.default_rng(0))
+    flipped = ATTACKS["sign_flip"](scale=2.0).poison_update(AttackInput(update, np.random.default_rng(0)))
+    noisy = ATTACKS["gaussian"](mode="replace", sigma=0.0, mu=9.0).poison_update(
+        AttackInput(update, np.random.default_rng(0)))
+    boosted = ATTACKS["scaling"]().poison_update(AttackInput(update, np.random.default_rng(0)))
 
     assert flipped.tolist() == [-2.0, -4.0]
     assert noisy.tolist() == [9.0, 9.0]
-    assert set(ATTACKS) == {"gaussian", "sign_flip", "scaling"}
+    assert boosted.tolist() == [10.0, 20.0]  # the default factor
+    assert list(ATTACKS) == ["gaussian", "sign_flip", "scaling"]
+
+
+def test_records_say_what_they_act_on_and_know():
+    replace, add = Gaussian(mode="replace"), Gaussian(mode="add")
+
+    assert not replace.trains and add.trains  # replacing noise needs no honest update
+    assert SignFlip().trains and Scaling().trains
+    assert all(a().acts_on_update and not a().acts_on_data for a in ATTACKS.values())
+    assert all(a.knows == "own" for a in ATTACKS.values())
+    assert len({a.label for a in ATTACKS.values()}) == len(ATTACKS)
+    assert all(a.reference for a in ATTACKS.values())
+
+
+def test_the_base_attack_changes_nothing():
+    class Nothing(Attack):
+        name, label = "nothing", "nothing"
+
+    x, y = np.ones((3, 2), dtype=np.float32), np.array([0, 1, 0])
+
+    assert not Nothing().acts_on_data and not Nothing().acts_on_update
+    assert Nothing().poison_data(x, y, 2, np.random.default_rng(0)) == (x, y)
+    assert Nothing().poison_update(AttackInput(np.ones(2), np.random.default_rng(0))).tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("gaussian", {"mode": "add", "sigma": -1.0},
-         r"'gaussian': sigma must be a finite number >= 0; got -1.0"),
-        ("gaussian", {"mode": "swap"}, r"mode must be one of \['replace', 'add'\]; got 'swap'"),
-        ("gaussian", {"mode": "add", "mu": float("nan")}, r"mu must be a finite number; got nan"),
-        ("gaussian", {"mode": "add", "sigma": "1"}, r"sigma must be a finite number >= 0"),
-        ("gaussian", {"sigma": 1.0}, r"attack 'gaussian' needs parameter 'mode'"),
-        ("gaussian", {"mode": "add", "sigmaa": 1.0},
-         r"no parameter 'sigmaa'; expected some of \['mode', 'mu', 'sigma'\]"),
-        ("sign_flip", {"scale": 0.0}, r"scale must be a finite number > 0; got 0.0"),
-        ("scaling", {}, r"attack 'scaling' needs parameter 'factor'"),
-        ("scaling", {"factor": True}, r"factor must be a finite number; got True"),
-        ("label_flip", {}, r"unknown attack 'label_flip'; expected one of \['gaussian'"),
+        ("gaussian", {"mode": "add", "sigma": -1.0}, r"^sigma must be a finite number >= 0; got -1.0"),
+        ("gaussian", {"mode": "swap"}, r"^mode must be one of \['replace', 'add'\]; got 'swap'"),
+        ("gaussian", {"mode": "add", "mu": float("nan")}, r"^mu must be a finite number; got nan"),
+        ("gaussian", {"mode": "add", "sigma": "1"}, r"^sigma must be a finite number >= 0"),
+        ("sign_flip", {"scale": 0.0}, r"^scale must be a finite number > 0; got 0.0"),
+        ("scaling", {"factor": True}, r"^factor must be a finite number; got True"),
     ],
 )
-def test_validate_attack_names_the_bad_setting(name, params, message):
+def test_records_name_the_bad_parameter_first(name, params, message):
     with pytest.raises(AttackError, match=message):
-        validate_attack(name, params)
+        ATTACKS[name](**params)
 
 
-def test_validate_attack_accepts_good_settings():
-    validate_attack("gaussian", {"mode": "replace", "mu": 0, "sigma": 3})
-    validate_attack("sign_flip", {})
-    validate_attack("scaling", {"factor": -2.5})
+def test_good_parameters_are_accepted():
+    Gaussian(mode="replace", mu=0, sigma=3)
+    SignFlip()
+    Scaling(factor=-2.5)
 
     assert issubclass(AttackError, ValueError)  # the config layer catches ValueError
 

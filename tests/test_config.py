@@ -1,9 +1,23 @@
 """The experiment config: parsing, validation and error messages that name the key."""
 
+import json
+
 import pytest
 
-from bflsim.config import ConfigError, load_experiment, parse_experiment, with_overrides
-from bflsim.sweep import load_plan
+from bflsim.config import (
+    ConfigError,
+    Params,
+    from_wire,
+    load_experiment,
+    parse_experiment,
+    parse_overrides,
+    to_dict,
+    to_wire,
+    with_overrides,
+)
+from bflsim.plans import check_config, load_plan
+
+FEDERATED = {"experiment": {"kind": "federated"}, "federation": {"num_nodes": 10}}
 
 
 def test_parse_fills_defaults_and_converts_lists_to_tuples():
@@ -25,13 +39,9 @@ def test_parse_fills_defaults_and_converts_lists_to_tuples():
     [
         ({"data": {"datset": "nsl-kdd"}}, "unknown key 'data.datset'"),
         ({"experiment": {"nmae": "x"}}, "unknown key 'nmae'"),
-        ({"data": {"dataset": "kdd"}}, "data.dataset = 'kdd' is not one of"),
-        ({"models": {"names": ["svm"]}}, "unknown model 'svm'"),
         ({"train": {"epochs": "ten"}}, "train.epochs must be an integer"),
         ({"train": {"epochs": 0}}, "train.epochs must be >= 1"),
         ({"data": {"fractions": [0.7, 0.2, 0.2]}}, "must sum to 1"),
-        ({"data": {"dataset": "synthetic", "split": "kdd-test"}}, "NSL-KDD protocol"),
-        ({"data": {"dataset": "csv"}}, "needs data.path and data.label_column"),
         ({"models": {"cnn_lstm": {"lstm_units": 1.5}}}, "models.cnn_lstm.lstm_units must be an integer"),
     ],
 )
@@ -40,6 +50,130 @@ def test_bad_settings_fail_with_a_sentence_naming_the_key(raw, fragment):
         parse_experiment(raw)
 
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"data": {"dataset": "kdd"}}, "data.dataset = 'kdd' is not one of"),
+        ({"models": {"names": ["svm"]}}, "unknown model 'svm'"),
+        ({"data": {"dataset": "synthetic", "split": "kdd-test"}}, "needs a dataset with an official test split"),
+        ({"data": {"dataset": "csv"}}, "needs data.path and data.label_column"),
+        ({**FEDERATED, "models": {"names": ["random_forest"]}}, "one model that can be federated"),
+    ],
+)
+def test_registry_names_are_checked_before_a_run(raw, fragment):
+    config = parse_experiment(raw)
+
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "fragment"),
+    [
+        ({"attack": {"name": "label_flip"}}, "attack.name = 'label_flip' is not one of ['none', 'gaussian'"),
+        ({"aggregator": {"name": "bulyann"}}, "aggregator.name = 'bulyann' is not one of ['fedavg'"),
+        ({"attack": {"name": "gaussian", "params": {"sigmaa": 1}}},
+         "unknown key 'attack.params.sigmaa'; expected one of ['mode', 'mu', 'sigma']"),
+        ({"attack": {"name": "gaussian", "params": {"sigma": -1}}}, "attack.params.sigma must be a finite number >= 0"),
+        ({"attack": {"name": "gaussian", "params": {"sigma": "1"}}}, "attack.params.sigma must be a number"),
+        ({"aggregator": {"name": "krum", "params": {"num_selected": 2}}},
+         "unknown key 'aggregator.params.num_selected'; 'krum' takes no parameters"),
+        ({"aggregator": {"name": "trimmed_mean", "params": {"trim_fraction": 0.5}}},
+         "aggregator.params.trim_fraction (beta) must be in [0, 0.5)"),
+        ({"aggregator": {"name": "krum", "assumed_malicious": -1}}, "aggregator.assumed_malicious must be >= 0"),
+        ({"aggregator": {"name": "krum", "params": 3}}, "aggregator.params must be a table"),
+    ],
+)
+def test_rules_and_attacks_check_their_own_parameters_naming_the_key(section, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_experiment(section)
+
+    assert fragment in str(info.value)
+
+
+def test_params_tables_build_the_records():
+    config = parse_experiment({
+        **FEDERATED,
+        "attack": {"name": "gaussian", "num_malicious": 2, "params": {"mode": "add", "sigma": 2}},
+        "aggregator": {"name": "multikrum", "assumed_malicious": 3, "params": {"num_selected": 4}},
+    })
+
+    assert config.attack.record.mode == "add" and config.attack.record.sigma == 2.0
+    assert config.rule.num_malicious == 3 and config.rule.num_selected == 4
+    assert config.num_malicious == 2 and config.assumed_malicious == 3
+    assert isinstance(config.attack.params, Params) and hash(config)  # frozen and hashable
+
+
+def test_old_flat_keys_are_read_as_params():
+    old = {
+        **FEDERATED,
+        "attack": {"name": "gaussian", "num_malicious": 1, "mode": "replace", "mu": 0.0, "sigma": 5.0,
+                   "scale": 1.0, "factor": 10.0},
+        "aggregator": {"name": "trimmed_mean", "num_malicious": 1, "num_selected": None, "trim_fraction": 0.3},
+        "data": {"split": "kdd-test", "dataset": "nsl-kdd"},
+    }
+
+    config = parse_experiment(old)
+
+    assert dict(config.attack.params) == {"mode": "replace", "mu": 0.0, "sigma": 5.0}  # scale, factor: not Gaussian's
+    assert dict(config.aggregator.params) == {"trim_fraction": 0.3}
+    assert config.aggregator.assumed_malicious == 1
+    assert config.data.split == "official"
+    assert parse_experiment(json.loads(json.dumps(to_dict(config)))) == config
+
+
+def test_a_later_new_key_beats_an_old_flat_one():
+    config = parse_experiment({"attack": {"name": "gaussian", "sigma": 1.0, "params": {"sigma": 3.0}}})
+
+    assert config.attack.params["sigma"] == 3.0
+
+
+def test_overrides_reach_params_by_old_and_new_names_and_tables_merge():
+    config = parse_experiment({**FEDERATED, "attack": {"name": "gaussian", "num_malicious": 1}})
+
+    old_name = with_overrides(config, {"attack.sigma": 2.0})
+    new_name = with_overrides(config, {"attack.params.sigma": 2.0})
+    table = with_overrides(config, {"aggregator": {"name": "trimmed_mean", "params": {"trim_fraction": 0.2}}})
+
+    assert old_name == new_name and old_name.attack.record.sigma == 2.0
+    assert table.rule.trim_fraction == 0.2 and table.aggregator.reject_factor == config.aggregator.reject_factor
+    with pytest.raises(ConfigError, match="unknown key 'attack.params.scale'"):
+        with_overrides(config, {"attack.params.scale": 2.0})
+
+
+def test_no_attack_drops_the_attack_params():
+    config = parse_experiment({"attack": {"name": "none", "params": {"sigma": 1.0}}})
+
+    assert config.attack.record is None and not config.attack.params and config.num_malicious == 0
+
+
+def test_attacker_fraction_rounds_half_up():
+    counts = [parse_experiment({**FEDERATED, "attack": {"name": "gaussian", "fraction": f}}).num_malicious
+              for f in (0.05, 0.15, 0.25, 0.35)]
+
+    assert counts == [1, 2, 3, 4]
+
+
+def test_the_wire_form_gives_the_same_config_back():
+    config = parse_experiment({**FEDERATED, "attack": {"name": "sign_flip", "num_malicious": 1,
+                                                       "params": {"scale": 3.0}}})
+
+    assert from_wire(to_wire(config)) == config
+    assert parse_overrides(["attack.params.scale=2", "data.dataset=nsl-kdd"]) == {
+        "attack.params.scale": 2, "data.dataset": "nsl-kdd"}
+
+
+def test_the_cohort_is_drawn_from_the_available_nodes_reproducibly():
+    federation = parse_experiment({"federation": {"num_nodes": 10, "fraction_train": 0.5, "seed": 3}}).federation
+
+    cohort = federation.sample_cohort(2, range(10))
+
+    assert len(cohort) == 5 and cohort == sorted(cohort) == federation.sample_cohort(2, list(range(10)))
+    assert federation.sample_cohort(2, [1, 4]) == [1, 4]  # fewer available than the cohort size
 
 
 def test_overrides_are_validated_again():
@@ -73,3 +207,27 @@ def test_every_experiment_file_in_the_repository_parses(experiments_dir):
     for path in files:
         plan = load_plan(path)
         assert plan.points and all(config.name for _, config in plan.points)
+
+
+def test_naming_another_rule_or_attack_starts_it_from_its_own_defaults():
+    config = parse_experiment({"attack": {"name": "gaussian", "params": {"sigma": 2.0}},
+                               "aggregator": {"name": "trimmed_mean", "params": {"trim_fraction": 0.3}}})
+
+    switched = with_overrides(config, {"attack.name": "sign_flip", "aggregator.name": "krum"})
+    with_params = with_overrides(config, {"attack.name": "sign_flip", "attack.params.scale": 2.0})
+    same = with_overrides(config, {"attack.name": "gaussian"})
+
+    assert dict(switched.attack.params) == {"scale": 1.0} and not switched.aggregator.params
+    assert dict(with_params.attack.params) == {"scale": 2.0}
+    assert dict(same.attack.params) == {"mode": "replace", "mu": 0.0, "sigma": 2.0}  # kept, defaults added
+
+
+def test_every_committed_manifest_still_loads(experiments_dir):
+    manifests = sorted((experiments_dir.parent / "results").glob("*/manifests/*.json"))
+    table4 = {p.name: c for p, c in load_plan(experiments_dir / "table4_poisoning.toml").points}
+
+    configs = {path.name: parse_experiment(json.loads(path.read_text())["config"]) for path in manifests}
+
+    assert len(configs) >= 80
+    # the audited blockchain-secured run: its old flat keys read as today's experiment file says
+    assert configs["blockchain_secured.json"] == table4["blockchain_secured"]

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bflsim.config import ConfigError, parse_experiment
-from bflsim.fl.node import experiment_from_json, experiment_to_json, malicious_nodes, train_locally
+from bflsim.config import ConfigError, from_wire, parse_experiment, to_wire
+from bflsim.edge_node import load_data, train_locally
+from bflsim.models import cached_model, initial_weights
 
 BASE = {
     "experiment": {"name": "fl_test", "kind": "federated"},
@@ -30,7 +31,7 @@ def config_with(**sections):
 def test_config_round_trips_through_the_wire_format():
     config = config_with()
 
-    assert experiment_from_json(experiment_to_json(config)) == config
+    assert from_wire(to_wire(config)) == config
 
 
 @pytest.mark.parametrize(
@@ -38,9 +39,9 @@ def test_config_round_trips_through_the_wire_format():
     [
         ({"attack": {"num_malicious": 2}}, "Krum cannot tolerate f=2 malicious among n=5"),
         ({"attack": {"num_malicious": 6}}, "6 malicious nodes but federation.num_nodes = 5"),
-        ({"attack": {"sigma": -1.0}}, "attack.sigma must be >= 0"),
+        ({"attack": {"sigma": -1.0}}, "attack.params.sigma must be a finite number >= 0"),
         ({"federation": {"fraction_train": 0.6}}, "cohort of 3 nodes"),
-        ({"attack": {"mode": "swap"}}, "attack.mode = 'swap' is not one of"),
+        ({"attack": {"mode": "swap"}}, "attack.params.mode = 'swap' is not one of"),
     ],
 )
 def test_impossible_federated_settings_fail_before_the_run(sections, fragment):
@@ -50,12 +51,11 @@ def test_impossible_federated_settings_fail_before_the_run(sections, fragment):
 
 def test_honest_node_trains_and_malicious_node_sends_noise():
     config = config_with()
-    bad = int(malicious_nodes(config, 1)[0])
+    bad = int(config.malicious_nodes(1)[0])
     good = (bad + 1) % 5
-    from bflsim.fl.node import cached_model, load_data
-
     data = load_data(config.data)
-    start = [w.copy() for w in cached_model(config, data.num_features, data.num_classes).get_weights()]
+    start = [w.copy() for w in cached_model(config.models, config.train, data.num_features,
+                                            data.num_classes).get_weights()]
 
     honest = train_locally(config, good, 1, start)
     poisoned = train_locally(config, bad, 1, start)
@@ -90,16 +90,19 @@ def test_flower_ray_run_writes_rows_every_round_and_krum_rejects_the_noise(krum_
     selected = metrics[(metrics["split"] == "node") & (metrics["metric"] == "selected")]
     assert selected.groupby("round")["value"].sum().tolist() == [1.0, 1.0]  # Krum keeps one update
     assert (krum_run.path / "final_model.npz").is_file()
+    confusion = pd.read_csv(krum_run.confusion_path)
+    assert sorted(confusion["round"].unique()) == [0, 1, 2]  # the evaluator logs each round's matrix
+    assert confusion.groupby("round")["count"].sum().nunique() == 1  # every test row, every round
 
 
 def test_initial_global_model_depends_on_the_seed_alone():
-    from bflsim.fl.node import cached_model, initial_weights
-
     config = config_with()
-    first = initial_weights(config, 12, 3)
-    cached_model(config, 12, 3).fit(np.zeros((4, 12), np.float32), np.zeros(4), verbose=0)  # disturb global RNG state
-    again = initial_weights(config, 12, 3)
-    other = initial_weights(config_with(train={"seed": 7}), 12, 3)
+    other_seed = config_with(train={"seed": 7})
+    first = initial_weights(config.models, config.train, 12, 3)
+    cached_model(config.models, config.train, 12, 3).fit(  # disturb the global RNG state
+        np.zeros((4, 12), np.float32), np.zeros(4), verbose=0)
+    again = initial_weights(config.models, config.train, 12, 3)
+    other = initial_weights(other_seed.models, other_seed.train, 12, 3)
 
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))

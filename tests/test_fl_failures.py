@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bflsim.config import ConfigError, parse_experiment
-from bflsim.fl.node import NodeCrash, inject_faults
+from bflsim.edge_node import NodeCrash, inject_faults
 from strategies.robust import FederationMismatch, RoundFailed, connected_nodes
 
 BASE = {

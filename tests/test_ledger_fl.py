@@ -19,13 +19,12 @@ from test_federated import config_with
 
 from bflsim.audit import audit_run
 from bflsim.config import ConfigError
-from bflsim.fl.chain import ChainSession, Received
-from bflsim.fl.node import node_identities
 from bflsim.hashing import weights_digest
 from bflsim.ledger import LedgerError, sign_update_tx
+from bflsim.ledger.identity import node_identities
+from bflsim.ledger.session import ChainSession, ReceivedUpdate
 from bflsim.ledger.web3_ledger import EmbeddedLedger
-from bflsim.results import RunFolder
-from bflsim.trail import read_chain, read_rounds, read_transactions
+from bflsim.runfolder import RunFolder, read_chain, read_rounds, read_transactions
 
 LEDGER_RUN = {
     "federation": {"num_nodes": 7, "rounds": 3, "tamper_nodes": [2], "tamper_round": 2},
@@ -202,7 +201,7 @@ def test_cli_audit_exits_nonzero_on_mismatch(copy_of, capsys):
 @pytest.fixture
 def session(tmp_path):
     config = ledger_config(federation={"tamper_nodes": []})
-    run = RunFolder.create(tmp_path, "session", {}, {})
+    run = RunFolder.create(tmp_path, config)
     chain = ChainSession(config, EmbeddedLedger(), run.path)
     chain.setup()
     return chain
@@ -212,7 +211,7 @@ def _update(session, node, server_round, weights, *, signer=None, digest=None, s
     ctx = session.ledger.tx_context(session.addresses[signer if signer is not None else node])
     identity = node_identities(session.config)[signer if signer is not None else node]
     raw = sign_update_tx(identity, ctx, server_round, digest or weights_digest(weights), samples)
-    return Received(node=node, weights=weights, num_samples=samples, raw_tx=raw)
+    return ReceivedUpdate(node=node, weights=weights, num_samples=samples, raw_tx=raw)
 
 
 def test_server_refuses_an_update_whose_digest_differs_from_the_signed_one(session):

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from bflsim.cli import execute_plan, main
+from bflsim.cli import main
 from bflsim.config import ConfigError
-from bflsim.sweep import load_plan, plan_from_dict
+from bflsim.plans import load_plan, plan_from_dict
+from bflsim.runner import run_plan
 
 BASE = {
     "experiment": {"name": "grid", "kind": "centralized"},
@@ -39,6 +40,19 @@ def test_scenarios_keep_their_order_names_and_labels(experiments_dir):
     assert all(c.federation.rounds == 50 and c.federation.num_nodes == 10 for c in configs)
 
 
+def test_a_grid_axis_may_set_whole_tables():
+    raw = {**BASE, "experiment": {"name": "g", "kind": "federated"}, "models": {"names": ["dnn"]},
+           "federation": {"num_nodes": 10}, "attack": {"name": "gaussian", "num_malicious": 1},
+           "sweep": {"grid": {"aggregator": [{"name": "krum"},
+                                             {"name": "trimmed_mean", "params": {"trim_fraction": 0.3}}]}}}
+
+    plan = plan_from_dict(raw)
+
+    assert [p.name for p, _ in plan.points] == ["aggregator-krum", "aggregator-trimmed_mean-trim-fraction-0.3"]
+    assert [c.rule.label for _, c in plan.points] == ["Krum", "Trimmed mean"]
+    assert plan.points[1][1].rule.trim_fraction == 0.3
+
+
 def test_sweep_file_has_every_aggregator_fraction_and_seed(experiments_dir):
     plan = load_plan(experiments_dir / "sweep_attackers.toml")
 
@@ -65,13 +79,13 @@ def test_bad_plans_fail_before_any_run_naming_the_point(extra, fragment):
 
 def test_sweep_skips_complete_points_and_reruns_interrupted_ones(tmp_path):
     plan = plan_from_dict({**BASE, "sweep": {"grid": {"data.seed": [1, 2]}}})
-    first = execute_plan(plan, tmp_path, None, quiet=True)
+    first = run_plan(plan, tmp_path, None, quiet=True)
     stamps = [(d / "manifest.json").stat().st_mtime_ns for d in first]
     interrupted = first[1] / "manifest.json"
     manifest = json.loads(interrupted.read_text())
     interrupted.write_text(json.dumps({**manifest, "status": "running"}))
 
-    second = execute_plan(plan, tmp_path, None, quiet=True)
+    second = run_plan(plan, tmp_path, None, quiet=True)
 
     assert [d.name for d in second] == ["seed-1", "seed-2"]
     assert (second[0] / "manifest.json").stat().st_mtime_ns == stamps[0]  # skipped

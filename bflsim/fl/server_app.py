@@ -30,8 +30,10 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from bflsim.config import ConfigError, ExperimentConfig, with_overrides
+from bflsim.config import ConfigError, ExperimentConfig, parse_overrides
+from bflsim.plans import load_plan, with_point_overrides
 from bflsim.progress import Progress
+from bflsim.runfolder import RunFolder
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -60,9 +62,6 @@ class AppSettings:
 
     def experiment_config(self) -> ExperimentConfig:
         """The experiment file with the overrides applied; it must be one federated run."""
-        from bflsim.cli import parse_overrides
-        from bflsim.sweep import load_plan
-
         plan = load_plan(self.experiment)
         if len(plan.points) != 1:
             names = ", ".join(point.name for point, _ in plan.points)
@@ -72,7 +71,7 @@ class AppSettings:
             )
         config = plan.points[0][1]
         if self.overrides:
-            config = with_overrides(config, parse_overrides(list(self.overrides)))
+            config = with_point_overrides(config, parse_overrides(list(self.overrides)))
         if config.kind != "federated":
             raise ConfigError(f"{self.experiment}: `flwr run` needs kind = 'federated'; got {config.kind!r}")
         return config
@@ -105,24 +104,19 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the configured experiment; its run folder records every round as it completes."""
-    from bflsim.fl.server import serve, start_run
+    from bflsim.fl.server_main import describe, prepare_run, serve
     from strategies.robust import connected_nodes
 
     settings = AppSettings.from_run_config(context.run_config)
     config = settings.experiment_config()
     connected_nodes(grid, config.federation.num_nodes)  # a wrong federation size stops here
     progress = Progress()
-    run, data_path = start_run(
-        config, settings.out_dir, settings.data_dir, progress,
-        command=redact_token(sys.argv),
-        launcher={"tool": "flwr run", "flwr_run_id": context.run_id, "app_dir": str(APP_DIR),
-                  "run_config": dict(context.run_config)},
-    )
-    progress.say(f"run folder: {run.path}")
-    try:
+    data_path, facts = prepare_run(config, settings.data_dir)
+    launcher = {"tool": "flwr run", "flwr_run_id": context.run_id, "app_dir": str(APP_DIR),
+                "run_config": dict(context.run_config)}
+    with RunFolder.start(settings.out_dir, config, command=redact_token(sys.argv), launcher=launcher,
+                         **facts) as run:
+        progress.say(describe(config))
+        progress.say(f"run folder: {run.path}")
         serve(grid, config, run, data_path, progress)
-    except BaseException as err:
-        if run.manifest.get("status") == "running":
-            run.finish(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
     progress.say(f"done; run folder: {run.path}")

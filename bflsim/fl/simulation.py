@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bflsim.config import ExperimentConfig
 from bflsim.progress import Progress
-from bflsim.results import RunFolder
+from bflsim.runfolder import RunFolder
 
 
 def backend_config(config: ExperimentConfig) -> dict:
@@ -44,7 +44,7 @@ def run_federated(
 ) -> RunFolder:
     """Run every round of ``config`` and return the run folder (rows written per round).
 
-    ``run_dir`` and ``point`` place the run at a sweep point's folder (:mod:`bflsim.sweep`).
+    ``run_dir`` and ``point`` place the run at a plan point's folder (:mod:`bflsim.plans`).
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -56,40 +56,38 @@ def run_federated(
     from flwr.simulation import run_simulation
 
     from bflsim.fl.client_app import app as client_app
-    from bflsim.fl.server import serve, start_run
+    from bflsim.fl.server_main import describe, prepare_run, serve
 
     progress = progress or Progress(quiet=True)
-    run, data_path = start_run(config, out_dir, data_dir, progress, run_dir=run_dir, point=point)
+    data_path, facts = prepare_run(config, data_dir)
+    with RunFolder.start(out_dir, config, path=run_dir, point=point, **facts) as run:
+        progress.say(describe(config))
+        errors: list[BaseException] = []
+        server_app = ServerApp()
 
-    errors: list[BaseException] = []
-    server_app = ServerApp()
+        @server_app.main()
+        def main(grid, context) -> None:
+            try:
+                serve(grid, config, run, data_path, progress)
+            except BaseException as err:  # noqa: BLE001 - surfaced after the simulation returns
+                errors.append(err)
 
-    @server_app.main()
-    def main(grid, context) -> None:
+        started = time.perf_counter()
+        quiet_flower()
         try:
-            serve(grid, config, run, data_path, progress)
-        except BaseException as err:  # noqa: BLE001 - surfaced after the simulation returns
-            errors.append(err)
-
-    started = time.perf_counter()
-    quiet_flower()
-    try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=config.federation.num_nodes,
-            backend_config=backend_config(config),
-        )
-    finally:
-        shutdown_ray(config)
-    if errors:
-        if run.manifest.get("status") == "running":
-            run.finish(status="failed", error=f"{type(errors[0]).__name__}: {errors[0]}")
-        raise errors[0]
-    if run.manifest.get("status") == "running":
-        run.finish(status="failed", error="the server app ended without finishing its rounds")
-        raise RuntimeError(f"{run.path}: the simulation ended before its last round")
-    progress.say(f"done in {time.perf_counter() - started:.0f} s")
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=config.federation.num_nodes,
+                backend_config=backend_config(config),
+            )
+        finally:
+            shutdown_ray(config)
+        if errors:
+            raise errors[0]
+        if "final_model_digest" not in run.manifest:
+            raise RuntimeError(f"{run.path}: the simulation ended before its last round")
+        progress.say(f"done in {time.perf_counter() - started:.0f} s")
     return run
 
 

@@ -15,6 +15,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from bflsim.ledger.identity import NodeIdentity, TxContext
+from bflsim.runfolder.folder import RunStopped
 
 __all__ = [
     "MAX_NODES",
@@ -43,8 +44,11 @@ _DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "Federat
 # ---- errors ----------------------------------------------------------------------------
 
 
-class LedgerError(RuntimeError):
-    """Anything that went wrong talking to the chain; the message names endpoint and tx."""
+class LedgerError(RunStopped):
+    """Anything that went wrong talking to the chain; the message names endpoint and tx.
+
+    During a run it stops the run (``stopped``: the rounds already committed stand).
+    """
 
 
 class EndpointUnreachable(LedgerError):

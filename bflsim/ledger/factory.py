@@ -1,11 +1,12 @@
-"""The ledger an experiment's ``[ledger]`` section asks for, open for the length of a run."""
+"""Choosing a chain, in one place: the ledger a run's ``[ledger]`` section asks for, and the
+chain an audit reads a recorded run on."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bflsim.ledger.base import Ledger
 from bflsim.ledger.none import NoLedger
@@ -13,7 +14,7 @@ from bflsim.ledger.none import NoLedger
 if TYPE_CHECKING:
     from bflsim.config import LedgerConfig
 
-__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "open_ledger"]
+__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "open_ledger", "open_recorded_chain"]
 
 # anvil's first pre-funded development account (public knowledge, from its default mnemonic
 # "test test ... junk"). The server signs its own transactions with it so that every
@@ -53,3 +54,31 @@ def open_ledger(config: LedgerConfig) -> Iterator[Ledger]:
         )
     else:  # the config's Literal keeps this unreachable
         raise ValueError(f"ledger.backend = {config.backend!r} is not a ledger backend")
+
+
+@contextmanager
+def open_recorded_chain(info: dict[str, Any], rpc_url: str | None = None) -> Iterator[tuple[Ledger, bool]]:
+    """A chain to audit a run whose ``trail/chain.json`` is ``info``; yields ``(ledger, fresh)``.
+
+    A run on the embedded chain or on an anvil started for it left no node behind: the
+    ledger is a fresh chain of the same kind (py-evm, or anvil with the run's chain id) and
+    ``fresh`` is True, for the caller to replay the run's transactions on. Otherwise (or with
+    ``rpc_url``) it is the recorded endpoint's chain, attached to the run's registry.
+    """
+    backend, chain_id = info.get("backend"), int(info["chain_id"])
+    if backend == "embedded" and not rpc_url:
+        from bflsim.ledger.web3_ledger import EmbeddedLedger
+
+        yield EmbeddedLedger(), True
+    elif backend == "anvil" and not rpc_url:
+        from bflsim.ledger.anvil import AnvilNode
+        from bflsim.ledger.web3_ledger import RpcLedger
+
+        with AnvilNode(chain_id=chain_id) as node:
+            yield RpcLedger(node.url, chain_id=chain_id), True
+    else:
+        from bflsim.ledger.web3_ledger import RpcLedger
+
+        ledger = RpcLedger(rpc_url or str(info["endpoint"]), chain_id=chain_id)
+        ledger.attach(str(info["contract"]))
+        yield ledger, False

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import rlp
 from eth_abi import decode as abi_decode
@@ -21,6 +22,9 @@ from eth_account import Account
 from eth_keys import keys
 from eth_keys.constants import SECPK1_N
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+
+if TYPE_CHECKING:
+    from bflsim.config import ExperimentConfig
 
 __all__ = [
     "DATA_GAS_LIMIT",
@@ -31,6 +35,7 @@ __all__ = [
     "derive_identities",
     "encode_register_data",
     "encode_submit_update",
+    "node_identities",
     "read_update_tx",
     "sign_data_tx",
     "sign_update_tx",
@@ -84,6 +89,20 @@ def derive_identities(seed: int, num_nodes: int) -> list[NodeIdentity]:
                 break
         identities.append(NodeIdentity(index, key))
     return identities
+
+
+@lru_cache(maxsize=4)
+def _identities(seed: int, num_nodes: int) -> tuple[NodeIdentity, ...]:
+    return tuple(derive_identities(seed, num_nodes))
+
+
+def node_identities(config: ExperimentConfig) -> tuple[NodeIdentity, ...]:
+    """Every edge node's key pair, from ``ledger.key_seed`` (default ``federation.seed``).
+
+    In a simulation one seed yields all keys; on real devices each node keeps its own.
+    """
+    seed = config.ledger.key_seed if config.ledger.key_seed is not None else config.federation.seed
+    return _identities(seed, config.federation.num_nodes)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Tables and figures of federated runs (paper Table 4 and Figure 2, attacker-share sweeps).
 
 Everything here reads federated run folders (``manifest.json`` and the per-round rows of
-``metrics.csv`` that :mod:`strategies.robust` and :mod:`bflsim.fl.server` log) and writes
+``metrics.csv`` that :mod:`bflsim.runfolder.recorder` and the evaluator log) and writes
 CSV, Markdown, PNG and PDF; nothing trains.
 
 - :func:`table4`: one row per scenario: final accuracy, macro-F1 and FPR of the global
@@ -19,122 +19,107 @@ its point, so two experiments may hold runs with the same id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-from bflsim import plots
-from bflsim.results import METRIC_COLUMNS, read_manifest
+from bflsim.aggregators import AGGREGATORS
+from bflsim.attacks import ATTACKS
+from bflsim.report import figures
+from bflsim.report.markdown import to_markdown
+from bflsim.runfolder import METRIC_COLUMNS, Run, read_run
 
-AGGREGATOR_LABELS = {
-    "fedavg": "FedAvg",
-    "krum": "Krum",
-    "multikrum": "Multi-Krum",
-    "median": "Median",
-    "trimmed_mean": "Trimmed mean",
-}
-ATTACK_LABELS = {"none": "no attack", "gaussian": "Gaussian", "sign_flip": "sign flip", "scaling": "scaling"}
-ROUND_COUNTS = ("poisoned_received", "poisoned_accepted")
-NOT_AVAILABLE = "n/a"
-INTERRUPTED_MARK = ".interrupted-"  # bflsim.sweep.move_aside: <point>.interrupted-<time>
 # A set of runs is a sweep when one aggregator meets this many attacker shares: a Table 4
 # scenario list compares "no attack" with one attack setting, a sweep draws a curve.
 SWEEP_MIN_FRACTIONS = 3
 
 
-# --- finding and describing runs ---------------------------------------------------------
+def aggregator_label(name: str) -> str:
+    return AGGREGATORS[name].label if name in AGGREGATORS else name
 
 
-def find_run_dirs(
-    root: str | Path, kind: str | None = "federated", include_interrupted: bool = False
-) -> list[Path]:
-    """Run folders (folders holding ``manifest.json``) at or below ``root``.
+def attack_label(name: str) -> str:
+    return ATTACKS[name].label if name in ATTACKS else "no attack" if name == "none" else name
 
-    They come in the order they were started (ties by path): the order in which an
-    experiment lists its scenarios or grid points, unless a point was run again later.
-    ``kind`` keeps only runs whose config has that ``kind`` (``None`` keeps all). Runs that
-    a resumed sweep moved aside (``<point>.interrupted-<time>``, see :mod:`bflsim.sweep`)
-    were run again under the point's own folder, so they are skipped unless
-    ``include_interrupted``.
+
+@dataclass(frozen=True)
+class Summary:
+    """How a per-round metric (``split = "round"`` rows) sums up a run, and a table's runs.
+
+    ``over_rounds``: ``sum``, ``mean`` or ``last`` over a run's rounds, into ``column``;
+    ``over_runs``: ``sum`` or ``mean`` over the runs of one table row. ``shown`` puts the
+    column in Table 4, headed ``label`` and formatted with ``fmt``.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such folder: {root}")
-    found = sorted(p.parent for p in root.rglob("manifest.json"))
-    if not include_interrupted:
-        found = [d for d in found if not any(INTERRUPTED_MARK in part for part in d.relative_to(root).parts)]
-    manifests = {d: read_manifest(d) for d in found}
-    if kind is not None:
-        found = [d for d in found if manifests[d].get("config", {}).get("kind") == kind]
-    return sorted(found, key=lambda d: (str(manifests[d].get("started", "")), str(d)))
+
+    column: str
+    over_rounds: Literal["sum", "mean", "last"]
+    over_runs: Literal["sum", "mean"]
+    label: str
+    fmt: str
+    shown: bool = True
 
 
-def count_malicious(attack: Mapping[str, Any], num_nodes: int) -> int:
-    """Malicious nodes of a run, by the rule of :meth:`bflsim.config.AttackConfig.count`."""
-    if attack.get("name", "none") == "none":
-        return 0
-    if attack.get("fraction") is not None:
-        return round(attack["fraction"] * num_nodes)
-    return attack.get("num_malicious") or 0
+ROUND_METRICS: dict[str, Summary] = {
+    "poisoned_received": Summary("poisoned_received", "sum", "sum", "poisoned received", "{:.0f}", shown=False),
+    "poisoned_accepted": Summary("poisoned_accepted", "sum", "sum", "poisoned accepted", "{:.0f}", shown=False),
+    "poisoned_weight": Summary("mean_poisoned_weight", "mean", "mean", "mean poisoned weight", "{:.3f}"),
+    "gas_used": Summary("gas_per_round", "mean", "mean", "gas per round", "{:,.0f}"),
+    "active_nodes": Summary("active_nodes", "last", "mean", "active nodes", "{:.0f}", shown=False),
+}
+"""The per-round metrics that reach the tables: a new one is one line here."""
+
+
+# --- describing runs ---------------------------------------------------------------------
 
 
 def scenario_label(aggregator: str, attack: str, num_malicious: int, num_nodes: int) -> str:
     """A label for a run that is not a named point, e.g. ``Krum, Gaussian 3/10``."""
-    agg = AGGREGATOR_LABELS.get(aggregator, aggregator)
     if num_malicious == 0:
-        return f"{agg}, no attack"
-    return f"{agg}, {ATTACK_LABELS.get(attack, attack)} {num_malicious}/{num_nodes}"
+        return f"{aggregator_label(aggregator)}, no attack"
+    return f"{aggregator_label(aggregator)}, {attack_label(attack)} {num_malicious}/{num_nodes}"
 
 
-def federated_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: what was run (from the manifest), in the order given."""
+def federated_runs(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per run: what was run (from its typed config), in the order given."""
     rows = []
-    for run_dir in run_dirs:
-        manifest = read_manifest(run_dir)
-        config = manifest.get("config", {})
-        if config.get("kind") != "federated":
-            raise ValueError(f"{run_dir}: not a federated run (config kind {config.get('kind')!r})")
-        fed, attack, agg = config["federation"], config["attack"], config["aggregator"]
-        seeds = manifest.get("seeds", {})
-        point = manifest.get("point") or {}
-        num_nodes = int(fed["num_nodes"])
-        num_malicious = count_malicious(attack, num_nodes)
-        rows.append(
-            {
-                "run_id": manifest["run_id"],
-                "path": str(run_dir),
-                "experiment": config.get("name"),
-                "point": point.get("name", config.get("name")),
-                "label": point.get("label")
-                or scenario_label(agg["name"], attack["name"], num_malicious, num_nodes),
-                "aggregator": agg["name"],
-                "attack": attack["name"],
-                "num_nodes": num_nodes,
-                "num_malicious": num_malicious,
-                "attacker_fraction": num_malicious / num_nodes,
-                "sigma": attack.get("sigma"),
-                "mode": attack.get("mode"),
-                "train_seed": seeds.get("train_seed", config.get("train", {}).get("seed")),
-                "federation_seed": seeds.get("federation_seed", fed.get("seed")),
-                "attack_seed": seeds.get("attack_seed", attack.get("seed")),
-                "rounds": int(fed["rounds"]),
-                "status": manifest.get("status"),
-                "wall_seconds": manifest.get("wall_seconds"),
-                "ledger": config.get("ledger", {}).get("backend", "none"),
-            }
-        )
+    for run in runs:
+        config = run.config
+        if config.kind != "federated":
+            raise ValueError(f"{run.path}: not a federated run (config kind {config.kind!r})")
+        fed, attack, agg = config.federation, config.attack, config.aggregator
+        seeds = run.manifest.get("seeds", {})
+        rows.append({
+            "run_id": run.run_id,
+            "path": str(run.path),
+            "experiment": config.name,
+            "point": run.point.get("name", config.name),
+            "label": run.point.get("label")
+            or scenario_label(agg.name, attack.name, config.num_malicious, fed.num_nodes),
+            "aggregator": agg.name,
+            "aggregator_params": ", ".join(f"{k}={v}" for k, v in agg.params.items()),
+            "assumed_malicious": config.assumed_malicious,
+            "attack": attack.name,
+            "attack_params": ", ".join(f"{k}={v}" for k, v in attack.params.items()),
+            "num_nodes": fed.num_nodes,
+            "num_malicious": config.num_malicious,
+            "attacker_fraction": config.num_malicious / fed.num_nodes,
+            "train_seed": seeds.get("train_seed", config.train.seed),
+            "federation_seed": seeds.get("federation_seed", fed.seed),
+            "attack_seed": seeds.get("attack_seed", attack.seed),
+            "rounds": fed.rounds,
+            "status": run.status,
+            "wall_seconds": run.manifest.get("wall_seconds"),
+            "ledger": config.ledger.backend,
+        })
     return pd.DataFrame(rows)
 
 
 def read_run_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     """The tidy rows of every run in ``runs``, tagged with the run's ``path`` and ``label``."""
-    frames = []
-    for run in runs.itertuples():
-        rows = pd.read_csv(Path(run.path) / "metrics.csv")
-        frames.append(rows.assign(path=run.path, label=run.label))
+    frames = [read_run(run.path).metrics().assign(path=run.path, label=run.label) for run in runs.itertuples()]
     if not frames:
         return pd.DataFrame(columns=[*METRIC_COLUMNS, "path", "label"])
     return pd.concat(frames, ignore_index=True)
@@ -159,28 +144,15 @@ def run_outcomes(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     )
     trained = test[(test["metric"] == "accuracy") & (test["round"] >= 1)]
     best = trained.groupby("path")["value"].max().rename("best_accuracy")
-    per_round = metrics[metrics["split"] == "round"]
-    counts = (
-        per_round[per_round["metric"].isin(ROUND_COUNTS)]
-        .pivot_table(index="path", columns="metric", values="value", aggfunc="sum")
-        .reindex(columns=list(ROUND_COUNTS))
-    )
-    weight = per_round[per_round["metric"] == "poisoned_weight"].groupby("path")["value"].mean()
-    gas = per_round[per_round["metric"] == "gas_used"].groupby("path")["value"].mean()
-    active = per_round[per_round["metric"] == "active_nodes"].sort_values("round").groupby("path")["value"].last()
-    out = (
-        runs.set_index("path")
-        .join(last_round)
-        .join(final)
-        .join(best)
-        .join(counts)
-        .join(weight.rename("mean_poisoned_weight"))
-        .join(gas.rename("gas_per_round"))
-        .join(active.rename("active_nodes"))
-        .reset_index()
-    )
+    per_round = metrics[metrics["split"] == "round"].sort_values("round")
+    out = runs.set_index("path").join(last_round).join(final).join(best)
+    for metric, summary in ROUND_METRICS.items():
+        values = per_round[per_round["metric"] == metric].groupby("path")["value"]
+        out = out.join(getattr(values, summary.over_rounds)().rename(summary.column))
+    out = out.reset_index()
     out["revoked"] = out["num_nodes"] - out["active_nodes"]
-    out[list(ROUND_COUNTS)] = out[list(ROUND_COUNTS)].fillna(0.0)
+    counts = ["poisoned_received", "poisoned_accepted"]
+    out[counts] = out[counts].fillna(0.0)
     out["success_rate"] = success_rate(out["poisoned_accepted"], out["poisoned_received"])
     # A run still going (or stopped) has no wall time yet; its clock so far stands in.
     out["wall_seconds"] = out["wall_seconds"].astype(float).fillna(out["final_elapsed_seconds"])
@@ -196,7 +168,7 @@ def success_rate(accepted: pd.Series, received: pd.Series) -> pd.Series:
 # --- Table 4 -----------------------------------------------------------------------------
 
 
-TABLE4_COLUMNS = {
+TABLE4_HEAD = {
     "label": "scenario",
     "aggregator": "aggregator",
     "attack": "attack",
@@ -207,15 +179,25 @@ TABLE4_COLUMNS = {
     "final_f1_macro": "F1 (macro)",
     "final_fpr": "FPR",
     "success_rate": "malicious update success rate",
-    "mean_poisoned_weight": "mean poisoned weight",
+}
+TABLE4_TAIL = {
     "best_accuracy": "best accuracy",
     "rounds_done": "rounds",
     "ledger": "ledger",
-    "gas_per_round": "gas per round",
     "revoked": "nodes revoked",
     "wall_seconds": "wall time (s)",
     "status": "status",
 }
+TABLE4_FORMATS = {
+    "accuracy": "{:.4f}", "F1 (macro)": "{:.4f}", "FPR": "{:.4f}", "best accuracy": "{:.4f}",
+    "malicious update success rate": "{:.1%}", "wall time (s)": "{:.0f}", "nodes revoked": "{:.0f}",
+}
+
+
+def table4_columns() -> dict[str, str]:
+    """Table 4's columns and headers: the fixed ones around the catalogue's shown metrics."""
+    shown = {s.column: s.label for s in ROUND_METRICS.values() if s.shown}
+    return {**TABLE4_HEAD, **shown, **TABLE4_TAIL}
 
 
 def table4(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
@@ -225,50 +207,41 @@ def table4(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     pools their counts: sum(poisoned_accepted) / sum(poisoned_received) over all rounds of
     all its runs (NaN where no poisoned update was received).
     """
-    runs = federated_runs(run_dirs)
+    runs = federated_runs(read_run(d) for d in run_dirs)
     outcomes = run_outcomes(runs, read_run_metrics(runs))
     # One scenario on several chains: a row per chain, named after it.
     chains = outcomes.groupby("label", sort=False)["ledger"].transform("nunique")
     outcomes.loc[chains > 1, "label"] = outcomes["label"] + " (" + outcomes["ledger"] + ")"
-    grouped = outcomes.groupby("label", sort=False)
-    table = grouped.agg(
-        aggregator=("aggregator", "first"),
-        attack=("attack", "first"),
-        num_malicious=("num_malicious", "first"),
-        num_nodes=("num_nodes", "first"),
-        n_runs=("path", "size"),
-        final_accuracy=("final_accuracy", "mean"),
-        final_f1_macro=("final_f1_macro", "mean"),
-        final_fpr=("final_fpr", "mean"),
-        poisoned_accepted=("poisoned_accepted", "sum"),
-        poisoned_received=("poisoned_received", "sum"),
-        mean_poisoned_weight=("mean_poisoned_weight", "mean"),
-        best_accuracy=("best_accuracy", "mean"),
-        rounds_done=("rounds_done", "max"),
-        ledger=("ledger", "first"),
-        gas_per_round=("gas_per_round", "mean"),
-        revoked=("revoked", "mean"),
-        wall_seconds=("wall_seconds", "mean"),
-        status=("status", lambda s: ", ".join(dict.fromkeys(map(str, s)))),
-    ).reset_index()
+    spec = {
+        "aggregator": ("aggregator", "first"),
+        "attack": ("attack", "first"),
+        "num_malicious": ("num_malicious", "first"),
+        "num_nodes": ("num_nodes", "first"),
+        "n_runs": ("path", "size"),
+        "final_accuracy": ("final_accuracy", "mean"),
+        "final_f1_macro": ("final_f1_macro", "mean"),
+        "final_fpr": ("final_fpr", "mean"),
+        **{s.column: (s.column, s.over_runs) for s in ROUND_METRICS.values()},
+        "best_accuracy": ("best_accuracy", "mean"),
+        "rounds_done": ("rounds_done", "max"),
+        "ledger": ("ledger", "first"),
+        "revoked": ("revoked", "mean"),
+        "wall_seconds": ("wall_seconds", "mean"),
+        "status": ("status", lambda s: ", ".join(dict.fromkeys(map(str, s)))),
+    }
+    table = outcomes.groupby("label", sort=False).agg(**spec).reset_index()
     table["success_rate"] = success_rate(table["poisoned_accepted"], table["poisoned_received"])
     table["rounds_done"] = table["rounds_done"].astype("Int64")
-    return table[list(TABLE4_COLUMNS)]
+    return table[list(table4_columns())]
 
 
 def table4_markdown(table: pd.DataFrame) -> str:
     """Table 4 for the README: readable headers, rates in percent, ``n/a`` for no attack."""
-    shown = table.rename(columns=TABLE4_COLUMNS)
-    shown["aggregator"] = shown["aggregator"].map(lambda a: AGGREGATOR_LABELS.get(a, a))
-    shown["attack"] = shown["attack"].map(lambda a: ATTACK_LABELS.get(a, a))
-    return to_markdown(
-        shown,
-        {
-            "accuracy": "{:.4f}", "F1 (macro)": "{:.4f}", "FPR": "{:.4f}", "best accuracy": "{:.4f}",
-            "malicious update success rate": "{:.1%}", "mean poisoned weight": "{:.3f}",
-            "wall time (s)": "{:.0f}", "gas per round": "{:,.0f}", "nodes revoked": "{:.0f}",
-        },
-    )
+    shown = table.rename(columns=table4_columns())
+    shown["aggregator"] = shown["aggregator"].map(aggregator_label)
+    shown["attack"] = shown["attack"].map(attack_label)
+    formats = {**TABLE4_FORMATS, **{s.label: s.fmt for s in ROUND_METRICS.values() if s.shown}}
+    return to_markdown(shown, formats)
 
 
 # --- attacker-share sweeps ---------------------------------------------------------------
@@ -282,7 +255,7 @@ def sweep_summary(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     the mean over runs of the malicious update success rate. ``attrs["incomplete"]``
     lists the paths of the runs left out.
     """
-    runs = federated_runs(run_dirs)
+    runs = federated_runs(read_run(d) for d in run_dirs)
     outcomes = run_outcomes(runs, read_run_metrics(runs))
     complete = outcomes["status"] == "complete"
     keys = ["aggregator", "attacker_fraction"]
@@ -336,7 +309,7 @@ SWEEP_COLUMNS = {
 def sweep_markdown(summary: pd.DataFrame) -> str:
     """The sweep summary for the README, with a note on the runs left out."""
     shown = summary.assign(
-        aggregator=summary["aggregator"].map(lambda a: AGGREGATOR_LABELS.get(a, a)),
+        aggregator=summary["aggregator"].map(aggregator_label),
         attackers=100 * summary["attacker_fraction"],
     )
     number = "{:.4f}"
@@ -360,31 +333,7 @@ def is_sweep(runs: pd.DataFrame) -> bool:
     return bool(runs.groupby("aggregator")["attacker_fraction"].nunique().max() >= SWEEP_MIN_FRACTIONS)
 
 
-# --- Markdown and the whole report -------------------------------------------------------
-
-
-def to_markdown(table: pd.DataFrame, formats: Mapping[str, str] | None = None) -> str:
-    """A GitHub-flavoured Markdown table; ``formats`` maps columns to format strings.
-
-    Missing values print as ``n/a``; numeric columns are right-aligned.
-    """
-    formats = formats or {}
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
-    lines = [header, rule]
-    for row in table.itertuples(index=False):
-        cells = []
-        for column, value in zip(table.columns, row):
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                cells.append(NOT_AVAILABLE)
-            elif column in formats:
-                cells.append(formats[column].format(value))
-            elif isinstance(value, (float, np.floating)):
-                cells.append(f"{value:.4g}")
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+# --- the whole report ----------------------------------------------------------------------
 
 
 def write_federated_report(
@@ -404,7 +353,7 @@ def write_federated_report(
         raise ValueError("no run folders given")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = federated_runs(run_dirs)
+    runs = federated_runs(read_run(d) for d in run_dirs)
     written: list[Path] = []
 
     runs.to_csv(out_dir / "runs.csv", index=False)
@@ -417,8 +366,8 @@ def write_federated_report(
         t4.to_csv(out_dir / "table4.csv", index=False)
         (out_dir / "table4.md").write_text(table4_markdown(t4))
         written += [out_dir / "table4.csv", out_dir / "table4.md"]
-        fig = plots.accuracy_per_round(read_run_metrics(runs), title=f"Global test accuracy per round: {experiments}")
-        written += plots.save_figure(fig, out_dir / "figure2")
+        fig = figures.accuracy_per_round(read_run_metrics(runs), title=f"Global test accuracy per round: {experiments}")
+        written += figures.save_figure(fig, out_dir / "figure2")
         return written
 
     summary = sweep_summary(run_dirs)
@@ -426,8 +375,26 @@ def write_federated_report(
     (out_dir / "sweep_summary.md").write_text(sweep_markdown(summary))
     written += [out_dir / "sweep_summary.csv", out_dir / "sweep_summary.md"]
     if summary["n_seeds"].sum() > 0:
-        fig = plots.accuracy_vs_attackers(
-            summary, title=f"Final accuracy against attackers: {experiments}", labels=AGGREGATOR_LABELS
-        )
-        written += plots.save_figure(fig, out_dir / "figure_sweep")
+        labels = {name: aggregator_label(name) for name in summary["aggregator"]}
+        fig = figures.accuracy_vs_attackers(summary, title=f"Final accuracy against attackers: {experiments}",
+                                            labels=labels)
+        written += figures.save_figure(fig, out_dir / "figure_sweep")
+    return written
+
+
+def write_federated_confusion(runs: Iterable[Run], out_dir: str | Path) -> list[Path]:
+    """The confusion matrix of each run's last evaluated global model, one figure per run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for run in runs:
+        confusion = run.confusion()
+        if confusion["round"].isna().all():
+            raise ValueError(f"{run.path}: no per-round confusion counts (a run folder from before they were logged)")
+        last = confusion[confusion["round"] == confusion["round"].max()]
+        label = run.point.get("label") or run.config.name
+        model = run.config.models.names[0]
+        fig = figures.confusion_figure(last, model, "test",
+                                       title=f"{label}: global model after round {int(last['round'].iloc[0])}")
+        written += figures.save_figure(fig, out_dir / f"figure3_{run.path.name}")
     return written

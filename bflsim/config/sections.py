@@ -1,28 +1,28 @@
-"""One typed configuration for every bflsim experiment.
+"""The sections of an experiment file, one frozen dataclass per TOML table.
 
-An experiment is a TOML file under ``experiments/``. It is parsed once into frozen
-dataclasses and validated before anything is loaded or trained: an unknown key, a value
-of the wrong type or an impossible setting stops the run with a sentence naming the key.
+Each checks its own values in ``__post_init__`` with a sentence naming the key; checks
+that span sections live in :mod:`bflsim.config.experiment`. Which datasets and models exist
+is the business of their registries (:data:`bflsim.data.DATASETS`,
+:data:`bflsim.models.MODELS`), checked by :func:`bflsim.plans.check_config` before a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import types
-import typing
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from functools import cached_property
+from typing import Literal
 
+import numpy as np
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or impossible; the message names the key."""
+from bflsim.aggregators import AGGREGATORS, AggregatorError, Rule
+from bflsim.attacks import ATTACKS, Attack, AttackError
+from bflsim.config.typed import ConfigError, Params, build_record
 
-
-DatasetName = Literal["synthetic", "nsl-kdd", "cic-ids2017", "csv"]
 LabelMode = Literal["multiclass", "binary"]
-SplitMode = Literal["stratified", "kdd-test"]
+SplitMode = Literal["stratified", "official"]
 ScalerName = Literal["minmax", "standard"]
 
 
@@ -41,12 +41,14 @@ class SyntheticConfig:
 class DataConfig:
     """Which dataset, how labels are grouped, and how it is split.
 
-    ``fractions`` are (train, validation, test) for the stratified split. With
-    ``split = "kdd-test"`` (NSL-KDD only) the model trains on KDDTrain+ and is tested on
-    KDDTest+; ``fractions[1]`` of KDDTrain+ is held out for validation.
+    ``dataset`` names a record of :data:`bflsim.data.DATASETS`. ``fractions`` are (train,
+    validation, test) for the stratified split. With ``split = "official"`` (datasets that
+    ship their own test set: NSL-KDD's KDDTrain+ / KDDTest+; the old name ``"kdd-test"`` is
+    read as this) the model is tested on that set, and ``fractions[1]`` of the training file
+    is held out for validation.
     """
 
-    dataset: DatasetName = "synthetic"
+    dataset: str = "synthetic"
     label_mode: LabelMode = "multiclass"
     split: SplitMode = "stratified"
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -75,13 +77,6 @@ class DataConfig:
             raise ConfigError(f"data.fractions leaves the train or test split empty: {list(self.fractions)}")
         if not 0.0 < self.sample_fraction <= 1.0:
             raise ConfigError(f"data.sample_fraction must be in (0, 1]; got {self.sample_fraction}")
-        if self.split == "kdd-test" and self.dataset != "nsl-kdd":
-            raise ConfigError(
-                f"data.split = 'kdd-test' is the NSL-KDD protocol (KDDTrain+ / KDDTest+); "
-                f"dataset is {self.dataset!r}"
-            )
-        if self.dataset == "csv" and (not self.path or not self.label_column):
-            raise ConfigError("data.dataset = 'csv' needs data.path and data.label_column")
 
 
 @dataclass(frozen=True)
@@ -121,30 +116,20 @@ class TrainConfig:
             raise ConfigError(f"train.learning_rate must be > 0; got {self.learning_rate}")
 
 
-MODEL_NAMES = ("decision_tree", "random_forest", "linear_svm", "dnn", "cnn_lstm")
-
-
 @dataclass(frozen=True)
 class ModelsConfig:
-    """Which models a centralized experiment trains, and their sizes."""
+    """Which models an experiment trains (records of :data:`bflsim.models.MODELS`), and their sizes."""
 
     names: tuple[str, ...] = ("cnn_lstm",)
     cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig)
     dnn: DnnConfig = field(default_factory=DnnConfig)
 
     def __post_init__(self) -> None:
-        for name in self.names:
-            if name not in MODEL_NAMES:
-                raise ConfigError(
-                    f"models.names: unknown model {name!r}; expected one of {list(MODEL_NAMES)}"
-                )
         if not self.names:
             raise ConfigError("models.names is empty; name at least one model")
 
 
 PartitionScheme = Literal["iid", "dirichlet", "shards"]
-AggregatorName = Literal["fedavg", "krum", "multikrum", "median", "trimmed_mean"]
-AttackName = Literal["none", "gaussian", "sign_flip", "scaling"]
 
 
 @dataclass(frozen=True)
@@ -222,78 +207,99 @@ class FederationConfig:
     def cohort_size(self) -> int:
         return max(1, int(self.fraction_train * self.num_nodes))
 
+    def sample_cohort(self, server_round: int, available: Sequence[int]) -> list[int]:
+        """This round's cohort: ``cohort_size`` of the ``available`` nodes (fewer if fewer are),
+        drawn reproducibly from ``(seed, server_round)``; ascending."""
+        rng = np.random.default_rng([self.seed, server_round])
+        size = min(self.cohort_size, len(available))
+        return sorted(int(i) for i in rng.choice(sorted(available), size=size, replace=False))
+
+
+def _resolved(record: object | None, *fixed: str) -> Params:
+    """A record's parameters, every one (defaults too), as they went into the run."""
+    if record is None:
+        return Params()
+    return Params({f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.init and f.name not in fixed})
+
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """Which edge nodes are malicious and what they send instead of an honest update.
+    """Which edge nodes are malicious and what they do (an :data:`bflsim.attacks.ATTACKS` record).
 
-    ``num_malicious`` nodes (or ``fraction`` of ``federation.num_nodes``, rounded) are drawn
-    from ``seed``: once for the run, or again every round with ``redraw_each_round``.
-    Gaussian: the update is replaced by, or added to, N(mu, sigma^2) noise (``mode``).
+    ``num_malicious`` nodes, or ``fraction`` of ``federation.num_nodes`` rounded half up
+    (0.25 of 10 nodes is 3), are drawn from ``seed``: once for the run, or again every round
+    with ``redraw_each_round``. ``params`` are the attack's own parameters
+    (``[attack.params]``, e.g. Gaussian ``mode``, ``mu``, ``sigma``), completed with the
+    attack's defaults once parsed; ``name = "none"`` is no attack, and has none. Old files' flat keys (``attack.sigma``) are read as ``attack.params.sigma``.
     """
 
-    name: AttackName = "none"
+    name: str = "none"
     num_malicious: int | None = None
     fraction: float | None = None
-    mode: Literal["replace", "add"] = "replace"
-    mu: float = 0.0
-    sigma: float = 1.0
-    scale: float = 1.0
-    factor: float = 10.0
     redraw_each_round: bool = False
     seed: int = 0
+    params: Params = field(default_factory=Params)
 
     def __post_init__(self) -> None:
+        if self.name != "none" and self.name not in ATTACKS:
+            raise ConfigError(f"attack.name = {self.name!r} is not one of {['none', *ATTACKS]}")
         if self.num_malicious is not None and self.fraction is not None:
             raise ConfigError("attack: give num_malicious or fraction, not both")
         if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"attack.fraction must be in [0, 1]; got {self.fraction}")
         if self.num_malicious is not None and self.num_malicious < 0:
             raise ConfigError(f"attack.num_malicious must be >= 0; got {self.num_malicious}")
-        if self.sigma < 0:
-            raise ConfigError(f"attack.sigma must be >= 0; got {self.sigma}")
-        if self.scale <= 0:
-            raise ConfigError(f"attack.scale must be > 0; got {self.scale}")
+        # Every parameter, defaults included, so manifests say exactly what ran; none without an attack.
+        object.__setattr__(self, "params", _resolved(self.record))
+
+    @cached_property
+    def record(self) -> Attack | None:
+        """The attack with its parameters; None without an attack."""
+        if self.name == "none":
+            return None
+        return build_record(ATTACKS[self.name], self.params, "attack.params", AttackError)
 
     def count(self, num_nodes: int) -> int:
         """How many of ``num_nodes`` nodes are malicious (0 when there is no attack)."""
         if self.name == "none":
             return 0
         if self.fraction is not None:
-            return round(self.fraction * num_nodes)
+            return math.floor(self.fraction * num_nodes + 0.5)
         return self.num_malicious if self.num_malicious is not None else 0
-
-    def params(self) -> dict[str, Any]:
-        """The keyword arguments of the attack function in :mod:`bflsim.attacks`."""
-        return {
-            "none": {},
-            "gaussian": {"mode": self.mode, "mu": self.mu, "sigma": self.sigma},
-            "sign_flip": {"scale": self.scale},
-            "scaling": {"factor": self.factor},
-        }[self.name]
 
 
 @dataclass(frozen=True)
 class AggregatorConfig:
-    """The aggregation rule and what it is told about the adversary.
+    """The aggregation rule (an :data:`bflsim.aggregators.AGGREGATORS` record) and its assumptions.
 
-    ``num_malicious`` is the f the rule assumes (Krum's n - f - 2 neighbours); by default
-    the number of attackers actually drawn. ``num_selected`` is Multi-Krum's m (default
-    n - f); ``trim_fraction`` is the trimmed mean's beta. With a ledger, Krum and Multi-Krum
-    report as rejected those of the f top-scored updates that score above ``reject_factor``
-    times the median score (:func:`bflsim.aggregators.rejected`); rejections count towards a
-    node's revocation on chain.
+    ``assumed_malicious`` is the f the rule assumes (Krum's n - f - 2 neighbours); by default
+    the number of attackers actually drawn (old name: ``aggregator.num_malicious``).
+    ``params`` are the rule's own parameters (``[aggregator.params]``: Multi-Krum's
+    ``num_selected``, the trimmed mean's ``trim_fraction``; old files' flat keys are read as
+    these), completed with the rule's defaults once parsed. With a ledger, the rule's outliers (:meth:`bflsim.aggregators.Rule.rejected`;
+    Krum: those of the f top scores above ``reject_factor`` times the median score) get a
+    rejection on chain, which counts towards the node's revocation.
     """
 
-    name: AggregatorName = "fedavg"
-    num_malicious: int | None = None
-    num_selected: int | None = None
-    trim_fraction: float = 0.1
+    name: str = "fedavg"
+    assumed_malicious: int | None = None
     reject_factor: float = 3.0
+    params: Params = field(default_factory=Params)
 
     def __post_init__(self) -> None:
+        if self.name not in AGGREGATORS:
+            raise ConfigError(f"aggregator.name = {self.name!r} is not one of {list(AGGREGATORS)}")
+        if self.assumed_malicious is not None and self.assumed_malicious < 0:
+            raise ConfigError(f"aggregator.assumed_malicious must be >= 0; got {self.assumed_malicious}")
         if not self.reject_factor >= 1.0:
             raise ConfigError(f"aggregator.reject_factor must be >= 1; got {self.reject_factor}")
+        object.__setattr__(self, "params", _resolved(self.rule(0), "num_malicious"))  # defaults included
+
+    def rule(self, num_malicious: int) -> Rule:
+        """The rule with its parameters, assuming ``num_malicious`` attackers."""
+        return build_record(
+            AGGREGATORS[self.name], self.params, "aggregator.params", AggregatorError, num_malicious=num_malicious
+        )
 
 
 @dataclass(frozen=True)
@@ -366,188 +372,3 @@ class LedgerConfig:
     @property
     def enabled(self) -> bool:
         return self.backend != "none"
-
-
-ExperimentKind = Literal["centralized", "federated"]
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A whole experiment: what to load, what to train, how."""
-
-    name: str = "experiment"
-    kind: ExperimentKind = "centralized"
-    description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    federation: FederationConfig = field(default_factory=FederationConfig)
-    attack: AttackConfig = field(default_factory=AttackConfig)
-    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    ledger: LedgerConfig = field(default_factory=LedgerConfig)
-
-    def __post_init__(self) -> None:
-        if self.kind == "federated":
-            validate_federated(self)
-
-    @property
-    def num_malicious(self) -> int:
-        """Attackers among ``federation.num_nodes`` edge nodes."""
-        return self.attack.count(self.federation.num_nodes)
-
-    @property
-    def declared_malicious(self) -> int:
-        """The f the aggregator assumes."""
-        declared = self.aggregator.num_malicious
-        return self.num_malicious if declared is None else declared
-
-
-def validate_federated(config: ExperimentConfig) -> None:
-    """Cross-section checks of a federated experiment, before anything starts."""
-    from bflsim.aggregators import AggregatorError, validate_aggregator
-    from bflsim.attacks import AttackError, validate_attack
-
-    fed, attack, agg = config.federation, config.attack, config.aggregator
-    if len(config.models.names) != 1 or config.models.names[0] not in ("cnn_lstm", "dnn"):
-        raise ConfigError(
-            f"models.names must name one Keras model (cnn_lstm or dnn) for a federated run; "
-            f"got {list(config.models.names)}"
-        )
-    if config.ledger.enabled and fed.num_nodes > 255:
-        raise ConfigError(
-            f"federation.num_nodes = {fed.num_nodes}: the on-chain registry holds nodes 0..254; "
-            f"use at most 255 nodes or ledger.backend = 'none'"
-        )
-    if config.num_malicious > fed.num_nodes:
-        raise ConfigError(
-            f"attack: {config.num_malicious} malicious nodes but federation.num_nodes = {fed.num_nodes}"
-        )
-    if attack.name != "none":
-        try:
-            validate_attack(attack.name, attack.params())
-        except AttackError as err:
-            raise ConfigError(f"attack: {err}") from err
-    try:
-        validate_aggregator(
-            agg.name,
-            fed.cohort_size,
-            config.declared_malicious,
-            num_selected=agg.num_selected,
-            trim_fraction=agg.trim_fraction,
-        )
-    except AggregatorError as err:
-        raise ConfigError(
-            f"aggregator.name = {agg.name!r} with a cohort of {fed.cohort_size} nodes "
-            f"(federation.num_nodes x fraction_train) and f = {config.declared_malicious}: {err}"
-        ) from err
-
-
-# --- parsing -------------------------------------------------------------------------
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The raw table of an experiment file; a missing file or bad TOML is a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from err
-
-
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read an experiment TOML file and return its validated config."""
-    raw = read_toml(path)
-    try:
-        return parse_experiment(raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from err
-
-
-def parse_experiment(raw: dict[str, Any]) -> ExperimentConfig:
-    """Build an :class:`ExperimentConfig` from a TOML-shaped dict.
-
-    The top-level ``[experiment]`` table holds ``name``, ``kind`` and ``description``;
-    every other table maps onto the field of the same name.
-    """
-    raw = dict(raw)
-    header = raw.pop("experiment", {})
-    if not isinstance(header, dict):
-        raise ConfigError("[experiment] must be a table")
-    return _build(ExperimentConfig, {**header, **raw}, prefix="")
-
-
-def with_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """Return a copy with dotted keys replaced, e.g. ``{"train.epochs": 2}``; validated again."""
-    tree = dataclasses.asdict(config)
-    for dotted, value in overrides.items():
-        node = tree
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown key {dotted!r}")
-            node = node[part]
-        if leaf not in node:
-            raise ConfigError(f"unknown key {dotted!r}")
-        node[leaf] = value
-    return _build(ExperimentConfig, tree, prefix="")
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config (tuples become lists)."""
-    return dataclasses.asdict(config)
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {prefix + unknown[0]!r}; expected one of {sorted(known)}"
-        )
-    values = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, prefix=f"{key}.")
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{key} = {value!r} is not one of {list(allowed)}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list; got {value!r}")
-        args = get_args(hint)
-        item = args[0]
-        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number; got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer; got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false; got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string; got {value!r}")
-        return value
-    return value

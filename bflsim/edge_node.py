@@ -1,15 +1,18 @@
-"""What one edge node does in a round, without Flower: load its data, train, or attack.
+"""What one edge node does in a round, without Flower: hold its data, register it, train, attack.
 
-An edge node reads its own share of the training split (the same deterministic
-preparation and partition on every process, so no data crosses the network), trains the
-global model locally, and returns its new weights. A malicious node instead returns
-``global + attack(update)``, where ``update = local - global`` is the honest update it
-would have sent; Gaussian ``replace`` does not need the honest update, so that node skips
-training. Which nodes are malicious is drawn from the attack seed
-(:func:`bflsim.attacks.draw_malicious`), so server and nodes agree without being told.
+An edge node reads its own share of the training split (the same deterministic preparation
+and partition on every process, so no data crosses the network), trains the global model
+locally, and returns its new weights. Which nodes are malicious is drawn from the attack
+seed (:meth:`bflsim.config.ExperimentConfig.malicious_nodes`), so server and nodes agree
+without being told. A malicious node runs its attack record (:mod:`bflsim.attacks`):
 
-Keras models are expensive to build and trace; each process keeps one compiled model per
-architecture and resets its weights and optimizer state on every call.
+- ``poison_data`` changes the features and labels it trains on (data poisoning);
+- ``poison_update`` changes what it sends: ``global + attack(delta)``, where ``delta = local -
+  global`` is the honest update it would have sent. An attack that knows the coalition gets
+  the honest updates of every malicious node of the cohort, one that knows the round those of
+  every cohort node: training is deterministic from the seeds, so the node computes them
+  itself (one local training per node it knows) and no message reveals them. An attack that
+  does not need the honest update (Gaussian ``replace``) skips training.
 
 Faults are part of the experiment: ``federation.crash_nodes`` raise :class:`NodeCrash`
 instead of training, and ``federation.slow_nodes`` stall first (see
@@ -18,34 +21,21 @@ instead of training, and ``federation.slow_nodes`` stall first (see
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.attacks import apply_attack, draw_malicious
-from bflsim.config import (
-    DataConfig,
-    ExperimentConfig,
-    FederationConfig,
-    config_to_dict,
-    parse_experiment,
-)
+from bflsim.attacks import Attack, AttackInput
+from bflsim.config import DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
-from bflsim.ledger.identity import (
-    NodeIdentity,
-    TxContext,
-    derive_identities,
-    sign_data_tx,
-    sign_update_tx,
-)
-from bflsim.models import configure_tensorflow
-
-Weights = list[NDArray[np.float32]]
+from bflsim.ledger.identity import TxContext, node_identities, sign_data_tx, sign_update_tx
+from bflsim.models import cached_model, configure_tensorflow, reset_optimizer
+from bflsim.vectors import Weights, flatten, unflatten
 
 
 class NodeCrash(RuntimeError):
@@ -65,27 +55,6 @@ class NodeResult:
     num_examples: int
     malicious: bool
     train_loss: float | None
-
-
-def experiment_to_json(config: ExperimentConfig) -> str:
-    """The wire form of a config (sent to nodes inside Flower's ConfigRecord)."""
-    return json.dumps(config_to_dict(config), sort_keys=True)
-
-
-@lru_cache(maxsize=8)
-def experiment_from_json(text: str) -> ExperimentConfig:
-    return parse_experiment(json.loads(text))
-
-
-def malicious_nodes(config: ExperimentConfig, server_round: int) -> NDArray[np.int64]:
-    """The malicious node ids in this round (fixed for the run unless redrawn per round)."""
-    attack = config.attack
-    return draw_malicious(
-        config.federation.num_nodes,
-        config.num_malicious,
-        seed=attack.seed,
-        server_round=server_round if attack.redraw_each_round else None,
-    )
 
 
 @lru_cache(maxsize=2)
@@ -124,20 +93,6 @@ def node_features(config: ExperimentConfig, node: int, server_round: int, data_d
     return x
 
 
-@lru_cache(maxsize=4)
-def _identities(seed: int, num_nodes: int) -> tuple[NodeIdentity, ...]:
-    return tuple(derive_identities(seed, num_nodes))
-
-
-def node_identities(config: ExperimentConfig) -> tuple[NodeIdentity, ...]:
-    """Every edge node's key pair, from ``ledger.key_seed`` (default ``federation.seed``).
-
-    In a simulation one seed yields all keys; on real devices each node keeps its own.
-    """
-    seed = config.ledger.key_seed if config.ledger.key_seed is not None else config.federation.seed
-    return _identities(seed, config.federation.num_nodes)
-
-
 def register_data(
     config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None
 ) -> tuple[bytes, bytes]:
@@ -171,51 +126,6 @@ def sign_update(
     return digest, sign_update_tx(node_identities(config)[node], ctx, server_round, digest, num_examples)
 
 
-_MODELS: dict[str, tuple[object, list[np.ndarray]]] = {}
-
-
-def cached_model(config: ExperimentConfig, num_features: int, num_classes: int):
-    """A compiled Keras model for this architecture, built once per process."""
-    return _cached(config, num_features, num_classes)[0]
-
-
-def _cached(config: ExperimentConfig, num_features: int, num_classes: int):
-    key = json.dumps(
-        [config.models.names[0], config_to_dict(config.models), num_features, num_classes,
-         config.train.learning_rate],
-        sort_keys=True,
-    )
-    if key not in _MODELS:
-        configure_tensorflow()
-        from bflsim.models import KERAS_BUILDERS
-
-        model = KERAS_BUILDERS[config.models.names[0]](
-            num_features, num_classes, config.models, config.train.learning_rate, seed=config.train.seed
-        )
-        model.optimizer.build(model.trainable_variables)
-        fresh_state = [np.array(v.numpy()) for v in model.optimizer.variables]
-        _MODELS[key] = (model, fresh_state)
-    return _MODELS[key]
-
-
-def initial_weights(config: ExperimentConfig, num_features: int, num_classes: int) -> Weights:
-    """The global model before round 1: a function of ``train.seed`` alone."""
-    configure_tensorflow()
-    from bflsim.models import KERAS_BUILDERS
-
-    fresh = KERAS_BUILDERS[config.models.names[0]](
-        num_features, num_classes, config.models, config.train.learning_rate, seed=config.train.seed
-    )
-    return [np.asarray(w, dtype=np.float32) for w in fresh.get_weights()]
-
-
-def reset_optimizer(config: ExperimentConfig, num_features: int, num_classes: int) -> None:
-    """Restore the optimizer's fresh state (step count, moments): each round starts afresh."""
-    model, fresh_state = _cached(config, num_features, num_classes)
-    for variable, value in zip(model.optimizer.variables, fresh_state, strict=True):
-        variable.assign(value)
-
-
 def inject_faults(federation: FederationConfig, node: int, server_round: int) -> None:
     """Stall or crash as ``federation`` sets for this node and round; otherwise do nothing."""
     if node in federation.slow_nodes and (not federation.slow_rounds or server_round in federation.slow_rounds):
@@ -225,11 +135,13 @@ def inject_faults(federation: FederationConfig, node: int, server_round: int) ->
 
 
 def train_locally(
-    config: ExperimentConfig, node: int, server_round: int, global_weights: Weights, data_dir: str | None = None
+    config: ExperimentConfig, node: int, server_round: int, global_weights: Weights, data_dir: str | None = None,
+    cohort: Sequence[int] = (),
 ) -> NodeResult:
     """Run edge node ``node`` for one round starting from ``global_weights``.
 
-    Raises :class:`NodeCrash` when the node is set to crash in this round.
+    ``cohort`` (the round's nodes) matters only to attacks that know the coalition or the
+    round. Raises :class:`NodeCrash` when the node is set to crash in this round.
     """
     num_nodes = config.federation.num_nodes
     if not 0 <= node < num_nodes:
@@ -243,43 +155,69 @@ def train_locally(
     # process leaves them at TensorFlow's default, all cores, for evaluation.
     threads = config.backend.threads_per_client
     configure_tensorflow(intra_op_threads=threads, inter_op_threads=threads)
-    data = load_data(config.data, data_dir)
     rows = node_partitions(config.data, config.federation, data_dir)[node]
-    malicious = bool(np.isin(node, malicious_nodes(config, server_round)))
-    attack = config.attack
-    skip_training = malicious and attack.name == "gaussian" and attack.mode == "replace"
-
+    attack = config.attack.record
+    malicious = attack is not None and node in config.malicious_nodes(server_round)
     train_loss = None
-    if skip_training:
+    if malicious and not attack.trains:
         local = global_weights
     else:
-        import keras
-
-        model = cached_model(config, data.num_features, data.num_classes)
-        model.set_weights(global_weights)
-        reset_optimizer(config, data.num_features, data.num_classes)
-        keras.utils.set_random_seed(_seed(config.train.seed, server_round, node))
-        history = model.fit(
-            node_features(config, node, server_round, data_dir), data.y_train[rows],
-            epochs=config.federation.local_epochs, batch_size=config.train.batch_size,
-            shuffle=True, verbose=0,
-        )
-        train_loss = float(history.history["loss"][-1])
-        local = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
-
-    if malicious:
-        local = poison(config, node, server_round, global_weights, local)
+        local, train_loss = fit(config, node, server_round, global_weights, data_dir,
+                                attack if malicious and attack.acts_on_data else None)
+    if malicious and attack.acts_on_update:
+        local = poison(config, attack, node, server_round, global_weights, local, cohort, data_dir)
     return NodeResult(node, local, len(rows), malicious, train_loss)
 
 
-def poison(config: ExperimentConfig, node: int, server_round: int, global_weights: Weights, local: Weights) -> Weights:
-    """``global + attack(local - global)``, computed on the flattened update."""
-    from bflsim.vectors import flatten, unflatten
+def fit(
+    config: ExperimentConfig, node: int, server_round: int, global_weights: Weights, data_dir: str | None = None,
+    attack: Attack | None = None,
+) -> tuple[Weights, float]:
+    """Node ``node``'s local training from ``global_weights``: its new weights and last loss.
 
+    Deterministic from ``(train.seed, server_round, node)``. With ``attack``, the node trains
+    on the data the attack's ``poison_data`` gives it instead of its own.
+    """
+    import keras
+
+    data = load_data(config.data, data_dir)
+    features = node_features(config, node, server_round, data_dir)
+    labels = data.y_train[node_partitions(config.data, config.federation, data_dir)[node]]
+    if attack is not None:
+        rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
+        features, labels = attack.poison_data(features, labels, data.num_classes, rng)
+    model = cached_model(config.models, config.train, data.num_features, data.num_classes)
+    model.set_weights(global_weights)
+    reset_optimizer(config.models, config.train, data.num_features, data.num_classes)
+    keras.utils.set_random_seed(_seed(config.train.seed, server_round, node))
+    history = model.fit(
+        features, labels, epochs=config.federation.local_epochs, batch_size=config.train.batch_size,
+        shuffle=True, verbose=0,
+    )
+    return [np.asarray(w, dtype=np.float32) for w in model.get_weights()], float(history.history["loss"][-1])
+
+
+def poison(
+    config: ExperimentConfig, attack: Attack, node: int, server_round: int, global_weights: Weights,
+    local: Weights, cohort: Sequence[int] = (), data_dir: str | None = None,
+) -> Weights:
+    """``global + attack(local - global)``, on the flattened update, with what the attack knows."""
     flat_global, shapes = flatten(global_weights)
-    flat_local, _ = flatten(local)
+    own = flatten(local)[0] - flat_global
+
+    coalition = everyone = None
+    if attack.knows in ("coalition", "round"):
+        bad = set(config.malicious_nodes(server_round).tolist()) | {node}
+        known = sorted(set(cohort if attack.knows == "round" else bad & set(cohort)) | {node})
+        deltas = {
+            other: own if other == node
+            else flatten(fit(config, other, server_round, global_weights, data_dir)[0])[0] - flat_global
+            for other in known
+        }
+        coalition = np.stack([deltas[i] for i in known if i in bad])
+        everyone = np.stack([deltas[i] for i in known]) if attack.knows == "round" else None
     rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
-    attacked = apply_attack(config.attack.name, flat_local - flat_global, config.attack.params(), rng=rng)
+    attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone))
     return unflatten((flat_global + attacked).astype(np.float32), shapes)
 
 

@@ -6,24 +6,26 @@
     <run>/trail/transactions.jsonl   every mined transaction: round, kind, node, hash, gas, latency,
                                      and its signed bytes (so the audit can replay the chain)
     <run>/trail/rounds.jsonl         per committed round: cohort, opened global digest, every update
-                                     received (digest recomputed by the server, digest its node signed),
-                                     the aggregation's candidates, selection, rejections, scores and the
-                                     committed global digest
+                                     received (digest recomputed by the server), the aggregation's
+                                     candidates, selection, rejections, scores and the committed
+                                     global digest
     <run>/blobs/<digest>.npz         every update and global model, named by its weights digest
 
 Lines are appended and flushed when a round ends, so a run stopped midway keeps its trail.
+The trail takes plain rows; what a row holds is the ledger session's business
+(:mod:`bflsim.ledger.session`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bflsim.blobs import BlobStore
-from bflsim.ledger.base import Ledger, TxRecord
+from bflsim.runfolder.blobs import BlobStore
 
-__all__ = ["Trail", "read_chain", "read_rounds", "read_transactions"]
+__all__ = ["BLOBS", "CHAIN", "ROUNDS", "TRANSACTIONS", "Trail", "read_chain", "read_rounds", "read_transactions"]
 
 CHAIN = "trail/chain.json"
 TRANSACTIONS = "trail/transactions.jsonl"
@@ -38,22 +40,13 @@ class Trail:
         self.run_dir = Path(run_dir)
         (self.run_dir / "trail").mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.run_dir / BLOBS)
-        self._journaled = 0
 
     def write_chain(self, info: dict[str, Any]) -> None:
         (self.run_dir / CHAIN).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
-    def journal(self, ledger: Ledger, server_round: int, nodes: dict[str, int]) -> list[TxRecord]:
-        """Append the ledger's transactions since the last call; ``nodes`` maps sender -> node index."""
-        new = ledger.records[self._journaled:]
-        self._journaled = len(ledger.records)
+    def append_transactions(self, rows: Iterable[dict[str, Any]]) -> None:
         with open(self.run_dir / TRANSACTIONS, "a") as fh:
-            fh.writelines(json.dumps({
-                    "round": server_round, "kind": r.kind, "node": nodes.get(r.sender), "tx_hash": r.tx_hash,
-                    "sender": r.sender, "status": r.status, "error": r.error, "gas_used": r.gas_used,
-                    "block": r.block, "seconds": round(r.seconds, 6), "raw": r.raw.hex() if r.raw else None,
-                }) + "\n" for r in new)
-        return new
+            fh.writelines(json.dumps(row) + "\n" for row in rows)
 
     def write_round(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / ROUNDS, "a") as fh:

@@ -13,7 +13,7 @@ import pytest
 from conftest import require_anvil
 
 from bflsim.bench import BENCH_COLUMNS, write_bench_csv
-from bflsim.chainbench import (
+from bflsim.bench.chain import (
     GAS_BUDGET_SUBMIT_UPDATE,
     PACKAGES,
     chain_rows,
@@ -47,9 +47,9 @@ def test_data_registration_times_each_step_per_repeat():
 
 
 def test_cnn_lstm_shapes_match_the_keras_model():
-    from bflsim.models import KERAS_BUILDERS
+    from bflsim.models import MODELS
 
-    build = KERAS_BUILDERS["cnn_lstm"]
+    build = MODELS["cnn_lstm"].build
     model = build(NSLKDD_FEATURES, NSLKDD_CLASSES, ModelsConfig(), 1e-3, seed=0)
 
     keras_shapes = [w.shape for w in model.get_weights()]
@@ -133,7 +133,7 @@ def test_block_time_finality_on_anvil_stops_the_node():
 
 def test_anvil_is_stopped_when_the_benchmark_fails(monkeypatch):
     require_anvil()
-    import bflsim.chainbench
+    import bflsim.bench.chain
     import bflsim.ledger.anvil
 
     started = []
@@ -148,9 +148,9 @@ def test_anvil_is_stopped_when_the_benchmark_fails(monkeypatch):
             raise RuntimeError("lost the node")
         return real_time_finality(ledger, num_nodes, rounds)
 
-    real_time_finality = bflsim.chainbench.time_finality
+    real_time_finality = bflsim.bench.chain.time_finality
     monkeypatch.setattr(bflsim.ledger.anvil, "AnvilNode", RecordedAnvil)
-    monkeypatch.setattr(bflsim.chainbench, "time_finality", fail_on_anvil)
+    monkeypatch.setattr(bflsim.bench.chain, "time_finality", fail_on_anvil)
     x = np.zeros((4, 3), dtype=np.float32)
 
     with pytest.raises(RuntimeError, match="lost the node"):

@@ -1,4 +1,4 @@
-"""Blockchain micro-benchmarks (the paper's Table 6), written as CSV rows for ``bench``.
+"""Blockchain micro-benchmarks (the paper's Table 6): ``bflsim bench --suite chain``.
 
 Four groups, each a plain function testable on small inputs, joined by
 :func:`run_chain_bench`:
@@ -20,9 +20,7 @@ Timings are medians; they are never asserted in tests (the machines are shared).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.aggregators import aggregate
+from bflsim.aggregators import AGGREGATORS, Rule
 from bflsim.bench import write_bench_csv
 from bflsim.config import CnnLstmConfig, DataConfig
 from bflsim.hashing import data_digest, weights_digest
@@ -57,7 +55,6 @@ __all__ = [
     "cnn_lstm_shapes",
     "cnn_lstm_weights",
     "enroll_federation",
-    "main",
     "measure_gas",
     "run_chain_bench",
     "time_aggregation",
@@ -329,8 +326,8 @@ def time_aggregation(
     num_samples = np.full(num_nodes, 1000)
     seconds: dict[str, list[float]] = {}
     for rule in ("krum", "multikrum", "fedavg"):
-        def run(rule: str = rule) -> object:
-            return aggregate(rule, updates, num_samples=num_samples, num_malicious=num_malicious)
+        def run(rule: type[Rule] = AGGREGATORS[rule]) -> object:
+            return rule(num_malicious=num_malicious)(updates, num_samples)
 
         seconds[rule] = _time_steps({rule: run}, repeats)[rule]
     return seconds
@@ -497,7 +494,7 @@ def chain_rows(
         ("multikrum", "", f"f={num_malicious}, m=n-f={num_nodes - num_malicious}"),
         ("fedavg", "", "sample-weighted mean"),
     ):
-        note = (f"aggregate('{rule}') on a ({num_nodes}, {num_params}) float32 matrix (the "
+        note = (f"{AGGREGATORS[rule].label} on a ({num_nodes}, {num_params}) float32 matrix (the "
                 f"CNN-LSTM's parameter count), {what}; median of {repeats}")
         rows.append(("aggregation", f"{rule}_seconds", _median(seconds[rule]), "s", repeats,
                      paper, note))
@@ -535,29 +532,3 @@ def run_chain_bench(
         data_note=f" (NSL-KDD, node 0 of {num_nodes}, IID)", progress=progress,
     )
     return write_bench_csv(out_dir, "chain", rows, PACKAGES)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m bflsim.chainbench --out DIR [--repeats N] [--no-anvil]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bflsim.chainbench",
-        description="Blockchain micro-benchmarks (registration, finality, Krum, gas) -> chain.csv",
-    )
-    parser.add_argument("--out", required=True, help="folder for chain.csv")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--num-nodes", type=int, default=10)
-    parser.add_argument("--data-dir", default=os.environ.get("BFLSIM_DATA_DIR"),
-                        help="dataset folder (default $BFLSIM_DATA_DIR)")
-    parser.add_argument("--no-anvil", action="store_true", help="skip the anvil finality rows")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        path = run_chain_bench(args.out, args.data_dir, args.repeats, args.num_nodes,
-                               Progress(quiet=args.quiet), anvil=not args.no_anvil)
-    except AnvilNotFound as exc:
-        parser.exit(2, f"error: {exc}\n")
-    print(path)
-
-
-if __name__ == "__main__":
-    main()

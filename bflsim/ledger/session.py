@@ -2,17 +2,18 @@
 
 :class:`ChainSession` deploys the registry, enrolls the edge nodes' keys, relays the
 transactions the nodes signed, opens and commits every round, and keeps the run's trail
-(:mod:`bflsim.trail`): every transaction, every round's outcome and every update and global
-model in the blob store. It knows nothing of Flower: the strategy hands it arrays and the
-nodes' signed bytes.
+(:mod:`bflsim.runfolder.trail`): every transaction, every round's outcome and every update
+and global model in the blob store. :class:`NoChainSession` is the same interface for
+Standard FL: nothing is registered. Neither knows Flower: the strategy hands them arrays and
+the nodes' signed bytes.
 
 Checks before a node's ``submitUpdate`` is relayed (DESIGN.md, "Why clients sign and the
-server relays"): the transaction must be signed by that node's key, for this round, chain and
-registry, for the sample count the node reported, and for the digest the server recomputes
-from the weights it received. A signed claim whose digest differs is still relayed (it is
-the node's own statement, on chain for the audit) but the update is refused, and the round's
-commit counts a rejection against the node. A transaction signed by another key is not
-relayed at all.
+server relays"): the server recomputes the digest of the weights it received
+(:meth:`ChainSession.relay_updates`); the transaction must be signed by that node's key, for
+this round and for the sample count the node reported, and name that digest. A signed claim
+whose digest differs is still relayed (it is the node's own statement, on chain for the
+audit) but the update is refused, and the round's commit counts a rejection against the
+node. A transaction signed by another key is not relayed at all.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from bflsim.aggregators import RoundDecision
 from bflsim.config import ExperimentConfig
-from bflsim.fl.node import Weights, node_identities
-from bflsim.hashing import digest_hex, scores_digest
+from bflsim.hashing import digest_hex, weights_digest
 from bflsim.ledger.base import Ledger, LedgerError, TxRecord
-from bflsim.ledger.identity import read_update_tx
-from bflsim.trail import Trail
+from bflsim.ledger.identity import node_identities, read_update_tx
+from bflsim.runfolder.trail import Trail
+from bflsim.vectors import Weights
 
-__all__ = ["ChainSession", "Received"]
+__all__ = ["DATA_DIGEST_KEY", "DATA_TIMESTAMP_KEY", "ChainSession", "NoChainSession", "ReceivedUpdate", "open_session"]
+
+# What :meth:`ChainSession.open_round` adds to each node's chain config, beside its TxContext.
+DATA_DIGEST_KEY = "data-digest"
+DATA_TIMESTAMP_KEY = "data-timestamp"
 
 
 @contextmanager
@@ -48,15 +52,45 @@ def _on_chain(ledger: Ledger, what: str) -> Iterator[None]:
 
 
 @dataclass
-class Received:
+class ReceivedUpdate:
     """One node's training reply as the server sees it."""
 
     node: int
     weights: Weights
     num_samples: int
-    raw_tx: bytes
+    raw_tx: bytes = b""
+    train_loss: float | None = None
     refused: str | None = None  # why the update does not enter the aggregation
-    digest: bytes = b""
+    digest: bytes = b""  # the server's own digest of ``weights``
+
+
+class NoChainSession:
+    """Standard FL: no registry, no trail; every node stays eligible."""
+
+    enabled = False
+
+    def setup(self) -> dict[str, Any] | None:
+        return None
+
+    def contexts(self, nodes: list[int]) -> dict[int, dict[str, Any]]:
+        return {}
+
+    def register_data(self, signed: dict[int, bytes], digests: dict[int, bytes]) -> dict[int, str]:
+        return {}
+
+    def active_nodes(self, nodes: list[int]) -> list[int]:
+        return sorted(nodes)
+
+    def open_round(self, server_round: int, global_weights: Weights, cohort: list[int]) -> dict[int, dict[str, Any]]:
+        return {}
+
+    def relay_updates(self, server_round: int, received: list[ReceivedUpdate]) -> None:
+        return None
+
+    def commit_round(
+        self, server_round: int, cohort: list[int], received: list[ReceivedUpdate], decision: RoundDecision
+    ) -> dict[str, float]:
+        return {}
 
 
 @dataclass
@@ -69,12 +103,14 @@ class ChainSession:
     trail: Trail = field(init=False)
     addresses: dict[int, str] = field(init=False)
     seconds: float = 0.0  # wall time spent in chain calls this round
+    enabled = True
 
     def __post_init__(self) -> None:
         self.trail = Trail(self.run_dir)
         self.identities = {i.index: i for i in node_identities(self.config)}
         self.addresses = {i: identity.address for i, identity in self.identities.items()}
         self._senders = {address: i for i, address in self.addresses.items()}
+        self._written = 0  # ledger records already in the trail
 
     # --- setup -----------------------------------------------------------------------
 
@@ -98,15 +134,15 @@ class ChainSession:
                 "nodes": {str(i): address for i, address in self.addresses.items()},
             }
             self.trail.write_chain(info)
-            self.trail.journal(self.ledger, 0, self._senders)
+            self._write_transactions(0)
             self.seconds = time.perf_counter() - started
             return info
 
     def contexts(self, nodes: list[int]) -> dict[int, dict[str, Any]]:
-        """The ConfigRecord entries each node needs to sign its next transaction."""
+        """Each node's transaction context (to sign its next transaction), by node."""
         with _on_chain(self.ledger, "reading the nodes' nonces"):
             contexts = self.ledger.tx_contexts({i: self.addresses[i] for i in nodes})
-            return {i: ctx.to_config() for i, ctx in contexts.items()}
+            return {i: ctx.to_config(prefix="") for i, ctx in contexts.items()}
 
     def register_data(self, signed: dict[int, bytes], digests: dict[int, bytes]) -> dict[int, str]:
         """Relay the nodes' ``registerData`` transactions; returns {node: why it failed}."""
@@ -120,7 +156,7 @@ class ChainSession:
                     failed[node] = f"registerData signed by {record.sender}, not by node {node}'s key"
                 elif record.status != 1:
                     failed[node] = f"registerData {record.tx_hash} failed: {record.error}"
-            self.trail.journal(self.ledger, 0, self._senders)
+            self._write_transactions(0)
             self.trail.write_round({
                 "round": 0, "data": {str(i): digest_hex(d) for i, d in sorted(digests.items())},
                 "failed": {str(i): why for i, why in failed.items()},
@@ -130,10 +166,11 @@ class ChainSession:
 
     # --- rounds ----------------------------------------------------------------------
 
-    def eligible(self) -> list[int]:
-        """Nodes the contract still counts as active (revoked ones are out)."""
+    def active_nodes(self, nodes: list[int]) -> list[int]:
+        """Those of ``nodes`` the contract still counts as active (revoked ones are out)."""
         with _on_chain(self.ledger, "reading the active nodes"):
-            return sorted(self.ledger.active_nodes())
+            active = set(self.ledger.active_nodes())
+        return sorted(i for i in nodes if i in active)
 
     def open_round(self, server_round: int, global_weights: Weights, cohort: list[int]) -> dict[int, dict[str, Any]]:
         """Store the global model, open the round on chain, and return each node's chain config:
@@ -146,19 +183,21 @@ class ChainSession:
             configs = self.contexts(cohort)
             for node in cohort:
                 digest, timestamp = self.ledger.data_digest(self.addresses[node])
-                configs[node].update({"chain.data-digest": digest, "chain.data-timestamp": int(timestamp)})
+                configs[node].update({DATA_DIGEST_KEY: digest, DATA_TIMESTAMP_KEY: int(timestamp)})
             self.seconds = time.perf_counter() - started
             return configs
 
-    def relay_updates(self, server_round: int, received: list[Received]) -> None:
+    def relay_updates(self, server_round: int, received: list[ReceivedUpdate]) -> None:
         """Check each signed ``submitUpdate`` against the update received, store it, relay it.
 
-        Sets ``refused`` on every update that must not be aggregated.
+        Sets ``digest`` (the server's own) on every update, and ``refused`` on those that
+        must not be aggregated.
         """
         started = time.perf_counter()
-        relay: list[Received] = []
+        relay: list[ReceivedUpdate] = []
         for update in received:
-            update.digest = self.trail.blobs.put(update.weights)
+            update.digest = weights_digest(update.weights)  # what the node must have signed
+            self.trail.blobs.put(update.weights, update.digest)
             try:
                 claim = read_update_tx(update.raw_tx)
             except ValueError as err:
@@ -186,33 +225,22 @@ class ChainSession:
         self.seconds += time.perf_counter() - started
 
     def commit_round(
-        self,
-        server_round: int,
-        cohort: list[int],
-        received: list[Received],
-        candidates: list[int],
-        selected: list[int],
-        rejected: list[int],
-        scores: np.ndarray,
-        new_weights: Weights,
+        self, server_round: int, cohort: list[int], received: list[ReceivedUpdate], decision: RoundDecision
     ) -> dict[str, float]:
         """Store the new global model, commit the round, write the trail; returns round metrics.
 
-        ``candidates`` are the aggregated nodes in the aggregator's row order, ``selected`` and
-        ``rejected`` node ids, ``scores`` one per candidate. Accepted on chain: the aggregated
-        nodes not rejected (every candidate's submitUpdate was relayed; the contract reverts
-        a commit that accepts a node without a submission).
+        Accepted on chain: the aggregated nodes the rule did not reject (every candidate's
+        submitUpdate was relayed; the contract reverts a commit that accepts a node without
+        a submission).
         """
         started = time.perf_counter()
-        new_digest = self.trail.blobs.put(new_weights)
-        digest_of_scores = scores_digest(selected, scores)
-        accepted = sorted(set(candidates) - set(rejected))  # candidates: updates relayed without refusal
+        new_digest = self.trail.blobs.put(decision.new_weights)
         with _on_chain(self.ledger, "committing the round"):
-            self.ledger.commit_round(server_round, new_digest, accepted, digest_of_scores)
+            self.ledger.commit_round(server_round, new_digest, list(decision.accepted), decision.scores_digest)
             active = len(self.ledger.active_nodes())
         self.seconds += time.perf_counter() - started
         records: list[TxRecord] = self.ledger.records[self._round_start:]
-        self.trail.journal(self.ledger, server_round, self._senders)
+        self._write_transactions(server_round)
         self.trail.write_round({
             "round": server_round,
             "global_digest": digest_hex(self.global_digest),
@@ -221,12 +249,12 @@ class ChainSession:
                 {"node": u.node, "digest": digest_hex(u.digest), "num_samples": u.num_samples, "refused": u.refused}
                 for u in received
             ],
-            "candidates": candidates,
-            "selected": selected,
-            "rejected": rejected,
-            "accepted": accepted,
-            "scores": [float(s) for s in scores],
-            "scores_digest": digest_hex(digest_of_scores),
+            "candidates": list(decision.nodes),
+            "selected": list(decision.selected),
+            "rejected": list(decision.rejected),
+            "accepted": list(decision.accepted),
+            "scores": [float(s) for s in decision.selection.scores],
+            "scores_digest": digest_hex(decision.scores_digest),
             "new_global_digest": digest_hex(new_digest),
         })
         return {
@@ -237,3 +265,21 @@ class ChainSession:
             "refused_updates": float(sum(u.refused is not None for u in received)),
             "active_nodes": float(active),
         }
+
+    def _write_transactions(self, server_round: int) -> None:
+        """Append the ledger's transactions since the last call to the trail."""
+        new = self.ledger.records[self._written:]
+        self._written = len(self.ledger.records)
+        self.trail.append_transactions(
+            {
+                "round": server_round, "kind": r.kind, "node": self._senders.get(r.sender), "tx_hash": r.tx_hash,
+                "sender": r.sender, "status": r.status, "error": r.error, "gas_used": r.gas_used,
+                "block": r.block, "seconds": round(r.seconds, 6), "raw": r.raw.hex() if r.raw else None,
+            }
+            for r in new
+        )
+
+
+def open_session(config: ExperimentConfig, ledger: Ledger, run_dir: Path) -> ChainSession | NoChainSession:
+    """The session for ``ledger``: a :class:`ChainSession` unless the run has no ledger."""
+    return ChainSession(config, ledger, run_dir) if ledger.enabled else NoChainSession()

@@ -1,101 +1,25 @@
-"""Speed benchmarks, written as CSV (never asserted in tests: the machines are shared).
+"""Benchmarks that run whole experiments as fresh processes, side by side in one call.
 
-Centralized CNN-LSTM costs on one edge node's share of NSL-KDD: the training split of the
-stratified 70/15/15 protocol, dealt IID over 10 nodes, and node 0's tenth trained with the
-paper's model. It reports training seconds per epoch (the first epoch, which includes
-graph tracing, apart from the later ones) and inference seconds per sample, batched and
-one sample at a time, beside the paper's 4.2 s per epoch and 8 ms per sample.
+- :func:`run_federated_bench`: the same federated experiment on Flower + Ray and as the plain
+  single-process loop (:mod:`bflsim.bench.plain_loop`);
+- :func:`run_ledger_bench`: the same experiment without and with its ledger, in ABBA order.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from bflsim.config import DataConfig, ModelsConfig, TrainConfig
-from bflsim.data import partition, prepare_data
-from bflsim.models import make_classifier
+from bflsim.bench import write_bench_csv
+from bflsim.config import load_experiment
 from bflsim.progress import Progress
-from bflsim.results import package_versions, utc_now
-
-PAPER = {"train_seconds_per_epoch": 4.2, "inference_seconds_per_sample": 0.008}
-BENCH_COLUMNS = ("benchmark", "quantity", "value", "unit", "repeats", "paper_value", "note")
-
-
-def write_bench_csv(out_dir: str | Path, name: str, rows: list[tuple], packages: tuple[str, ...]) -> Path:
-    """``<out_dir>/<name>.csv`` in :data:`BENCH_COLUMNS`, and when and with what it was measured."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(BENCH_COLUMNS)
-        for row in rows:
-            writer.writerow([row[0], row[1], f"{row[2]:.6g}", *row[3:]])
-    (out_dir / f"{name}.meta.txt").write_text(
-        f"measured {utc_now()} on {os.cpu_count()} cores with {package_versions(packages)}\n"
-    )
-    return path
-
-
-def run_centralized_bench(
-    out_dir: str | Path,
-    data_dir: str | Path | None = None,
-    repeats: int = 3,
-    num_nodes: int = 10,
-    epochs: int = 5,
-    progress: Progress | None = None,
-) -> Path:
-    """Time CNN-LSTM training and inference on one node's tenth of NSL-KDD; return the CSV."""
-    progress = progress or Progress(quiet=True)
-    data = prepare_data(DataConfig(dataset="nsl-kdd"), data_dir)
-    node = partition(data.y_train, num_nodes, "iid", seed=0)[0]
-    x, y = data.x_train[node], data.y_train[node]
-    train = TrainConfig(epochs=1, batch_size=256, learning_rate=1e-3, seed=0)
-    progress.say(f"bench: CNN-LSTM on node 0 of {num_nodes}: {len(y)} rows x {data.num_features} features")
-
-    first_epoch, later_epochs = [], []
-    for _ in range(repeats):
-        model = make_classifier("cnn_lstm", data.num_features, data.num_classes, ModelsConfig(), train)
-        keras_model = model.model
-        t0 = time.perf_counter()
-        keras_model.fit(x, y, epochs=1, batch_size=train.batch_size, verbose=0)
-        first_epoch.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        keras_model.fit(x, y, epochs=epochs, batch_size=train.batch_size, verbose=0)
-        later_epochs.append((time.perf_counter() - t0) / epochs)
-    progress.say(f"bench: epoch {np.median(later_epochs):.2f} s (first, with tracing: {np.median(first_epoch):.2f} s)")
-
-    x_test = data.x_test
-    keras_model.predict(x_test[:1024], batch_size=1024, verbose=0)  # trace once
-    keras_model.predict_on_batch(x_test[:1])
-    batched, single = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        keras_model.predict(x_test, batch_size=1024, verbose=0)
-        batched.append((time.perf_counter() - t0) / len(x_test))
-        sample = x_test[:200]
-        t0 = time.perf_counter()
-        for row in sample:
-            keras_model.predict_on_batch(row[None, :])
-        single.append((time.perf_counter() - t0) / len(sample))
-    progress.say(f"bench: inference {np.median(batched) * 1e6:.1f} us/sample batched, {np.median(single) * 1e3:.2f} ms one at a time")
-
-    rows = [
-        ("cnn_lstm_train", "train_seconds_per_epoch", np.median(later_epochs), "s", repeats,
-         PAPER["train_seconds_per_epoch"], f"{len(y)} rows (node 0 of {num_nodes}, IID), batch 256, median of epochs 2-{epochs + 1}"),
-        ("cnn_lstm_train", "first_epoch_seconds", np.median(first_epoch), "s", repeats, "",
-         "first epoch of a fresh model, includes graph tracing"),
-        ("cnn_lstm_inference", "inference_seconds_per_sample", np.median(batched), "s", repeats,
-         PAPER["inference_seconds_per_sample"], f"model.predict over {len(x_test)} test rows, batch 1024"),
-        ("cnn_lstm_inference", "single_sample_latency_seconds", np.median(single), "s", repeats, "",
-         "one row per call (predict_on_batch, traced), 200 rows"),
-    ]
-    return write_bench_csv(out_dir, "centralized", rows, ("tensorflow-cpu", "keras", "numpy"))
 
 
 def _env(data_dir: str | Path | None) -> dict[str, str]:
@@ -108,9 +32,6 @@ def _env(data_dir: str | Path | None) -> dict[str, str]:
 def _bflsim_run(experiment: str | Path, out_dir: Path, env: dict[str, str], *sets: str) -> tuple[Path, float]:
     """``bflsim run EXPERIMENT`` as a fresh process (``--set`` each of ``sets``); its run folder
     and wall seconds. A failed run raises with the end of its stderr."""
-    import subprocess
-    import sys
-
     command = [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"), "--quiet"]
     for item in sets:
         command += ["--set", item]
@@ -134,10 +55,6 @@ def run_federated_bench(
     Both run as fresh processes (imports, data loading and start-up included): the plain
     loop with TensorFlow on all cores, then ``bflsim run`` on Flower + Ray.
     """
-    import json
-    import subprocess
-    import sys
-
     progress = progress or Progress(quiet=True)
     cores = os.cpu_count() or 1
     env = _env(data_dir)
@@ -147,7 +64,7 @@ def run_federated_bench(
     progress.say(f"bench: plain Keras loop on {experiment} ({cores} TensorFlow threads)")
     t0 = time.perf_counter()
     plain = subprocess.run(
-        [sys.executable, "-m", "bflsim.fl.plain", str(experiment), "--set", f"backend.threads_per_client={cores}"],
+        [sys.executable, "-m", "bflsim.bench.plain_loop", str(experiment), "--set", f"backend.threads_per_client={cores}"],
         env=env, capture_output=True, text=True, check=True,
     )
     plain_wall = time.perf_counter() - t0
@@ -186,10 +103,6 @@ def run_ledger_bench(
     Ray actors' start-up and graph tracing), and the chain's own time per round
     (``ledger_seconds``: every chain call of the strategy, from opening to committing).
     """
-    import pandas as pd
-
-    from bflsim.config import load_experiment
-
     progress = progress or Progress(quiet=True)
     backend = load_experiment(experiment).ledger.backend
     env = _env(data_dir)

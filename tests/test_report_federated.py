@@ -5,18 +5,26 @@ import math
 import pandas as pd
 import pytest
 
-from bflsim import plots
-from bflsim.fl_report import (
+from bflsim.config import parse_experiment
+from bflsim.report import figures as plots
+from bflsim.report import write_report
+from bflsim.report.federated import (
+    ROUND_METRICS,
     federated_runs,
-    find_run_dirs,
     is_sweep,
     read_run_metrics,
     sweep_summary,
     table4,
+    table4_columns,
     table4_markdown,
     write_federated_report,
 )
-from bflsim.results import RunFolder, read_manifest
+from bflsim.report.runs import find_run_dirs
+from bflsim.runfolder import RunFolder, read_manifest, read_run
+
+
+def runs_of(dirs):
+    return federated_runs(read_run(d) for d in dirs)
 
 
 def fake_run(
@@ -43,14 +51,14 @@ def fake_run(
         "name": "exp",
         "kind": kind,
         "data": {"dataset": "synthetic"},
+        "models": {"names": ["cnn_lstm"]},
         "train": {"seed": seed},
         "federation": {"num_nodes": num_nodes, "rounds": rounds, "seed": seed},
         "attack": {"name": attack, "num_malicious": num_malicious, "fraction": fraction, "mode": "replace",
                    "sigma": 5.0, "seed": seed},
         "aggregator": {"name": aggregator},
     }
-    seeds = {"data_seed": 42, "train_seed": seed, "federation_seed": seed, "attack_seed": seed}
-    run = RunFolder.create(parent, "exp", config, seeds)
+    run = RunFolder.create(parent, parse_experiment(config))
     if run_id is not None:
         run.run_id = run_id
         run.write_manifest(run_id=run_id)
@@ -89,13 +97,14 @@ def test_federated_runs_counts_attackers_from_fraction_and_labels_points(tmp_pat
     unnamed = fake_run(tmp_path / "b", aggregator="median", num_malicious=2)
     clean = fake_run(tmp_path / "c", attack="none", num_malicious=4)
 
-    runs = federated_runs([named, unnamed, clean])
+    runs = runs_of([named, unnamed, clean])
 
     assert runs["num_malicious"].tolist() == [3, 2, 0]
     assert runs["attacker_fraction"].tolist() == pytest.approx([0.3, 0.2, 0.0])
     assert runs["label"].tolist() == ["Krum, 30% Gaussian", "Median, Gaussian 2/10", "FedAvg, no attack"]
     assert runs["point"].iloc[0] == "krum-30"
-    assert runs[["rounds", "sigma", "mode", "status"]].iloc[0].tolist() == [2, 5.0, "replace", "complete"]
+    assert runs[["rounds", "attack_params", "status"]].iloc[0].tolist() == [2, "mode=replace, mu=0.0, sigma=5.0", "complete"]
+    assert runs["assumed_malicious"].tolist() == [3, 2, 0]
 
 
 def test_find_run_dirs_recurses_and_skips_centralized_runs(tmp_path):
@@ -134,7 +143,7 @@ def test_federated_runs_refuses_a_centralized_run(tmp_path):
     central = fake_run(tmp_path, kind="centralized")
 
     with pytest.raises(ValueError, match="not a federated run"):
-        federated_runs([central])
+        runs_of([central])
 
 
 # --- Table 4 -----------------------------------------------------------------------------
@@ -242,8 +251,8 @@ def test_sweep_summary_reports_which_runs_were_left_out(tmp_path):
 
 
 def test_a_sweep_is_told_apart_from_scenarios(tmp_path):
-    sweep = federated_runs(sweep_runs(tmp_path / "sweep"))
-    scenarios = federated_runs([fake_run(tmp_path / "t4", attack="none"),
+    sweep = runs_of(sweep_runs(tmp_path / "sweep"))
+    scenarios = runs_of([fake_run(tmp_path / "t4", attack="none"),
                                 fake_run(tmp_path / "t4", num_malicious=3),
                                 fake_run(tmp_path / "t4", aggregator="krum", num_malicious=3)])
 
@@ -254,7 +263,7 @@ def test_a_sweep_is_told_apart_from_scenarios(tmp_path):
 
 
 def test_accuracy_per_round_draws_one_line_per_scenario(tmp_path):
-    runs = federated_runs([fake_run(tmp_path, attack="none"), fake_run(tmp_path, num_malicious=3),
+    runs = runs_of([fake_run(tmp_path, attack="none"), fake_run(tmp_path, num_malicious=3),
                            fake_run(tmp_path, aggregator="krum", num_malicious=3)])
 
     fig = plots.accuracy_per_round(read_run_metrics(runs))
@@ -306,3 +315,26 @@ def test_report_of_a_sweep_writes_the_summary_and_its_figure(tmp_path):
         "figure_sweep.pdf", "figure_sweep.png", "runs.csv", "sweep_summary.csv", "sweep_summary.md"]
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == len(dirs)
     assert "1 incomplete run(s) left out" in (tmp_path / "out" / "sweep_summary.md").read_text()
+
+
+def test_a_per_round_metric_reaches_table4_through_one_catalogue_line(tmp_path, monkeypatch):
+    from bflsim.report.federated import Summary
+
+    run = fake_run(tmp_path, num_malicious=1, received=[1, 1], accepted=[0, 1])
+    monkeypatch.setitem(ROUND_METRICS, "honest_rejected",
+                        Summary("honest_rejected_total", "sum", "sum", "honest rejected", "{:.0f}"))
+
+    table = table4([run])
+
+    assert "honest_rejected_total" in table4_columns() and table.iloc[0]["honest_rejected_total"] == 0
+    assert "| honest rejected |" in table4_markdown(table)
+
+
+def test_report_figure_choice_overrides_the_layout_heuristic(tmp_path):
+    dirs = [fake_run(tmp_path / "runs", attack="none"), fake_run(tmp_path / "runs", num_malicious=3)]
+
+    as_sweep = write_report(dirs, tmp_path / "sweep", figure="sweep")
+
+    assert {"sweep_summary.csv", "figure_sweep.png"} <= {p.name for p in as_sweep}
+    with pytest.raises(ValueError, match="--figure 'bogus' is not one of"):
+        write_report(dirs, tmp_path / "x", figure="bogus")

@@ -14,23 +14,33 @@ one more axis whose lists advance together (e.g. one seed for every seed key):
     grid = { "attack.fraction" = [0.0, 0.2, 0.4], "aggregator.name" = ["fedavg", "krum"] }
     zip = { "train.seed" = [1, 2, 3], "attack.seed" = [1, 2, 3] }
 
-Every point is parsed and validated before the first run starts. Each point's run folder
-is ``<out>/<experiment>/<point>/``; a point whose folder holds a complete run is skipped,
-and an interrupted one is moved aside (``<point>.interrupted-<time>``, nothing deleted)
-and run again, so re-running the same command resumes a sweep.
+A grid axis may also set a whole table, e.g. rules with their own parameters:
+
+    grid = { "aggregator" = [{ name = "krum" }, { name = "trimmed_mean", params = { trim_fraction = 0.4 } }] }
+
+Every point is parsed and validated (:func:`check_config`: its dataset and models exist in
+their registries) before the first run starts. Running a plan is :mod:`bflsim.runner`'s job.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import itertools
-import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bflsim.config import ConfigError, ExperimentConfig, parse_experiment, read_toml
+from bflsim.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    parse_experiment,
+    read_toml,
+    with_overrides,
+)
+from bflsim.data import DataError, check_data_config
+from bflsim.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,18 @@ class Plan:
 
     name: str
     points: tuple[tuple[Point, ExperimentConfig], ...]
+
+    def only(self, names: Iterable[str]) -> Plan:
+        """The plan's points with these names (each must exist)."""
+        names = list(names)
+        known = [p.name for p, _ in self.points]
+        if unknown := sorted(set(names) - set(known)):
+            raise ConfigError(f"--only {unknown[0]!r}: {self.name} has no such point; it has {known}")
+        return Plan(self.name, tuple((p, c) for p, c in self.points if p.name in names))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Plan:
+        """Every point with the same dotted keys changed (``--set``), checked again."""
+        return Plan(self.name, tuple((p, with_point_overrides(c, overrides)) for p, c in self.points))
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -74,7 +96,7 @@ def plan_from_dict(raw: dict[str, Any]) -> Plan:
     elif sweep is not None:
         points = _grid_points(sweep)
     else:
-        return Plan(name, ((Point(name, name, ()), parse_experiment(raw)),))
+        return Plan(name, ((Point(name, name, ()), check_config(parse_experiment(raw))),))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ConfigError(f"point names repeat: {names}")
@@ -121,41 +143,61 @@ def _grid_points(sweep: Any) -> list[Point]:
 
 
 def _slug(overrides: tuple[tuple[str, Any], ...]) -> str:
-    """``aggregator.name=krum, attack.fraction=0.2, train.seed=1`` -> ``aggregator-krum_fraction-0.2_seed-1``."""
+    """``aggregator.name=krum, attack.fraction=0.2, train.seed=1`` -> ``aggregator-krum_fraction-0.2_seed-1``.
+
+    A table value names itself by its ``name`` and parameters:
+    ``aggregator={name="trimmed_mean", params={trim_fraction=0.4}}`` -> ``aggregator-trimmed_mean-trim-fraction-0.4``.
+    """
     parts: list[str] = []
     for key, value in overrides:
         segments = key.split(".")
         short = segments[-2] if segments[-1] == "name" and len(segments) > 1 else segments[-1]
-        part = f"{short.replace('_', '-')}-{value}".replace("/", "-")
+        part = f"{short.replace('_', '-')}-{_slug_value(value)}".replace("/", "-")
         if part not in parts:
             parts.append(part)
     return "_".join(parts)
 
 
+def _slug_value(value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    words = [str(value["name"])] if "name" in value else []
+    for key, item in value.items():
+        if key == "params" and isinstance(item, dict):
+            words += [f"{k.replace('_', '-')}-{v}" for k, v in item.items()]
+        elif key != "name":
+            words.append(f"{key.replace('_', '-')}-{_slug_value(item)}")
+    return "-".join(words)
+
+
 def _config_at(raw: dict[str, Any], point: Point) -> ExperimentConfig:
-    tree = copy.deepcopy(raw)
-    for dotted, value in point.overrides:
-        node = tree
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"point {point.name!r}: {dotted!r} is not a config key")
-        node[leaf] = value
+    tree = copy.deepcopy(raw)  # old flat keys are upgraded after the point's, against its names
     try:
-        return parse_experiment(tree)
+        apply_overrides(tree, dict(point.overrides))
+        return check_config(parse_experiment(tree))
     except ConfigError as err:
         raise ConfigError(f"point {point.name!r} ({point.label}): {err}") from err
 
 
-def is_complete(run_dir: Path) -> bool:
-    manifest = run_dir / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+def with_point_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """:func:`bflsim.config.with_overrides`, then :func:`check_config`."""
+    return check_config(with_overrides(config, overrides))
 
 
-def move_aside(run_dir: Path) -> Path:
-    """Keep an interrupted run's files under a new name, so the point can run again."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = run_dir.with_name(f"{run_dir.name}.interrupted-{stamp}")
-    run_dir.rename(target)
-    return target
+def check_config(config: ExperimentConfig) -> ExperimentConfig:
+    """Check what the config alone cannot: its dataset and models exist in their registries,
+    and a federated run trains one model that can be federated. Returns ``config``."""
+    try:
+        check_data_config(config.data)
+    except DataError as err:
+        raise ConfigError(str(err)) from err
+    for name in config.models.names:
+        if name not in MODELS:
+            raise ConfigError(f"models.names: unknown model {name!r}; expected one of {list(MODELS)}")
+    federated = [name for name, model in MODELS.items() if model.federated]
+    if config.kind == "federated" and (len(config.models.names) != 1 or config.models.names[0] not in federated):
+        raise ConfigError(
+            f"models.names must name one model that can be federated ({' or '.join(federated)}) for a "
+            f"federated run; got {list(config.models.names)}"
+        )
+    return config

@@ -16,11 +16,30 @@ import numpy as np
 
 from bflsim.hashing import weights_digest
 
-__all__ = ["BlobError", "BlobStore"]
+__all__ = ["BlobError", "BlobStore", "load_arrays", "save_arrays"]
 
 
 class BlobError(RuntimeError):
     """A blob is missing, unreadable, or does not hash to its name."""
+
+
+def save_arrays(path: Path, arrays: Sequence[np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` (``.npz``, in order) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, *arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of an ``.npz`` written by :func:`save_arrays`, in order."""
+    with np.load(path, allow_pickle=False) as npz:
+        return [npz[f"arr_{i}"] for i in range(len(npz.files))]
 
 
 class BlobStore:
@@ -32,20 +51,15 @@ class BlobStore:
     def path(self, digest: bytes) -> Path:
         return self.root / f"{digest.hex()}.npz"
 
-    def put(self, arrays: Sequence[np.ndarray]) -> bytes:
-        """Store ``arrays`` under their digest (a no-op when already stored); return it."""
-        digest = weights_digest(arrays)
-        path = self.path(digest)
-        if not path.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, *arrays)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+    def put(self, arrays: Sequence[np.ndarray], digest: bytes | None = None) -> bytes:
+        """Store ``arrays`` under their digest (a no-op when already stored); return it.
+
+        ``digest``: the arrays' :func:`~bflsim.hashing.weights_digest` when the caller has
+        just computed it (it is not checked again here).
+        """
+        digest = weights_digest(arrays) if digest is None else digest
+        if not self.path(digest).exists():
+            save_arrays(self.path(digest), arrays)
         return digest
 
     def __contains__(self, digest: bytes) -> bool:
@@ -57,8 +71,7 @@ class BlobStore:
         if not path.is_file():
             raise BlobError(f"blob 0x{digest.hex()} is missing from {self.root}")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+            arrays = load_arrays(path)
         except Exception as err:
             raise BlobError(f"blob {path} cannot be read: {err}") from err
         if verify:

@@ -1,0 +1,82 @@
+"""Robust aggregation rules as pure records over a stacked (n, d) matrix of updates.
+
+Every rule is one frozen dataclass in its own module (:mod:`.fedavg`, :mod:`.krum`,
+:mod:`.median`, ...), built from its parameters and called with the matrix::
+
+    rule = AGGREGATORS["krum"](num_malicious=2)
+    rule.check(len(updates))                 # AggregatorError with a sentence if impossible
+    selection = rule(updates, num_samples)   # Selection: aggregate, selected, scores, weights
+
+Rows are deltas (local - global). ``weights[i]`` is row i's coefficient in the aggregate
+averaged over coordinates; the weights sum to 1, so the weights of the malicious rows add up
+to the poisoned share. Rows holding NaN or inf are refused (:class:`NonFiniteUpdateError`
+names them). Arithmetic is in float64; the aggregate keeps the input's floating dtype.
+:func:`decide_round` is the whole server decision of a round, shared by the strategy, the
+audit and the plain loop. The plain functions (:func:`krum`, :func:`median`, ...) stay for
+notebooks and cross-checks.
+
+A new rule: one module with its record, and one line in :data:`AGGREGATORS`.
+"""
+
+from bflsim.aggregators.base import (
+    AggregatorError,
+    NonFiniteUpdateError,
+    Rule,
+    Selection,
+    pairwise_sq_distances,
+    top_f_outliers,
+)
+from bflsim.aggregators.decision import RoundDecision, apply_update, decide_round, stack_deltas
+from bflsim.aggregators.fedavg import FedAvg, check_fedavg, fedavg
+from bflsim.aggregators.krum import (
+    Krum,
+    MultiKrum,
+    check_krum,
+    check_multikrum,
+    krum,
+    krum_scores,
+    multikrum,
+)
+from bflsim.aggregators.median import (
+    Median,
+    TrimmedMean,
+    check_median,
+    check_trimmed_mean,
+    median,
+    trimmed_mean,
+)
+
+AGGREGATORS: dict[str, type[Rule]] = {
+    rule.name: rule for rule in (FedAvg, Krum, MultiKrum, Median, TrimmedMean)
+}
+"""Every rule by the name experiment files use (``aggregator.name``)."""
+
+__all__ = [
+    "AGGREGATORS",
+    "AggregatorError",
+    "FedAvg",
+    "Krum",
+    "Median",
+    "MultiKrum",
+    "NonFiniteUpdateError",
+    "RoundDecision",
+    "Rule",
+    "Selection",
+    "TrimmedMean",
+    "apply_update",
+    "check_fedavg",
+    "check_krum",
+    "check_median",
+    "check_multikrum",
+    "check_trimmed_mean",
+    "decide_round",
+    "fedavg",
+    "krum",
+    "krum_scores",
+    "median",
+    "multikrum",
+    "pairwise_sq_distances",
+    "stack_deltas",
+    "top_f_outliers",
+    "trimmed_mean",
+]

@@ -1,0 +1,35 @@
+"""Poisoning attacks as pure records, and the draw of malicious nodes.
+
+Every attack is one frozen dataclass (:mod:`.base` describes the contract) in a module of
+its family (:mod:`.noise`, :mod:`.scaling`, ...), built from its parameters::
+
+    attack = ATTACKS["gaussian"](mode="replace", sigma=1.0)
+    sent = attack.poison_update(AttackInput(own_update=delta, rng=rng))
+
+The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`) stay for
+notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
+"""
+
+from bflsim.attacks.base import Attack, AttackError, AttackInput, Knowledge
+from bflsim.attacks.draw import draw_malicious
+from bflsim.attacks.noise import GAUSSIAN_MODES, Gaussian, gaussian
+from bflsim.attacks.scaling import Scaling, SignFlip, scaling, sign_flip
+
+ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian, SignFlip, Scaling)}
+"""Every attack by the name experiment files use (``attack.name``; ``"none"`` is no attack)."""
+
+__all__ = [
+    "ATTACKS",
+    "GAUSSIAN_MODES",
+    "Attack",
+    "AttackError",
+    "AttackInput",
+    "Gaussian",
+    "Knowledge",
+    "Scaling",
+    "SignFlip",
+    "draw_malicious",
+    "gaussian",
+    "scaling",
+    "sign_flip",
+]

@@ -1,0 +1,108 @@
+"""The whole experiment: its sections, the checks that span them, and the facts they imply.
+
+Who is malicious (:meth:`ExperimentConfig.malicious_nodes`), which rule defends
+(:attr:`ExperimentConfig.rule`) and every seed (:meth:`ExperimentConfig.seeds`) are
+functions of the config alone, so the server, every node, the audit and the reports agree
+without being told.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bflsim.aggregators import AggregatorError, Rule
+from bflsim.attacks import draw_malicious
+from bflsim.config.sections import (
+    AggregatorConfig,
+    AttackConfig,
+    BackendConfig,
+    DataConfig,
+    FederationConfig,
+    LedgerConfig,
+    ModelsConfig,
+    TrainConfig,
+)
+from bflsim.config.typed import ConfigError
+
+ExperimentKind = Literal["centralized", "federated"]
+
+MAX_LEDGER_NODES = 255  # the registry's node bitmaps hold indices 0..254
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: what to load, what to train, how."""
+
+    name: str = "experiment"
+    kind: ExperimentKind = "centralized"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind == "federated":
+            validate_federated(self)
+
+    @property
+    def num_malicious(self) -> int:
+        """Attackers among ``federation.num_nodes`` edge nodes."""
+        return self.attack.count(self.federation.num_nodes)
+
+    @property
+    def assumed_malicious(self) -> int:
+        """The f the aggregator assumes (``aggregator.assumed_malicious``, else the attackers drawn)."""
+        assumed = self.aggregator.assumed_malicious
+        return self.num_malicious if assumed is None else assumed
+
+    @cached_property
+    def rule(self) -> Rule:
+        """The aggregation rule, with its parameters and f."""
+        return self.aggregator.rule(self.assumed_malicious)
+
+    def malicious_nodes(self, server_round: int) -> NDArray[np.int64]:
+        """The malicious node ids in this round (fixed for the run unless redrawn per round)."""
+        return draw_malicious(
+            self.federation.num_nodes,
+            self.num_malicious,
+            seed=self.attack.seed,
+            server_round=server_round if self.attack.redraw_each_round else None,
+        )
+
+    def seeds(self) -> dict[str, int]:
+        """Every seed of the experiment, one per purpose (for the manifest)."""
+        seeds = {"data_seed": self.data.seed, "train_seed": self.train.seed}
+        if self.kind == "federated":
+            seeds |= {"federation_seed": self.federation.seed, "attack_seed": self.attack.seed}
+        return seeds
+
+
+def validate_federated(config: ExperimentConfig) -> None:
+    """Cross-section checks of a federated experiment, before anything starts."""
+    fed = config.federation
+    if config.ledger.enabled and fed.num_nodes > MAX_LEDGER_NODES:
+        raise ConfigError(
+            f"federation.num_nodes = {fed.num_nodes}: the on-chain registry holds nodes 0..{MAX_LEDGER_NODES - 1}; "
+            f"use at most {MAX_LEDGER_NODES} nodes or ledger.backend = 'none'"
+        )
+    if config.num_malicious > fed.num_nodes:
+        raise ConfigError(
+            f"attack: {config.num_malicious} malicious nodes but federation.num_nodes = {fed.num_nodes}"
+        )
+    try:
+        config.rule.check(fed.cohort_size)
+    except AggregatorError as err:
+        raise ConfigError(
+            f"aggregator.name = {config.aggregator.name!r} with a cohort of {fed.cohort_size} nodes "
+            f"(federation.num_nodes x fraction_train) and f = {config.assumed_malicious}: {err}"
+        ) from err

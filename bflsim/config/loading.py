@@ -1,0 +1,181 @@
+"""Reading experiments: TOML files, dotted overrides, the wire form, and old files' keys.
+
+- :func:`parse_experiment` builds an :class:`ExperimentConfig` from a TOML-shaped dict (an
+  experiment file, a manifest's ``config``, a message's wire form);
+- :func:`set_dotted` and :func:`with_overrides` change dotted keys (``--set``, a sweep
+  point, ``flwr run``'s ``overrides``); :func:`parse_overrides` reads ``KEY=VALUE`` text;
+- :func:`to_wire` / :func:`from_wire`: the config as it travels in a Flower ConfigRecord;
+- :func:`upgrade_legacy`: files and manifests written before rules and attacks had their
+  own ``params`` tables keep loading.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bflsim.aggregators import AGGREGATORS
+from bflsim.attacks import ATTACKS
+from bflsim.config.experiment import ExperimentConfig
+from bflsim.config.typed import ConfigError, build, to_dict
+
+# Old flat keys -> where they live now. Parameters land in the params table of the named
+# rule or attack only when it takes them; elsewhere they are dropped, as they were ignored.
+LEGACY_KEYS = {
+    "attack.mode": "attack.params.mode",
+    "attack.mu": "attack.params.mu",
+    "attack.sigma": "attack.params.sigma",
+    "attack.scale": "attack.params.scale",
+    "attack.factor": "attack.params.factor",
+    "aggregator.num_malicious": "aggregator.assumed_malicious",
+    "aggregator.num_selected": "aggregator.params.num_selected",
+    "aggregator.trim_fraction": "aggregator.params.trim_fraction",
+}
+LEGACY_VALUES = {("data", "split"): {"kdd-test": "official"}}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The raw table of an experiment file; a missing file or bad TOML is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read an experiment TOML file of one run and return its validated config."""
+    raw = read_toml(path)
+    try:
+        return parse_experiment(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def parse_experiment(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a TOML-shaped dict.
+
+    The top-level ``[experiment]`` table holds ``name``, ``kind`` and ``description``; every
+    other table maps onto the field of the same name. Old flat keys are upgraded first.
+    """
+    raw = dict(raw)
+    header = raw.pop("experiment", {})
+    if not isinstance(header, dict):
+        raise ConfigError("[experiment] must be a table")
+    return build(ExperimentConfig, upgrade_legacy({**header, **raw}), prefix="")
+
+
+def upgrade_legacy(tree: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config tree with the flat keys of older files moved where they live now.
+
+    ``attack.sigma`` becomes ``attack.params.sigma`` when the named attack takes ``sigma``
+    (and is dropped otherwise, as it was ignored); ``aggregator.num_malicious`` becomes
+    ``aggregator.assumed_malicious``; ``data.split = "kdd-test"`` becomes ``"official"``.
+    A key given both ways keeps the new one (a point or ``--set`` that overrides an old file's
+    flat key sets the new key).
+    """
+    tree = copy.deepcopy(tree)
+    for old, new in LEGACY_KEYS.items():
+        section, key = old.split(".")
+        table = tree.get(section)
+        if not isinstance(table, dict) or key not in table:
+            continue
+        value = table.pop(key)
+        *parents, leaf = new.split(".")[1:]
+        if parents:  # a parameter: only for a rule or attack that takes it
+            registry = ATTACKS if section == "attack" else AGGREGATORS
+            record = registry.get(table.get("name", "none" if section == "attack" else "fedavg"))
+            if record is None or value is None or leaf not in _parameters(record):
+                continue
+        target = table
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{section}.{part} must be a table")
+        target.setdefault(leaf, value)  # the new key wins: it is the later override
+    for (section, key), renames in LEGACY_VALUES.items():
+        table = tree.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key] in renames:
+            table[key] = renames[table[key]]
+    return tree
+
+
+def _parameters(record: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(record) if f.init}
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted`` (e.g. ``"train.epochs"``) in a config tree, creating missing tables.
+
+    An old flat key is set where it lives now (``attack.sigma`` -> ``attack.params.sigma``).
+    A table value is merged into the table it names: ``aggregator = {name = "trimmed_mean",
+    params = {trim_fraction = 0.2}}`` sets those two keys and keeps the others. Unknown keys
+    are caught when the tree is parsed, naming the key.
+    """
+    dotted = LEGACY_KEYS.get(dotted, dotted)
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for depth, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted!r} is not a config key: {'.'.join(parents[: depth + 1])} is not a table")
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        node[leaf] = {**node[leaf], **value}
+    else:
+        node[leaf] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set every dotted key of ``overrides`` in ``tree`` (:func:`set_dotted`).
+
+    A record's parameters belong to its name: overrides that name another attack or rule
+    start it from its defaults plus the parameters they give (``--set attack.name=sign_flip``
+    on a Gaussian experiment drops ``mode`` and ``sigma``).
+    """
+    for section in ("attack", "aggregator"):
+        table, whole = tree.get(section), overrides.get(section)
+        name = overrides.get(f"{section}.name", whole.get("name") if isinstance(whole, dict) else None)
+        if isinstance(table, dict) and name is not None and name != table.get("name"):
+            table["params"] = {}
+    for dotted, value in overrides.items():
+        set_dotted(tree, dotted, value)
+
+
+def with_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A copy with dotted keys replaced, e.g. ``{"train.epochs": 2}``; validated again."""
+    tree = to_dict(config)
+    apply_overrides(tree, overrides)
+    return parse_experiment(tree)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=2", "data.dataset='nsl-kdd'"]`` -> dict, values read as TOML."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE; got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word is a string: --set data.dataset=nsl-kdd
+        overrides[key.strip()] = value
+    return overrides
+
+
+def to_wire(config: ExperimentConfig) -> str:
+    """The config as JSON text, as it travels to the nodes in a Flower ConfigRecord."""
+    return json.dumps(to_dict(config), sort_keys=True)
+
+
+@lru_cache(maxsize=8)
+def from_wire(text: str) -> ExperimentConfig:
+    """The config a node received (parsed once per process and text)."""
+    return parse_experiment(json.loads(text))

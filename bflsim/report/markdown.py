@@ -1,0 +1,35 @@
+"""One Markdown table writer for every report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+NOT_AVAILABLE = "n/a"
+
+
+def to_markdown(table: pd.DataFrame, formats: Mapping[str, str] | None = None, default: str = "{:.4g}") -> str:
+    """A GitHub-flavoured Markdown table.
+
+    ``formats`` maps columns to format strings; other floats use ``default``. Missing values
+    print as ``n/a``; numeric columns are right-aligned.
+    """
+    formats = formats or {}
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
+    lines = [header, rule]
+    for row in table.itertuples(index=False):
+        cells = []
+        for column, value in zip(table.columns, row, strict=True):
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                cells.append(NOT_AVAILABLE)
+            elif column in formats:
+                cells.append(formats[column].format(value))
+            elif isinstance(value, float | np.floating):
+                cells.append(default.format(value))
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

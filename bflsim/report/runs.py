@@ -1,0 +1,35 @@
+"""Finding run folders to report on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bflsim.runfolder import MANIFEST, Run, read_run
+
+INTERRUPTED_MARK = ".interrupted-"  # a plan's moved-aside runs: <point>.interrupted-<time>
+
+
+def find_runs(root: str | Path, kind: str | None = "federated", include_interrupted: bool = False) -> list[Run]:
+    """Runs (folders holding ``manifest.json``) at or below ``root``.
+
+    They come in the order they were started (ties by path): the order in which an
+    experiment lists its scenarios or grid points, unless a point was run again later.
+    ``kind`` keeps only runs whose config has that ``kind`` (``None`` keeps all). Runs that
+    a resumed plan moved aside (``<point>.interrupted-<time>``) were run again under the
+    point's own folder, so they are skipped unless ``include_interrupted``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {root}")
+    found = sorted(p.parent for p in root.rglob(MANIFEST))
+    if not include_interrupted:
+        found = [d for d in found if not any(INTERRUPTED_MARK in part for part in d.relative_to(root).parts)]
+    runs = [read_run(d) for d in found]
+    if kind is not None:
+        runs = [r for r in runs if r.manifest.get("config", {}).get("kind") == kind]
+    return sorted(runs, key=lambda r: (str(r.manifest.get("started", "")), str(r.path)))
+
+
+def find_run_dirs(root: str | Path, kind: str | None = "federated", include_interrupted: bool = False) -> list[Path]:
+    """The folders of :func:`find_runs`."""
+    return [run.path for run in find_runs(root, kind, include_interrupted)]

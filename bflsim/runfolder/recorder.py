@@ -1,0 +1,97 @@
+"""The round and node rows of a federated run: the one place that knows who is malicious.
+
+The defence never reads who is malicious; the bookkeeping that scores it does. Per round
+(``split = "round"``): updates received, failures, poisoned updates received and accepted,
+the poisoned share of the aggregate, honest nodes rejected, and what the ledger session
+reports (gas, transactions, chain time). Per node (``split = "node"``): selected, score,
+weight, malicious; ``failed`` or ``integrity_failed`` for a node without a usable update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bflsim.aggregators import RoundDecision
+from bflsim.config import ExperimentConfig
+from bflsim.runfolder.folder import RunFolder
+
+
+@dataclass
+class RoundStats:
+    """What the last round did (read by the progress line)."""
+
+    received: int = 0
+    failures: int = 0
+    poisoned_received: int = 0
+    poisoned_accepted: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class RoundRecorder:
+    """Writes a federated run's per-round and per-node rows, and the manifest's node notes."""
+
+    def __init__(self, run: RunFolder, config: ExperimentConfig) -> None:
+        self.run = run
+        self.config = config
+        self.model = config.models.names[0]
+        self.stats = RoundStats()
+        self.node_failures: list[dict] = []
+
+    def start_round(self) -> None:
+        self.stats = RoundStats()
+
+    def record_excluded(self, excluded: Mapping[int, str]) -> None:
+        """The nodes left out of every later cohort, and why (manifest ``excluded_nodes``)."""
+        self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(excluded.items())})
+
+    def record_integrity_failed(self, server_round: int, nodes: Mapping[int, str]) -> None:
+        for node in sorted(nodes):
+            self.run.log({"integrity_failed": 1.0}, model=self.model, split="node", round=server_round, node=node)
+
+    def record_failures(self, server_round: int, failed: Mapping[int, str]) -> int:
+        """Log each cohort node without a usable update (``failed`` rows, the reason in the manifest)."""
+        for node, reason in sorted(failed.items()):
+            self.node_failures.append({"round": server_round, "node": node, "reason": reason})
+            self.run.log({"failed": 1.0}, model=self.model, split="node", round=server_round, node=node)
+        if failed:
+            self.run.write_manifest(node_failures=self.node_failures)
+        self.stats.failures = len(failed)
+        return len(failed)
+
+    def record_unusable(self, server_round: int, received: int) -> None:
+        """The round's counts when it cannot be aggregated (the run stops after it)."""
+        self.run.log({"updates_received": received, "failures": self.stats.failures}, model=self.model,
+                     split="round", round=server_round)
+
+    def record_decision(
+        self, server_round: int, decision: RoundDecision, extra: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Log which nodes the rule kept and whether poisoned updates got through."""
+        nodes = np.array(decision.nodes, dtype=np.int64)
+        selection = decision.selection
+        malicious = np.isin(nodes, self.config.malicious_nodes(server_round))
+        selected = np.isin(np.arange(len(nodes)), selection.selected)
+        self.stats.received = len(nodes)
+        self.stats.poisoned_received = int(malicious.sum())
+        self.stats.poisoned_accepted = int((malicious & selected).sum())
+        round_metrics = {
+            "updates_received": float(len(nodes)),
+            "failures": float(self.stats.failures),
+            "poisoned_received": float(self.stats.poisoned_received),
+            "poisoned_accepted": float(self.stats.poisoned_accepted),
+            "poisoned_weight": float(selection.weights[malicious].sum()),
+            "honest_rejected": float((~malicious & ~selected).sum()),
+            **(extra or {}),
+        }
+        self.run.log(round_metrics, model=self.model, split="round", round=server_round)
+        for i, node in enumerate(decision.nodes):
+            self.run.log(
+                {"selected": float(selected[i]), "score": float(selection.scores[i]),
+                 "weight": float(selection.weights[i]), "malicious": float(malicious[i])},
+                model=self.model, split="node", round=server_round, node=node,
+            )
+        return round_metrics

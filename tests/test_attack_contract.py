@@ -1,0 +1,114 @@
+"""The attack contract at the edge node: coalition and round knowledge, data poisoning, skipping training.
+
+Test-only attack records are registered for the length of a test; the node code is the one a
+ClientApp runs (:func:`bflsim.edge_node.train_locally`), without Flower.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from bflsim.attacks import ATTACKS, Attack, AttackInput
+from bflsim.config import parse_experiment
+from bflsim.edge_node import fit, load_data, node_partitions, train_locally
+from bflsim.models import initial_weights
+from bflsim.vectors import flatten
+
+SEEN: list[AttackInput] = []
+
+
+@dataclass(frozen=True)
+class OppositeOfCoalition(Attack):
+    """Sends minus the mean of the coalition's honest updates (an IPM-like toy)."""
+
+    name: ClassVar[str] = "opposite_of_coalition"
+    label: ClassVar[str] = "opposite of the coalition"
+    knows: ClassVar[str] = "coalition"
+
+    def poison_update(self, attack_input):
+        SEEN.append(attack_input)
+        return -attack_input.coalition.mean(axis=0)
+
+
+@dataclass(frozen=True)
+class Omniscient(OppositeOfCoalition):
+    name: ClassVar[str] = "omniscient"
+    knows: ClassVar[str] = "round"
+
+
+@dataclass(frozen=True)
+class FlipLabels(Attack):
+    """Trains on labels shifted by one class."""
+
+    name: ClassVar[str] = "flip_labels"
+    label: ClassVar[str] = "label flip"
+
+    def poison_data(self, features, labels, num_classes, rng):
+        SEEN.append(AttackInput(labels, rng))
+        return features, (labels + 1) % num_classes
+
+
+def config_for(attack):
+    return parse_experiment({
+        "experiment": {"name": "contract", "kind": "federated"},
+        "data": {"dataset": "synthetic", "synthetic": {"num_samples": 600}},
+        "models": {"names": ["dnn"], "dnn": {"hidden_units": [8], "dropout": 0.0}},
+        "train": {"batch_size": 64, "learning_rate": 0.01},
+        "federation": {"num_nodes": 6, "rounds": 1},
+        "attack": {"name": attack, "num_malicious": 2, "seed": 3},
+    })
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    SEEN.clear()
+    for record in (OppositeOfCoalition, Omniscient, FlipLabels):
+        monkeypatch.setitem(ATTACKS, record.name, record)
+
+
+def start(config):
+    data = load_data(config.data)
+    return data, initial_weights(config.models, config.train, data.num_features, data.num_classes)
+
+
+def honest_delta(config, node, start_weights):
+    return flatten(fit(config, node, 1, start_weights)[0])[0] - flatten(start_weights)[0]
+
+
+@pytest.mark.parametrize("attack", ["opposite_of_coalition", "omniscient"])
+def test_a_colluding_attack_gets_the_honest_updates_it_knows(registered, attack):
+    config = config_for(attack)
+    bad = [int(i) for i in config.malicious_nodes(1)]
+    cohort = sorted({*bad, *[i for i in range(6) if i not in bad][:2]})
+    _, weights = start(config)
+
+    result = train_locally(config, bad[0], 1, weights, cohort=cohort)
+
+    seen = SEEN[-1]
+    expected_coalition = np.stack([honest_delta(config, node, weights) for node in bad])
+    assert np.array_equal(seen.own_update, expected_coalition[0])  # training is deterministic from the seeds
+    assert np.array_equal(seen.coalition, expected_coalition)
+    if attack == "omniscient":
+        assert seen.honest.shape == (len(cohort), seen.own_update.size)
+        assert np.array_equal(seen.honest[cohort.index(bad[1])], expected_coalition[1])
+    else:
+        assert seen.honest is None
+    sent = flatten(result.weights)[0] - flatten(weights)[0]
+    assert result.malicious and np.allclose(sent, -expected_coalition.mean(axis=0), atol=1e-6)
+
+
+def test_a_data_attack_changes_what_the_node_trains_on(registered):
+    config = config_for("flip_labels")
+    data, weights = start(config)
+    bad = int(config.malicious_nodes(1)[0])
+    rows = node_partitions(config.data, config.federation)[bad]
+
+    poisoned = train_locally(config, bad, 1, weights)
+    honest = fit(config, bad, 1, weights)[0]
+
+    assert np.array_equal(SEEN[-1].own_update, data.y_train[rows])  # it saw the node's own labels
+    assert poisoned.malicious and poisoned.train_loss is not None
+    assert not all(np.array_equal(a, b) for a, b in zip(poisoned.weights, honest, strict=True))
+    assert np.array_equal(data.y_train[rows], load_data(config.data).y_train[rows])  # the data itself is untouched

@@ -26,6 +26,7 @@ from bflsim.aggregators.base import (
     pairwise_sq_distances,
     top_f_outliers,
 )
+from bflsim.aggregators.bulyan import Bulyan, bulyan, check_bulyan
 from bflsim.aggregators.decision import RoundDecision, apply_update, decide_round, stack_deltas
 from bflsim.aggregators.fedavg import FedAvg, check_fedavg, fedavg
 from bflsim.aggregators.krum import (
@@ -47,13 +48,14 @@ from bflsim.aggregators.median import (
 )
 
 AGGREGATORS: dict[str, type[Rule]] = {
-    rule.name: rule for rule in (FedAvg, Krum, MultiKrum, Median, TrimmedMean)
+    rule.name: rule for rule in (FedAvg, Krum, MultiKrum, Median, TrimmedMean, Bulyan)
 }
 """Every rule by the name experiment files use (``aggregator.name``)."""
 
 __all__ = [
     "AGGREGATORS",
     "AggregatorError",
+    "Bulyan",
     "FedAvg",
     "Krum",
     "Median",
@@ -64,6 +66,8 @@ __all__ = [
     "Selection",
     "TrimmedMean",
     "apply_update",
+    "bulyan",
+    "check_bulyan",
     "check_fedavg",
     "check_krum",
     "check_median",

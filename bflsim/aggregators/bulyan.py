@@ -10,11 +10,12 @@ Two steps on the (n, d) matrix of updates:
 2. Coordinate-wise trimmed aggregation: per coordinate, the mean of the beta = theta - 2f
    selected values closest to the coordinate-wise median of the selected rows.
 
-``selected``: the theta rows chosen in step 1; ``scores``: the first pick's Krum scores of all
-n rows, the same numbers as :func:`bflsim.aggregators.krum.krum_scores` (lower is better);
-``weights``: each row's coefficient in the aggregate averaged over coordinates, zero outside
-``selected`` (and zero for a selected row never among the beta closest in any coordinate, as
-2f of them are when d = 1). As outliers (what the chain counts against a node) Bulyan
+``selected``: as for every rule, the rows that contribute to the aggregate: those of the theta
+rows of step 1 that are among the beta closest in at least one coordinate (with d = 1, 2f of
+the theta never are; :func:`iterated_krum` gives step 1's rows); ``scores``: the first pick's
+Krum scores of all n rows, the same numbers as :func:`bflsim.aggregators.krum.krum_scores`
+(lower is better); ``weights``: each row's coefficient in the aggregate averaged over
+coordinates. As outliers (what the chain counts against a node) Bulyan
 reports, like Krum, those of the f highest scores above ``factor`` times the median score
 (:func:`bflsim.aggregators.base.top_f_outliers`).
 """
@@ -60,12 +61,12 @@ def iterated_krum(
     k nearest other remaining rows: Krum's k = n' - f - 2 while that is at least 1; it falls
     to f - 1 at the last pick (n' = 2f + 1), to zero or below for f <= 1, so k is raised to 1
     (as in Flower's ``select_multikrum``), and capped at n' - 1 (the lone last row, f = 0).
-    Ties (equal scores) go to the lowest row index, as in Krum.
 
-    With k = 1 (the picks with n' <= f + 3, which exist for f = 1 and 2) a row's score is the
-    distance to its nearest neighbour, so the two mutually nearest remaining rows always tie:
-    there the row order (ascending node ids) decides which of the two is picked, and the
-    selection, hence the aggregate, is not invariant to permuting the rows.
+    Ties (equal scores) go to the row with the smaller sum of squared distances to all the
+    remaining rows, then to the lowest row index. The first key matters: with k = 1 (the picks
+    with n' <= f + 3, which exist for f = 1 and 2) a row's score is the distance to its nearest
+    neighbour, so the two mutually nearest remaining rows always tie, and breaking that tie by
+    index alone would make the selection depend on the order of the node ids.
 
     Returns the chosen rows in ascending order and the first pick's scores of all n rows.
     """
@@ -80,7 +81,8 @@ def iterated_krum(
         scores = np.sort(among, axis=1)[:, :num_neighbours].sum(axis=1)
         if first_scores is None:
             first_scores = scores
-        pick = int(np.argmin(scores))  # first minimum: remaining is ascending, so lowest index
+        spread = np.where(np.isinf(among), 0.0, among).sum(axis=1)
+        pick = int(np.lexsort((np.arange(size), spread, scores))[0])  # remaining is ascending
         chosen.append(remaining[pick])
         remaining = np.delete(remaining, pick)
     return np.sort(np.array(chosen, dtype=np.int64)), first_scores
@@ -98,15 +100,15 @@ def bulyan(updates: ArrayLike, num_malicious: int) -> Selection:
     check_bulyan(n, f)
     theta = n - 2 * f
     beta = theta - 2 * f
-    selected, scores = iterated_krum(pairwise_sq_distances(x), f, theta)
+    chosen, scores = iterated_krum(pairwise_sq_distances(x), f, theta)
 
-    picked = x[selected].astype(np.float64)
+    picked = x[chosen].astype(np.float64)
     distance_to_median = np.abs(picked - np.median(picked, axis=0))
     closest = np.sort(np.argsort(distance_to_median, axis=0, kind="stable")[:beta], axis=0)
     aggregate = np.take_along_axis(picked, closest, axis=0).mean(axis=0)
-    counts = np.bincount(selected[closest].ravel(), minlength=n).astype(np.float64)
+    counts = np.bincount(chosen[closest].ravel(), minlength=n).astype(np.float64)
     weights = counts / (x.shape[1] * beta)
-    return Selection(aggregate.astype(x.dtype), selected, scores, weights)
+    return Selection(aggregate.astype(x.dtype), np.flatnonzero(counts), scores, weights)
 
 
 @dataclass(frozen=True)

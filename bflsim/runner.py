@@ -14,9 +14,7 @@ from pathlib import Path
 from bflsim.config import ExperimentConfig
 from bflsim.plans import Plan
 from bflsim.progress import Progress
-from bflsim.runfolder import read_manifest
-
-INTERRUPTED_MARK = ".interrupted-"  # <point>.interrupted-<time>
+from bflsim.runfolder import FIGURES, INTERRUPTED_MARK, read_manifest
 
 
 def run_experiment(
@@ -87,4 +85,4 @@ def write_run_figures(run_dir: Path) -> list[Path]:
     """A centralized run's own tables and figures, in its ``figures/`` folder."""
     from bflsim.report import write_report
 
-    return write_report([run_dir], run_dir / "figures")
+    return write_report([run_dir], run_dir / FIGURES)

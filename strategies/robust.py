@@ -115,7 +115,7 @@ class RobustStrategy(Strategy):
                 + (f"; first error: {p.last_line(errors[0])}" if errors else "")
             )
         if self.session.enabled:
-            self.recorder.run.write_manifest(ledger=self.session.setup())
+            self.recorder.record_ledger(self.session.setup())
             self.register_data(grid)
 
     def register_data(self, grid: Grid) -> None:

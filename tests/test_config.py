@@ -8,7 +8,6 @@ from bflsim.config import (
     ConfigError,
     Params,
     from_wire,
-    load_experiment,
     parse_experiment,
     parse_overrides,
     to_dict,
@@ -188,16 +187,16 @@ def test_overrides_are_validated_again():
         with_overrides(config, {"train.batch_size": 0})
 
 
-def test_load_experiment_names_the_file(tmp_path):
+def test_load_plan_names_the_file(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[data]\ndataset = 'nsl-kdd'\nunknown = 1\n")
 
     with pytest.raises(ConfigError) as info:
-        load_experiment(path)
+        load_plan(path)
 
     assert str(path) in str(info.value) and "data.unknown" in str(info.value)
     with pytest.raises(ConfigError, match="experiment file not found"):
-        load_experiment(tmp_path / "missing.toml")
+        load_plan(tmp_path / "missing.toml")
 
 
 def test_every_experiment_file_in_the_repository_parses(experiments_dir):

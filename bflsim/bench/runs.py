@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bflsim.bench import write_bench_csv
-from bflsim.config import load_experiment
+from bflsim.plans import load_plan
 from bflsim.progress import Progress
 
 
@@ -104,7 +104,7 @@ def run_ledger_bench(
     (``ledger_seconds``: every chain call of the strategy, from opening to committing).
     """
     progress = progress or Progress(quiet=True)
-    backend = load_experiment(experiment).ledger.backend
+    backend = load_plan(experiment).points[0][1].ledger.backend
     env = _env(data_dir)
     out_dir = Path(out_dir)
     order = [label for i in range(pairs) for label in (("none", backend) if i % 2 == 0 else (backend, "none"))]

@@ -50,15 +50,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read an experiment TOML file of one run and return its validated config."""
-    raw = read_toml(path)
-    try:
-        return parse_experiment(raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from err
-
-
 def parse_experiment(raw: dict[str, Any]) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from a TOML-shaped dict.
 

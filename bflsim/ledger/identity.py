@@ -147,7 +147,8 @@ class TxContext:
         )
 
 
-def _bytes32(value: bytes, name: str) -> bytes:
+def bytes32(value: bytes, name: str) -> bytes:
+    """``value`` as exactly 32 bytes (a digest for the chain), or a ValueError naming it."""
     if not isinstance(value, bytes | bytearray) or len(value) != 32:
         raise ValueError(f"{name} must be 32 bytes; got {value!r:.80}")
     return bytes(value)
@@ -155,14 +156,14 @@ def _bytes32(value: bytes, name: str) -> bytes:
 
 def encode_submit_update(server_round: int, update_digest: bytes, num_samples: int) -> bytes:
     """Calldata of ``submitUpdate(round, updateDigest, numSamples)``."""
-    digest = _bytes32(update_digest, "update_digest")
+    digest = bytes32(update_digest, "update_digest")
     args = abi_encode(["uint32", "bytes32", "uint32"], [server_round, digest, num_samples])
     return _SUBMIT_UPDATE_SELECTOR + args
 
 
 def encode_register_data(data_digest: bytes, timestamp: int) -> bytes:
     """Calldata of ``registerData(digest, timestamp)``."""
-    digest = _bytes32(data_digest, "data_digest")
+    digest = bytes32(data_digest, "data_digest")
     return _REGISTER_DATA_SELECTOR + abi_encode(["bytes32", "uint64"], [digest, timestamp])
 
 

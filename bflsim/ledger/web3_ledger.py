@@ -39,18 +39,12 @@ from bflsim.ledger.base import (
     load_artifact,
     to_bitmap,
 )
-from bflsim.ledger.identity import TxContext
+from bflsim.ledger.identity import TxContext, bytes32
 
 __all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger"]
 
 _ROUND_STATUS = {0: "none", 1: "open", 2: "committed"}
 _GAS_MARGIN = 1.25  # on top of eth_estimateGas for the server's own transactions
-
-
-def _bytes32(value: bytes, name: str) -> bytes:
-    if not isinstance(value, bytes | bytearray) or len(value) != 32:
-        raise ValueError(f"{name} must be 32 bytes; got {value!r:.80}")
-    return bytes(value)
 
 
 def _revert_data(exc: BaseException) -> bytes | str | None:
@@ -396,7 +390,7 @@ class Web3Ledger(Ledger):
         self, server_round: int, global_digest: bytes, cohort: Iterable[int]
     ) -> TxRecord:
         data = self._call_data(
-            "openRound", server_round, _bytes32(global_digest, "global_digest"), to_bitmap(cohort)
+            "openRound", server_round, bytes32(global_digest, "global_digest"), to_bitmap(cohort)
         )
         return self._transact("open_round", data, to=self._address)
 
@@ -410,9 +404,9 @@ class Web3Ledger(Ledger):
         data = self._call_data(
             "commitRound",
             server_round,
-            _bytes32(new_global_digest, "new_global_digest"),
+            bytes32(new_global_digest, "new_global_digest"),
             to_bitmap(accepted),
-            _bytes32(scores_digest, "scores_digest"),
+            bytes32(scores_digest, "scores_digest"),
         )
         return self._transact("commit_round", data, to=self._address)
 

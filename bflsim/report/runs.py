@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bflsim.runfolder import MANIFEST, Run, read_run
-
-INTERRUPTED_MARK = ".interrupted-"  # a plan's moved-aside runs: <point>.interrupted-<time>
+from bflsim.runfolder import INTERRUPTED_MARK, MANIFEST, Run, read_run
 
 
 def find_runs(root: str | Path, kind: str | None = "federated", include_interrupted: bool = False) -> list[Run]:

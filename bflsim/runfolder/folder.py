@@ -47,6 +47,7 @@ FIGURES = "figures"
 METRIC_COLUMNS = ("run_id", "model", "split", "round", "epoch", "node", "class_name", "metric", "value")
 CONFUSION_COLUMNS = ("run_id", "model", "split", "round", "true", "predicted", "count")
 STATUSES = ("running", "complete", "stopped", "interrupted", "failed")
+INTERRUPTED_MARK = ".interrupted-"  # a plan's unfinished point, kept aside: <point>.interrupted-<time>
 
 
 class RunStopped(RuntimeError):

@@ -44,6 +44,10 @@ class RoundRecorder:
     def start_round(self) -> None:
         self.stats = RoundStats()
 
+    def record_ledger(self, info: Mapping[str, object]) -> None:
+        """The run's registry: backend, endpoint, chain id, contract, node addresses (manifest ``ledger``)."""
+        self.run.write_manifest(ledger=dict(info))
+
     def record_excluded(self, excluded: Mapping[int, str]) -> None:
         """The nodes left out of every later cohort, and why (manifest ``excluded_nodes``)."""
         self.run.write_manifest(excluded_nodes={str(k): v for k, v in sorted(excluded.items())})

@@ -133,7 +133,7 @@ def accuracy_vs_attackers(
     """Final test accuracy against the attacker share, one line per aggregator.
 
     ``summary`` has one row per (aggregator, attacker_fraction) with ``accuracy_mean``,
-    ``accuracy_min`` and ``accuracy_max`` over seeds (as :func:`bflsim.fl_report.sweep_summary`
+    ``accuracy_min`` and ``accuracy_max`` over seeds (as :func:`bflsim.report.federated.sweep_summary`
     writes it). The line is the mean over seeds; the shaded band spans min..max.
     ``labels`` maps aggregator names to legend text.
     """

@@ -338,3 +338,25 @@ def test_report_figure_choice_overrides_the_layout_heuristic(tmp_path):
     assert {"sweep_summary.csv", "figure_sweep.png"} <= {p.name for p in as_sweep}
     with pytest.raises(ValueError, match="--figure 'bogus' is not one of"):
         write_report(dirs, tmp_path / "x", figure="bogus")
+
+
+def test_the_confusion_figure_draws_the_last_evaluated_round(tmp_path, monkeypatch):
+    import numpy as np
+
+    path = fake_run(tmp_path / "runs", num_malicious=1)
+    run = RunFolder(path, path.name, read_manifest(path))
+    run.log_confusion(np.array([[9, 1], [5, 5]]), ("normal", "attack"), model="cnn_lstm", split="test", round=1)
+    run.log_confusion(np.array([[10, 0], [1, 9]]), ("normal", "attack"), model="cnn_lstm", split="test", round=2)
+    drawn = []
+    real = plots.confusion_figure
+    monkeypatch.setattr(plots, "confusion_figure", lambda rows, *a, **k: drawn.append(rows) or real(rows, *a, **k))
+
+    written = write_report([path], tmp_path / "out", figure="confusion")
+    figure = [p for p in written if p.suffix == ".png"]
+
+    assert [p.name for p in figure] == [f"figure3_{path.name}.png"]
+    assert figure[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn[0]["round"].unique().tolist() == [2] and drawn[0]["count"].tolist() == [10, 0, 1, 9]
+    bare = fake_run(tmp_path / "bare", num_malicious=1)  # no confusion rows at all
+    with pytest.raises(ValueError, match="no per-round confusion counts"):
+        write_report([bare], tmp_path / "bare_out", figure="confusion")

@@ -395,6 +395,6 @@ def write_federated_confusion(runs: Iterable[Run], out_dir: str | Path) -> list[
         label = run.point.get("label") or run.config.name
         model = run.config.models.names[0]
         fig = figures.confusion_figure(last, model, "test",
-                                       title=f"{label}: global model after round {int(last['round'].iloc[0])}")
+                                       title=f"{label}\nglobal model after round {int(last['round'].iloc[0])}")
         written += figures.save_figure(fig, out_dir / f"figure3_{run.path.name}")
     return written

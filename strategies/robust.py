@@ -164,8 +164,9 @@ class RobustStrategy(Strategy):
         usable = [u for u in replies.updates if u.refused is None]
         reasons = {**replies.errors, **replies.integrity_failed, **{u.node: u.refused for u in replies.updates}}
         no_reply = f"no reply within federation.client_timeout = {self.federation.client_timeout:g} s"
+        usable_nodes = {u.node for u in usable}
         failures = self.recorder.record_failures(server_round, {
-            node: reasons.get(node) or no_reply for node in self.cohort if node not in {u.node for u in usable}
+            node: reasons.get(node) or no_reply for node in self.cohort if node not in usable_nodes
         })
         try:
             decision = decide_round(

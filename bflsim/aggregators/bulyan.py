@@ -37,6 +37,7 @@ from bflsim.aggregators.base import (
     pairwise_sq_distances,
     top_f_outliers,
 )
+from bflsim.aggregators.krum import neighbour_scores
 
 
 def check_bulyan(num_clients: int, num_malicious: int) -> None:
@@ -77,11 +78,10 @@ def iterated_krum(
         size = len(remaining)
         num_neighbours = min(size - 1, max(1, size - num_malicious - 2))
         among = distances[np.ix_(remaining, remaining)]
-        np.fill_diagonal(among, np.inf)  # a row is not its own neighbour
-        scores = np.sort(among, axis=1)[:, :num_neighbours].sum(axis=1)
+        scores = neighbour_scores(among, num_neighbours)
         if first_scores is None:
             first_scores = scores
-        spread = np.where(np.isinf(among), 0.0, among).sum(axis=1)
+        spread = among.sum(axis=1)  # to all remaining rows (zero diagonal)
         pick = int(np.lexsort((np.arange(size), spread, scores))[0])  # remaining is ascending
         chosen.append(remaining[pick])
         remaining = np.delete(remaining, pick)

@@ -52,15 +52,20 @@ def check_multikrum(num_clients: int, num_malicious: int, num_selected: int) -> 
         )
 
 
+def neighbour_scores(distances: NDArray[np.float64], num_neighbours: int) -> NDArray[np.float64]:
+    """Each row's sum of squared distances to its ``num_neighbours`` nearest other rows, from an
+    (n, n) matrix of squared distances with a zero diagonal (left unchanged)."""
+    others = distances.copy()
+    np.fill_diagonal(others, np.inf)  # a row is not its own neighbour
+    return np.sort(others, axis=1)[:, :num_neighbours].sum(axis=1)
+
+
 def krum_scores(updates: ArrayLike, num_malicious: int) -> NDArray[np.float64]:
     """Sum of squared distances from each row to its ``n - f - 2`` nearest other rows."""
     x = as_matrix(updates)
     n = x.shape[0]
     check_krum(n, num_malicious)
-    distances = pairwise_sq_distances(x)
-    np.fill_diagonal(distances, np.inf)  # a row is not its own neighbour
-    num_neighbours = n - num_malicious - 2
-    return np.sort(distances, axis=1)[:, :num_neighbours].sum(axis=1)
+    return neighbour_scores(pairwise_sq_distances(x), n - num_malicious - 2)
 
 
 def multikrum(updates: ArrayLike, num_malicious: int, num_selected: int | None = None) -> Selection:

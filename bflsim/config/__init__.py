@@ -16,6 +16,7 @@ from bflsim.config.experiment import (
 from bflsim.config.loading import (
     LEGACY_KEYS,
     apply_overrides,
+    config_digest,
     from_wire,
     parse_experiment,
     parse_overrides,
@@ -71,6 +72,7 @@ __all__ = [
     "apply_overrides",
     "build",
     "build_record",
+    "config_digest",
     "from_wire",
     "parse_experiment",
     "parse_overrides",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import tomllib
 from functools import lru_cache
@@ -164,6 +165,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def to_wire(config: ExperimentConfig) -> str:
     """The config as JSON text, as it travels to the nodes in a Flower ConfigRecord."""
     return json.dumps(to_dict(config), sort_keys=True)
+
+
+def config_digest(config: ExperimentConfig) -> str:
+    """``0x`` + sha256 of the resolved config's canonical JSON (:func:`to_wire`).
+
+    Two configs with the same digest run the same experiment: every parameter, defaults
+    included, is in the text. A plan point counts as done only if its stored digest equals
+    the one requested now, and the registry records it at set-up.
+    """
+    return "0x" + hashlib.sha256(to_wire(config).encode()).hexdigest()
 
 
 @lru_cache(maxsize=8)

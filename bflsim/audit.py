@@ -35,7 +35,7 @@ import numpy as np
 from bflsim.aggregators import AggregatorError, decide_round
 from bflsim.config import ExperimentConfig
 from bflsim.data import DataError, resolve_data_dir
-from bflsim.edge_node import node_features
+from bflsim.edge_node import node_data
 from bflsim.hashing import data_digest, digest_hex, weights_digest
 from bflsim.ledger.base import ChainEvent, LedgerError, from_bitmap
 from bflsim.ledger.factory import open_recorded_chain
@@ -136,7 +136,7 @@ def audit_run(
         report.rounds.append(setup)
         _check_registry(addresses, chain_info, events, trail_rounds.get(0), setup)
         if check_data:
-            _check_data(config, addresses, events, data_dir, setup)
+            _check_data(config, addresses, events, data_dir, chain_info.get("data_digest", "v1"), setup)
         store = BlobStore(run_dir / BLOBS)
         committed: dict[int, bytes] = {}
         index_of = {address: index for index, address in addresses.items()}
@@ -220,25 +220,27 @@ def _check_registry(
 
 def _check_data(
     config: ExperimentConfig, addresses: dict[int, str], events: dict[str, Any], data_dir: str | Path | None,
-    verdict: RoundVerdict,
+    version: str, verdict: RoundVerdict,
 ) -> None:
-    """Recompute every node's registered data digest from the dataset and its partition."""
+    """Recompute every node's registered data digest (of ``version``: runs before v2 hashed
+    the features only) from the dataset and its partition."""
     try:
         path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
-        features = {index: node_features(config, index, 0, path) for index in addresses}
+        held = {index: node_data(config, index, 0, path) for index in addresses}
     except (DataError, FileNotFoundError, ValueError) as err:
         verdict.notes.append(f"data digests not recomputed: {err}")
         return
     index_of = {address: index for index, address in addresses.items()}
     latest = {index_of.get(e["node"]): e for e in events["DataRegistered"].get("all", [])}
-    for node, x in features.items():
+    for node, (x, y) in held.items():
         event = latest.get(node)
         if event is None:
             continue
-        if data_digest(x, int(event["timestamp"]), node) != bytes(event["digest"]):
+        labels = y if version != "v1" else None
+        if data_digest(x, labels, int(event["timestamp"]), node, version=version) != bytes(event["digest"]):
             verdict.problems.append(f"node {node}'s registered data digest does not match its partition of "
                                     f"{config.data.dataset}")
-    verdict.notes.append(f"data digests recomputed from {config.data.dataset}")
+    verdict.notes.append(f"data digests ({version}) recomputed from {config.data.dataset}")
 
 
 def _check_round(

@@ -77,27 +77,31 @@ def node_partitions(
     )
 
 
-def node_features(config: ExperimentConfig, node: int, server_round: int, data_dir: str | None = None) -> NDArray:
-    """The features edge node ``node`` holds in ``server_round`` (round 0: registration).
+def node_data(
+    config: ExperimentConfig, node: int, server_round: int, data_dir: str | None = None
+) -> tuple[NDArray, NDArray]:
+    """The features and labels edge node ``node`` holds in ``server_round`` (round 0: registration).
 
     A node in ``federation.tamper_nodes`` holds a modified copy from ``tamper_round`` on:
     Gaussian noise (sigma 1, seeded) on the features of a tenth of its rows.
     """
-    x = load_data(config.data, data_dir).x_train[node_partitions(config.data, config.federation, data_dir)[node]]
+    data = load_data(config.data, data_dir)
+    rows = node_partitions(config.data, config.federation, data_dir)[node]
+    x, y = data.x_train[rows], data.y_train[rows]
     fed = config.federation
     if node in fed.tamper_nodes and server_round >= fed.tamper_round:
         rng = np.random.default_rng(_seed(fed.seed, 0, node))
-        rows = rng.choice(len(x), size=max(1, len(x) // 10), replace=False)
+        picked = rng.choice(len(x), size=max(1, len(x) // 10), replace=False)
         x = x.copy()
-        x[rows] += rng.normal(0.0, 1.0, size=x[rows].shape).astype(x.dtype)
-    return x
+        x[picked] += rng.normal(0.0, 1.0, size=x[picked].shape).astype(x.dtype)
+    return x, y
 
 
 def register_data(
     config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None
 ) -> tuple[bytes, bytes]:
-    """The node's data digest ``sha256(X || timestamp || node)`` and its signed ``registerData``."""
-    digest = data_digest(node_features(config, node, 0, data_dir), timestamp, node)
+    """The node's data digest ``sha256([X, y] || timestamp || node)`` and its signed ``registerData``."""
+    digest = data_digest(*node_data(config, node, 0, data_dir), timestamp, node)
     return digest, sign_data_tx(node_identities(config)[node], ctx, digest, timestamp)
 
 
@@ -109,7 +113,7 @@ def verify_integrity(
 
     Returns the digest; raises :class:`DataIntegrityError` naming both digests otherwise.
     """
-    digest = data_digest(node_features(config, node, server_round, data_dir), timestamp, node)
+    digest = data_digest(*node_data(config, node, server_round, data_dir), timestamp, node)
     if digest != registered:
         raise DataIntegrityError(
             f"edge node {node}, round {server_round}: data digest 0x{digest.hex()} differs from "
@@ -181,8 +185,7 @@ def fit(
     import keras
 
     data = load_data(config.data, data_dir)
-    features = node_features(config, node, server_round, data_dir)
-    labels = data.y_train[node_partitions(config.data, config.federation, data_dir)[node]]
+    features, labels = node_data(config, node, server_round, data_dir)
     if attack is not None:
         rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
         features, labels = attack.poison_data(features, labels, data.num_classes, rng)

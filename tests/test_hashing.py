@@ -5,7 +5,15 @@ import hashlib
 import numpy as np
 import pytest
 
-from bflsim.hashing import data_digest, digest_hex, scores_digest, weights_digest
+from bflsim.hashing import (
+    data_digest,
+    digest_hex,
+    evaluation_digest,
+    run_digest,
+    scores_digest,
+    split_digest,
+    weights_digest,
+)
 
 # Known answers. Computed once with bflsim.hashing and cross-checked against the canonical
 # bytes spelled out by hand in test_weights_digest_matches_hand_built_bytes below; if one of
@@ -35,11 +43,11 @@ def test_weights_digest_matches_hand_built_bytes():
 def test_data_and_scores_digest_known_answers():
     x = np.array([[1, 2], [3, 4]], dtype=np.int64)
 
-    assert data_digest(x, timestamp=1_700_000_000, node_id=7).hex() == TINY_DATA_HEX
+    assert data_digest(x, None, timestamp=1_700_000_000, node_id=7, version="v1").hex() == TINY_DATA_HEX
     assert scores_digest([0, 2], [0.5, 1.5, 2.5]).hex() == TINY_SCORES_HEX
 
 
-def test_data_digest_is_sha256_of_canonical_x_timestamp_node():
+def test_data_digest_v1_is_sha256_of_canonical_x_timestamp_node():
     x = np.array([[1, 2], [3, 4]], dtype=np.int64)
     canonical_x = (
         b"bflsim/data/v1\x00" + (1).to_bytes(4, "big") + bytes([3]) + b"<i8"
@@ -51,7 +59,45 @@ def test_data_digest_is_sha256_of_canonical_x_timestamp_node():
         canonical_x + (1_700_000_000).to_bytes(8, "big") + (7).to_bytes(4, "big")
     ).digest()
 
-    assert data_digest(x, 1_700_000_000, 7) == expected
+    assert data_digest(x, None, 1_700_000_000, 7, version="v1") == expected
+
+
+def test_data_digest_v2_covers_features_and_labels():
+    x = np.array([[1, 2], [3, 4]], dtype=np.int64)
+    y = np.array([0, 1], dtype=np.int64)
+    canonical = (
+        b"bflsim/data/v2\x00" + (2).to_bytes(4, "big")
+        + bytes([3]) + b"<i8" + bytes([2]) + (2).to_bytes(8, "big") + (2).to_bytes(8, "big")
+        + (32).to_bytes(8, "big") + x.astype("<i8").tobytes()
+        + bytes([3]) + b"<i8" + bytes([1]) + (2).to_bytes(8, "big")
+        + (16).to_bytes(8, "big") + y.astype("<i8").tobytes()
+    )
+    expected = hashlib.sha256(canonical + (5).to_bytes(8, "big") + (3).to_bytes(4, "big")).digest()
+
+    assert data_digest(x, y, 5, 3) == expected
+    assert data_digest(x, y[::-1].copy(), 5, 3) != expected  # relabelled rows
+    assert data_digest(x, None, 5, 3, version="v1") != expected
+
+
+def test_split_and_evaluation_digests_see_every_value():
+    x, y = np.ones((3, 2), np.float32), np.array([0, 1, 1])
+    cm = np.array([[5, 1], [0, 4]])
+
+    assert split_digest(x, y) != split_digest(x, np.array([0, 1, 0]))
+    assert evaluation_digest(3, cm) != evaluation_digest(4, cm)
+    assert evaluation_digest(3, cm) != evaluation_digest(3, cm.T)
+    assert evaluation_digest(3, cm.astype(np.int32)) == evaluation_digest(3, cm)  # counts, any int dtype
+
+
+def test_run_digest_is_order_free_and_sees_every_fact():
+    facts = {"config": "0x01", "git_commit": "abc", "run_nonce": "0x02"}
+
+    assert run_digest(facts) == run_digest(dict(reversed(facts.items())))
+    assert run_digest({**facts, "run_nonce": "0x03"}) != run_digest(facts)
+    expected = hashlib.sha256(
+        b"bflsim/run/v1\x00" + b'{"config":"0x01","git_commit":"abc","run_nonce":"0x02"}'
+    ).digest()
+    assert run_digest(facts) == expected
 
 
 @pytest.mark.parametrize(
@@ -90,11 +136,12 @@ def test_fortran_order_and_big_endian_hash_like_c_order_copy():
 
 def test_data_digest_binds_timestamp_and_node():
     x = np.ones((3, 4), np.float32)
-    base = data_digest(x, 100, 1)
+    y = np.zeros(3, np.int64)
+    base = data_digest(x, y, 100, 1)
 
-    assert data_digest(x, 101, 1) != base
-    assert data_digest(x, 100, 2) != base
-    assert data_digest(np.asfortranarray(x), 100, 1) == base
+    assert data_digest(x, y, 101, 1) != base
+    assert data_digest(x, y, 100, 2) != base
+    assert data_digest(np.asfortranarray(x), y, 100, 1) == base
 
 
 def test_kinds_of_digest_never_collide():
@@ -106,8 +153,12 @@ def test_kinds_of_digest_never_collide():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: data_digest(np.ones(2), -1, 0), "timestamp"),
-        (lambda: data_digest(np.ones(2), 0, 2**32), "node_id"),
+        (lambda: data_digest(np.ones(2), np.ones(2), -1, 0), "timestamp"),
+        (lambda: data_digest(np.ones(2), np.ones(2), 0, 2**32), "node_id"),
+        (lambda: data_digest(np.ones(2), None, 0, 0), "labels"),
+        (lambda: data_digest(np.ones(2), None, 0, 0, version="v3"), "version"),
+        (lambda: evaluation_digest(1, np.ones((2, 3))), "square"),
+        (lambda: run_digest({"seed": 1}), "string"),
         (lambda: weights_digest([np.array([object()])]), "object"),
         (lambda: digest_hex(b"short"), "32 bytes"),
     ],

@@ -106,7 +106,7 @@ def test_audit_passes_on_the_untouched_run(chain_run):
     assert report.ok, "\n".join(report.lines())
     assert [r.server_round for r in report.rounds] == [0, 1, 2, 3]
     assert report.lines()[-1] == "verdict: PASS"
-    assert "data digests recomputed from synthetic" in report.rounds[0].line()
+    assert "data digests (v2) recomputed from synthetic" in report.rounds[0].line()
 
 
 def _rewrite_blob(path, change):

@@ -124,10 +124,11 @@ def time_data_registration(
     """
     identity = identity or derive_identities(NODE_SEED, 1)[0]
     timestamp = int(time.time())
-    digest = data_digest(x, timestamp, identity.index)
+    y = np.zeros(len(x), dtype=np.int64)  # labels: the digest covers them (data digest v2)
+    digest = data_digest(x, y, timestamp, identity.index)
     return _time_steps(
         {
-            "hash": lambda: data_digest(x, timestamp, identity.index),
+            "hash": lambda: data_digest(x, y, timestamp, identity.index),
             "sign": lambda: sign_data_tx(identity, _OFFLINE_CONTEXT, digest, timestamp),
         },
         repeats,
@@ -285,7 +286,7 @@ def measure_gas(ledger: Ledger, num_nodes: int, num_samples: int = 1000) -> dict
     x = np.arange(1000, dtype=np.float32).reshape(100, 10)
     for timestamp in (1_700_000_000, 1_700_000_060):
         raw = sign_data_tx(node, ledger.tx_context(node.address),
-                           data_digest(x, timestamp, node.index), timestamp)
+                           data_digest(x, np.zeros(len(x), np.int64), timestamp, node.index), timestamp)
         ledger.send_raw(raw, kind="register_data")
 
     everyone = range(num_nodes)

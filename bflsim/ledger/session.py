@@ -132,6 +132,7 @@ class ChainSession:
                 "max_rejections": self.config.ledger.max_rejections,
                 "block_time": self.config.ledger.block_time,
                 "nodes": {str(i): address for i, address in self.addresses.items()},
+                "data_digest": "v2",  # features and labels (bflsim.hashing.DATA_DIGEST_VERSIONS)
             }
             self.trail.write_chain(info)
             self._write_transactions(0)

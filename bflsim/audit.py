@@ -5,27 +5,52 @@ node behind, so the audit rebuilds that chain: it replays every signed transacti
 ``trail/transactions.jsonl`` in order on a fresh chain of the same kind (py-evm, or anvil
 with the run's chain id), and requires each to hash and end (success or revert) as it did in
 the run; the registry lands at the recorded address only if the operator's history is intact,
-and every node's transaction is accepted only with that node's signature. A run on another
-JSON-RPC endpoint is read there (``--rpc-url`` overrides the recorded endpoint).
+and every node's transaction is accepted only with that node's signature. A replay that
+diverges is blamed on the round the transaction belongs to. A run on another JSON-RPC
+endpoint is read there (``--rpc-url`` overrides the recorded endpoint).
 
-Then, from the chain's events alone plus the run folder:
+Then, from the chain's events plus the run folder and the data:
 
-- the registry: nodes registered at their indices with the addresses derived from the run's
-  key seed, as the manifest and ``trail/chain.json`` say; each node's registered data digest
-  recomputed from the dataset and the run's partition (when the data is at hand);
-- every round: the opened global digest is the previous round's committed one, and its blob
-  hashes to it; every submitted update was signed by a registered cohort member, and every
-  update the server aggregated has its blob, digest and sample count on chain; the round's
-  aggregation, re-run from those blobs with the manifest's rule, reproduces the committed
-  global digest, the accepted nodes and the digest of the scores;
-- the final model file hashes to the last committed global digest.
+- **run**: the status and the rounds committed against ``federation.rounds``; a complete
+  run committed every configured round, and a run that ended otherwise says where it
+  stopped (the round opened and never committed is shown);
+- **configuration** (registry v2): ``run_digest(manifest["run_facts"])`` is the digest the
+  registry recorded at set-up (``RunConfigured``), the facts' config digest is the
+  manifest's configuration's, and their test-split digest is the recomputed split's. A v1
+  registry recorded none of this: the verdict says so instead of passing it;
+- **setup**: nodes registered at their indices with the addresses the run's keys give
+  (``ledger.key_source``: derived from the seed, from the secret when it is set here, read
+  from the keystore when it is readable here; otherwise only the trail's addresses), each
+  node's registered data digest (and sample count, v2) recomputed from its partition;
+- **every round**: opened from the previous commit (round 1 from ``initial_weights`` of
+  ``train.seed``); the cohort is ``federation.sample_cohort(round, eligible)`` with eligible
+  the nodes still active on chain and not excluded (an exclusion for a failed integrity
+  check is re-checked against the data); every update submitted on chain was either a
+  candidate of the aggregation or refused for a reason its stored signed transaction, blob
+  and partition confirm (censoring or framing a node fails); every candidate's sample count
+  is its partition's size; updates of attackers whose attack needs no training are
+  re-derived from the attack's seed and parameters; the aggregation, re-run from the blobs
+  with the manifest's rule, reproduces the committed global digest, the accepted nodes and
+  the digest of the scores;
+- **evaluation**: every committed global model (``--rounds`` to sample) is scored again on
+  the recomputed test split, reproducing the accuracy, F1 and FPR rows of metrics.csv and the
+  confusion matrix of confusion.csv (and the committed evaluation digest, v2);
+- **final model**: ``final_model.npz``, when present (it must be for a complete run),
+  hashes to the last committed global digest.
 
-A verdict line per round; any mismatch makes the audit fail (exit status 1).
+Exit status (:attr:`AuditReport.exit_code`): 0 pass, 1 a mismatch, 2 a check could not be
+made (data not found, a refusal whose transaction was not stored); a check skipped on request
+(``skip_data``, ``rounds="none"``) is named in the verdict. The verdict also states the run's
+status and the audit's trust level (:func:`trust_statement`): what a PASS proves depends on
+who controls the chain and who can sign as the nodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +58,14 @@ from typing import Any
 import numpy as np
 
 from bflsim.aggregators import AggregatorError, decide_round
-from bflsim.config import ExperimentConfig
-from bflsim.data import DataError, resolve_data_dir
-from bflsim.edge_node import node_data
-from bflsim.hashing import data_digest, digest_hex, weights_digest
+from bflsim.config import ExperimentConfig, config_digest
+from bflsim.data import DataError, PreparedData, resolve_data_dir
+from bflsim.edge_node import load_data, node_data, node_partitions, poison
+from bflsim.hashing import data_digest, digest_hex, evaluation_digest, run_digest, split_digest, weights_digest
 from bflsim.ledger.base import ChainEvent, LedgerError, from_bitmap
 from bflsim.ledger.factory import open_recorded_chain
-from bflsim.ledger.identity import node_identities
+from bflsim.ledger.identity import expected_addresses, read_update_tx
+from bflsim.metrics import score_probabilities
 from bflsim.runfolder import (
     BLOBS,
     FINAL_MODEL,
@@ -52,7 +78,10 @@ from bflsim.runfolder import (
     read_transactions,
 )
 
-__all__ = ["AuditReport", "audit_run"]
+__all__ = ["AuditError", "AuditReport", "audit_run", "parse_rounds", "trust_statement"]
+
+EVALUATED_METRICS = ("accuracy", "f1_macro", "fpr")
+V1_REGISTRY = "not recorded on chain (v1 registry)"
 
 
 class AuditError(RuntimeError):
@@ -61,123 +90,323 @@ class AuditError(RuntimeError):
 
 @dataclass
 class RoundVerdict:
+    """One section of the audit: mismatches, checks it could not make, and notes."""
+
     server_round: int
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    title: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def head(self) -> str:
+        if self.title:
+            return self.title
+        return "round setup" if self.server_round == 0 else f"round {self.server_round:>3}"
+
     def line(self) -> str:
-        head = "round setup" if self.server_round == 0 else f"round {self.server_round:>3}"
-        if self.ok:
-            return f"{head}: OK" + (f" ({'; '.join(self.notes)})" if self.notes else "")
-        return f"{head}: MISMATCH: " + "; ".join(self.problems)
+        if self.problems:
+            return f"{self.head}: MISMATCH: " + "; ".join(self.problems)
+        if self.unchecked:
+            return f"{self.head}: NOT CHECKED: " + "; ".join(self.unchecked)
+        return f"{self.head}: OK" + (f" ({'; '.join(self.notes)})" if self.notes else "")
 
 
 @dataclass
 class AuditReport:
+    """The audit's findings; :meth:`lines` is what ``bflsim audit`` prints."""
+
     run_dir: Path
     chain: str
+    status: str = "unknown"
+    rounds_configured: int = 0
+    rounds_committed: list[int] = field(default_factory=list)
+    round_in_progress: int | None = None
+    registry_version: int = 1
+    trust: list[str] = field(default_factory=list)
+    not_on_chain: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    run: RoundVerdict = field(default_factory=lambda: RoundVerdict(-3, title="run"))
+    configuration: RoundVerdict = field(default_factory=lambda: RoundVerdict(-2, title="configuration"))
     rounds: list[RoundVerdict] = field(default_factory=list)
-    final: RoundVerdict = field(default_factory=lambda: RoundVerdict(-1))
+    evaluation: RoundVerdict = field(default_factory=lambda: RoundVerdict(-4, title="evaluation"))
+    final: RoundVerdict = field(default_factory=lambda: RoundVerdict(-1, title="final model"))
+
+    @property
+    def sections(self) -> list[RoundVerdict]:
+        return [self.run, self.configuration, *self.rounds, self.evaluation, self.final]
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 mismatch, 2 a check could not be made."""
+        if any(s.problems for s in self.sections):
+            return 1
+        return 2 if any(s.unchecked for s in self.sections) else 0
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rounds) and self.final.ok
+        return self.exit_code == 0
+
+    def run_summary(self) -> str:
+        """``run complete, 3 of 3 rounds committed`` / ``run interrupted after round 2 of 4; ...``."""
+        last = max(self.rounds_committed, default=0)
+        of = f"{len(self.rounds_committed)} of {self.rounds_configured} rounds committed"
+        if self.status == "complete":
+            text = f"run complete, {of}"
+        elif self.status == "running":
+            text = f"run still marked running (no end recorded: live, or killed), {of}"
+        else:
+            text = f"run {self.status} after round {last} of {self.rounds_configured}"
+        if self.round_in_progress is not None:
+            text += f"; round {self.round_in_progress} opened, never committed"
+        return text
+
+    def verdict(self) -> str:
+        """The last line: PASS / FAIL / NOT CHECKED, always with the run's state and limits."""
+        qualifiers = [self.run_summary()]
+        if self.not_on_chain:
+            qualifiers.append(f"{V1_REGISTRY}: {', '.join(self.not_on_chain)}")
+        if self.skipped:
+            qualifiers.append(f"skipped: {', '.join(self.skipped)}")
+        qualifiers.append(f"trust: {self.trust_level()}")
+        code = self.exit_code
+        if code == 1:
+            bad = [s.head.strip() for s in self.sections if s.problems]
+            return f"verdict: FAIL ({len(bad)} mismatching: {', '.join(bad)}; {'; '.join(qualifiers)})"
+        if code == 2:
+            missing = [s.head.strip() for s in self.sections if s.unchecked]
+            return f"verdict: NOT CHECKED ({', '.join(missing)} could not be checked; {'; '.join(qualifiers)})"
+        return f"verdict: PASS ({'; '.join(qualifiers)})"
+
+    def trust_level(self) -> str:
+        return self.trust[0] if self.trust else "unknown"
 
     def lines(self) -> list[str]:
         out = [f"audit of {self.run_dir} on {self.chain}"]
-        out += [r.line() for r in self.rounds]
-        out.append("final model: OK" if self.final.ok else "final model: MISMATCH: " + "; ".join(self.final.problems))
-        bad = sum(not r.ok for r in self.rounds) + (not self.final.ok)
-        out.append("verdict: PASS" if self.ok else f"verdict: FAIL ({bad} mismatching)")
+        out += [f"trust: {line}" for line in self.trust]
+        out += [s.line() for s in self.sections]
+        out.append(self.verdict())
         return out
 
 
+def parse_rounds(spec: str | None, committed: Sequence[int]) -> list[int] | None:
+    """Which committed rounds to re-evaluate: ``None``/``"all"`` every one (and round 0, the
+    initial model); ``"none"`` none; ``"1,5,last"`` those; ``"sample:N"`` N rounds spread
+    evenly from the first to the last. Returns None for all."""
+    if spec is None or spec.strip() in ("", "all"):
+        return None
+    spec = spec.strip()
+    if spec == "none":
+        return []
+    last = max(committed, default=0)
+    if spec.startswith("sample:"):
+        try:
+            count = int(spec.split(":", 1)[1])
+        except ValueError as err:
+            raise ValueError(f"--rounds sample:N needs an integer N; got {spec!r}") from err
+        if count < 1:
+            raise ValueError(f"--rounds sample:N needs N >= 1; got {count}")
+        picks = np.linspace(0, len(committed) - 1, num=min(count, len(committed))).round().astype(int)
+        return sorted({sorted(committed)[i] for i in picks}) if committed else []
+    chosen = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if part == "last":
+            chosen.add(last)
+        elif part == "first":
+            chosen.add(min(committed, default=0))
+        elif part.isdigit():
+            chosen.add(int(part))
+        else:
+            raise ValueError(f"--rounds takes 'all', 'none', 'sample:N' or a list of round numbers, "
+                             f"'first' and 'last' (e.g. '1,5,last'); got {part!r}")
+    return sorted(chosen)
+
+
+def trust_statement(backend: str, fresh: bool, key_source: str, addresses_how: str | None) -> list[str]:
+    """What an audit PASS proves for this chain and key mode (first line: the short level).
+
+    ``addresses_how``: how the audit established the nodes' addresses, or None when it could
+    not (a secret or keystore not available here).
+    """
+    if fresh:
+        chain = (f"the chain is a replay of the operator's own recorded transactions ({backend}): no third party "
+                 "witnessed it, so whoever holds every key can regenerate a whole history that replays cleanly")
+    else:
+        chain = (f"the chain was read live ({backend}): its history is what that node serves; on a chain others "
+                 "run and keep, rounds are write-once and timestamped and cannot be rewritten afterwards")
+    if key_source == "seed":
+        keys = ("node keys derive from the key seed written in the manifest: anyone holding this folder can sign as "
+                "every node, so signatures do not show who trained")
+    elif addresses_how is None:
+        keys = (f"node keys ({key_source}) are not derivable from the folder, but could not be checked here: the "
+                "registry's addresses were compared with the trail only, so a re-keyed forgery would pass; audit "
+                "with the secret or keystore to close this")
+    else:
+        keys = (f"node keys ({key_source}) are not derivable from the folder and the registered addresses were "
+                f"checked against {addresses_how}: only holders of those keys could have signed the updates")
+    if key_source == "seed" and fresh:
+        level = "self-consistency only (replayed chain, keys derivable from the manifest: a forged folder can pass)"
+    elif key_source == "seed":
+        level = "a chain kept by others, but keys derivable from the manifest (anyone could have signed)"
+    elif addresses_how is None:
+        level = ("self-consistency only (node keys not checked here)" if fresh else
+                 "a chain kept by others; node keys not checked here")
+    elif fresh:
+        level = "node signatures by key holders, on a chain the operator replays (the key holder can still forge)"
+    else:
+        level = "node signatures by key holders, on a chain kept by others"
+    return [level, chain, keys]
+
+
+# --- the audit -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """What every check reads: the run, its config, the chain's events, the data if held."""
+
+    run: Run
+    config: ExperimentConfig
+    chain_info: dict[str, Any]
+    transactions: list[dict[str, Any]]
+    trail_rounds: dict[int, dict[str, Any]]
+    events: dict[str, Any]
+    addresses: dict[int, str]
+    store: BlobStore
+    data: PreparedData | None = None
+    data_path: str | None = None
+    data_missing: str | None = None  # why the data could not be loaded (None: loaded or skipped)
+    skip_data: bool = False
+
+    @property
+    def index_of(self) -> dict[str, int]:
+        return {address: index for index, address in self.addresses.items()}
+
+    def data_unchecked(self, verdict: RoundVerdict, what: str) -> bool:
+        """True when the data is not at hand; says so in ``verdict`` unless skipped on request."""
+        if self.data is not None:
+            return False
+        if not self.skip_data:
+            verdict.unchecked.append(f"{what}: {self.data_missing}")
+        return True
+
+
 def audit_run(
-    run_dir: str | Path, *, rpc_url: str | None = None, data_dir: str | Path | None = None, check_data: bool = True
+    run_dir: str | Path,
+    *,
+    rpc_url: str | None = None,
+    data_dir: str | Path | None = None,
+    check_data: bool = True,
+    rounds: str | None = None,
 ) -> AuditReport:
     """Audit the run folder ``run_dir`` (see the module docstring).
 
-    With ``check_data`` the nodes' registered data digests are also recomputed from the
-    dataset (``data_dir``, else ``$BFLSIM_DATA_DIR``); when it cannot be loaded, the setup
-    verdict says so without failing.
+    ``data_dir``: where the dataset is (default: as the run recorded it, else
+    ``$BFLSIM_DATA_DIR``, else ./data). ``check_data=False`` skips every check that needs
+    the data, and the verdict says so. ``rounds``: which rounds to re-evaluate
+    (:func:`parse_rounds`).
     """
     run_dir = Path(run_dir)
     try:
         run = read_run(run_dir)
+        config = run.config
     except FileNotFoundError as err:
         raise AuditError(str(err)) from err
-    manifest = run.manifest
+    except (ValueError, KeyError) as err:
+        raise AuditError(f"{run_dir / 'manifest.json'}: its config cannot be read: {err}") from err
     try:
         chain_info = read_chain(run_dir)
         transactions = read_transactions(run_dir)
         trail_rounds = {r["round"]: r for r in read_rounds(run_dir)}
     except FileNotFoundError as err:
         raise AuditError(f"{err} (runs with ledger.backend = 'none' have no trail)") from err
-    config = run.config
 
-    setup = RoundVerdict(0)
-    if manifest.get("ledger") != chain_info:
-        setup.problems.append("the manifest's ledger entry differs from trail/chain.json")
-    addresses = {i.index: i.address for i in node_identities(config)}  # the run's keys, from its seed
+    addresses, addresses_how = expected_addresses(config)
     with open_recorded_chain(chain_info, rpc_url) as (ledger, fresh):
+        replayed: dict[int, list[str]] = defaultdict(list)
         if fresh:  # a new chain of the run's kind: rebuild the run's chain on it
-            _replay(ledger, chain_info, transactions, setup)
+            _replay(ledger, chain_info, transactions, replayed)
             fresh_chain = ("a fresh embedded py-evm chain" if chain_info.get("backend") == "embedded"
                            else f"a fresh anvil (chain {chain_info['chain_id']})")
             where = f"a replay of {len(transactions)} transactions on {fresh_chain}"
         else:
             where = f"{ledger.endpoint} (chain {chain_info['chain_id']}, registry {chain_info['contract']})"
-        report = AuditReport(run_dir, where)
         events = _by_kind(ledger.events())
-        report.rounds.append(setup)
-        _check_registry(addresses, chain_info, events, trail_rounds.get(0), setup)
-        if check_data:
-            _check_data(config, addresses, events, data_dir, chain_info.get("data_digest", "v1"), setup)
-        store = BlobStore(run_dir / BLOBS)
-        committed: dict[int, bytes] = {}
-        index_of = {address: index for index, address in addresses.items()}
-        for server_round in sorted(set(events["RoundOpened"]) | {r for r in trail_rounds if r > 0}):
-            verdict = RoundVerdict(server_round)
-            _check_round(config, index_of, server_round, events, trail_rounds.get(server_round), store, committed,
-                         verdict)
-            report.rounds.append(verdict)
-        _check_final(run, committed, report.final)
+    report = AuditReport(run_dir, where)
+    report.trust = trust_statement(str(chain_info.get("backend", config.ledger.backend)), fresh,
+                                   config.ledger.key_source, addresses_how if addresses is not None else None)
+    registered = {int(e["index"]): e["node"] for e in events["NodeRegistered"].get("all", [])}
+    ctx = _Context(run, config, chain_info, transactions, trail_rounds, events,
+                   addresses if addresses is not None else registered, BlobStore(run_dir / BLOBS),
+                   skip_data=not check_data)
+    if check_data:
+        _load_run_data(ctx, data_dir)
+    else:
+        report.skipped.append("data checks (--skip-data)")
+
+    setup = RoundVerdict(0, problems=list(replayed.pop(0, [])))
+    report.rounds.append(setup)
+    if run.manifest.get("ledger") not in (None, chain_info):
+        setup.problems.append("the manifest's ledger entry differs from trail/chain.json")
+    _check_registry(ctx, registered, addresses is not None, setup)
+    _check_data(ctx, setup)
+    _check_run_status(ctx, report)
+    _check_configuration(ctx, report)
+
+    committed = {r: bytes(e[0]["newGlobalDigest"]) for r, e in events["RoundCommitted"].items() if e}
+    exclusions = _exclusions(ctx, setup)
+    for server_round in sorted(set(events["RoundOpened"]) | {r for r in trail_rounds if r > 0} | set(replayed)):
+        verdict = RoundVerdict(server_round, problems=list(replayed.get(server_round, [])))
+        _check_round(ctx, server_round, committed, exclusions, verdict)
+        report.rounds.append(verdict)
+    chosen = parse_rounds(rounds, sorted(committed))
+    if chosen == []:
+        report.skipped.append("re-evaluation (--rounds none)")
+    _check_evaluation(ctx, committed, chosen, report.evaluation, report)
+    _check_final(run, committed, report.final)
     return report
 
 
-# --- the chain ---------------------------------------------------------------------------
+# --- the chain -----------------------------------------------------------------------------
 
 
-def _replay(ledger: Any, info: dict[str, Any], transactions: list[dict[str, Any]], verdict: RoundVerdict) -> None:
-    """Send every recorded signed transaction again; each must hash and end as recorded."""
+def _replay(ledger: Any, info: dict[str, Any], transactions: list[dict[str, Any]],
+            blame: dict[int, list[str]]) -> None:
+    """Send every recorded signed transaction again; each must hash and end as recorded.
+
+    A divergence is blamed on the round its transaction belongs to (0: set-up).
+    """
     w3 = ledger.w3
     if ledger.chain_id != int(info["chain_id"]):
-        verdict.problems.append(f"the replay chain has id {ledger.chain_id}, the run's had {info['chain_id']}")
-    mismatches = []
+        blame[0].append(f"the replay chain has id {ledger.chain_id}, the run's had {info['chain_id']}")
     for position, tx in enumerate(transactions):
         if not tx.get("raw"):
             raise AuditError(
                 f"transaction {tx['tx_hash']} ({tx['kind']}) was sent without keeping its signed bytes; "
                 "audit this run against its live endpoint with --rpc-url"
             )
+        problems = blame[int(tx.get("round") or 0)]
         raw = bytes.fromhex(tx["raw"])
         try:
             tx_hash = "0x" + bytes(w3.eth.send_raw_transaction(raw)).hex()
             receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
         except Exception as err:  # noqa: BLE001 - a refused replay is the finding
-            mismatches.append(f"transaction {position} ({tx['kind']}, round {tx['round']}) refused on replay: "
-                              f"{str(err)[:160]}")
+            problems.append(f"transaction {position} ({tx['kind']}, round {tx['round']}) refused on replay: "
+                            f"{str(err)[:160]}")
             continue
         if tx_hash != tx["tx_hash"]:
-            mismatches.append(f"transaction {position} ({tx['kind']}) hashes to {tx_hash}, recorded {tx['tx_hash']}")
+            problems.append(f"transaction {position} ({tx['kind']}) hashes to {tx_hash}, recorded {tx['tx_hash']}")
         if int(receipt["status"]) != int(tx["status"]):
-            mismatches.append(f"transaction {tx['tx_hash']} ({tx['kind']}) ended with status {receipt['status']} "
-                              f"on replay, {tx['status']} in the run")
-    verdict.problems += mismatches[:5] + ([f"... and {len(mismatches) - 5} more"] if len(mismatches) > 5 else [])
+            problems.append(f"transaction {tx['tx_hash']} ({tx['kind']}, round {tx['round']}) ended with status "
+                            f"{receipt['status']} on replay, {tx['status']} in the run")
+    for server_round, problems in list(blame.items()):
+        if len(problems) > 5:
+            blame[server_round] = problems[:5] + [f"... and {len(problems) - 5} more"]
     try:
         ledger.attach(str(info["contract"]))
     except LedgerError as err:
@@ -185,7 +414,7 @@ def _replay(ledger: Any, info: dict[str, Any], transactions: list[dict[str, Any]
 
 
 def _by_kind(events: list[ChainEvent]) -> dict[str, Any]:
-    """Events grouped: per-round kinds keyed by round, the rest as lists."""
+    """Events grouped: per-round kinds keyed by round, the rest as lists under ``"all"``."""
     grouped: dict[str, Any] = defaultdict(lambda: defaultdict(list))
     for event in events:
         if event.name in ("RoundOpened", "RoundCommitted", "UpdateSubmitted", "NodeRejected"):
@@ -195,22 +424,112 @@ def _by_kind(events: list[ChainEvent]) -> dict[str, Any]:
     return grouped
 
 
-# --- checks ------------------------------------------------------------------------------
+# --- the data ------------------------------------------------------------------------------
 
 
-def _check_registry(
-    derived: dict[int, str], info: dict[str, Any], events: dict[str, Any], trail0: dict | None, verdict: RoundVerdict
-) -> None:
-    registered = {int(e["index"]): e["node"] for e in events["NodeRegistered"].get("all", [])}
-    recorded = {int(k): v for k, v in info.get("nodes", {}).items()}
-    if registered != derived:
-        verdict.problems.append(
-            f"registered nodes {_short(registered)} are not the keys derived from the run's seed {_short(derived)}"
-        )
+def _data_dir_candidates(run: Run, config: ExperimentConfig, explicit: str | Path | None) -> list[tuple[str, Path]]:
+    """Where the run's data may be, most authoritative first: the folder given to the audit,
+    the folder the run recorded (resolved against its recorded working directory), the one
+    its source files lie in, then ``$BFLSIM_DATA_DIR`` / ./data."""
+    if explicit is not None:
+        return [("--data-dir", Path(explicit).expanduser().absolute())]
+    manifest = run.manifest
+    cwd = Path(manifest["cwd"]) if manifest.get("cwd") else None
+    found: list[tuple[str, Path]] = []
+
+    def add(why: str, value: str | Path | None) -> None:
+        if not value:
+            return
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            if cwd is None:
+                return
+            path = cwd / path
+        if all(path != p for _, p in found):
+            found.append((why, path))
+
+    add("the manifest's data_dir", manifest.get("data_dir"))
+    add("data.data_dir", config.data.data_dir)
+    for source in (manifest.get("data") or {}).get("sources", []):
+        path = Path(str(source.get("path", "")))
+        for file in _registered_files(config):
+            for name in (file, file + ".gz"):
+                if path.is_absolute() and str(path).endswith("/" + name):
+                    add("the recorded data files' folder", str(path)[: -len(name) - 1])
+    add("$BFLSIM_DATA_DIR or ./data", resolve_data_dir(None))
+    return found
+
+
+def _registered_files(config: ExperimentConfig) -> list[str]:
+    from bflsim.data import DATASETS
+
+    record = DATASETS.get(config.data.dataset)
+    return [f.relpath for f in record.files] if record is not None else []
+
+
+def _recorded_path_config(run: Run, config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with a relative ``data.path`` resolved as the run resolved it (its recorded
+    source file, else its recorded working directory)."""
+    if not config.data.path or Path(config.data.path).expanduser().is_absolute():
+        return config
+    sources = (run.manifest.get("data") or {}).get("sources", [])
+    recorded = [Path(str(s["path"])) for s in sources if Path(str(s.get("path", ""))).is_absolute()]
+    if recorded:
+        path = recorded[0]
+    elif run.manifest.get("cwd"):
+        path = Path(run.manifest["cwd"]) / config.data.path
+    else:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(path)))
+
+
+def _load_run_data(ctx: _Context, explicit: str | Path | None) -> None:
+    """Load the run's prepared data as the run did; record why not when it cannot."""
+    config = _recorded_path_config(ctx.run, ctx.config)
+    if config is not ctx.config:
+        ctx.config = config
+    if config.data.dataset == "synthetic":
+        candidates: list[tuple[str, Path | None]] = [("synthetic", None)]
+    else:
+        candidates = list(_data_dir_candidates(ctx.run, config, explicit))
+    recorded = {(s.get("sha256")) for s in (ctx.run.manifest.get("data") or {}).get("sources", [])}
+    tried = []
+    for why, path in candidates:
+        try:
+            data = load_data(config.data, None if path is None else str(path))
+        except (DataError, FileNotFoundError, OSError, ValueError) as err:
+            tried.append(f"{path} ({why}): {str(err)[:120]}")
+            continue
+        digests = {d for _, d in data.sources}
+        if recorded - {None} and digests != recorded:
+            tried.append(f"{path} ({why}): its files' sha256 differ from the manifest's")
+            continue
+        ctx.data, ctx.data_path = data, None if path is None else str(path)
+        return
+    ctx.data_missing = "the run's data was not found; tried " + "; ".join(tried) + (
+        " (give --data-dir, or --skip-data to audit without the data checks)")
+
+
+def _partition_sizes(ctx: _Context) -> dict[int, int] | None:
+    if ctx.data is None:
+        return None
+    return {i: len(rows) for i, rows in enumerate(node_partitions(ctx.config.data, ctx.config.federation,
+                                                                    ctx.data_path))}
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _check_registry(ctx: _Context, registered: dict[int, str], independent: bool, verdict: RoundVerdict) -> None:
+    recorded = {int(k): v for k, v in ctx.chain_info.get("nodes", {}).items()}
+    if independent and registered != ctx.addresses:
+        source = "derived from the run's seed" if ctx.config.ledger.key_source == "seed" else "of the run's keys"
+        verdict.problems.append(f"registered nodes {_short(registered)} are not the addresses {source} "
+                                f"{_short(ctx.addresses)}")
     if recorded != registered:
         verdict.problems.append("trail/chain.json's node addresses differ from the registry's")
-    data = {e["node"]: digest_hex(e["digest"]) for e in events["DataRegistered"].get("all", [])}
-    claimed = (trail0 or {}).get("data", {})
+    data = {e["node"]: digest_hex(e["digest"]) for e in ctx.events["DataRegistered"].get("all", [])}
+    claimed = (ctx.trail_rounds.get(0) or {}).get("data", {})
     for index, address in sorted(registered.items()):
         if str(index) in claimed and data.get(address) != claimed[str(index)]:
             verdict.problems.append(f"node {index}'s data digest on chain {data.get(address)} is not the trail's "
@@ -218,66 +537,191 @@ def _check_registry(
     verdict.notes.append(f"{len(registered)} nodes, {len(data)} data digests registered")
 
 
-def _check_data(
-    config: ExperimentConfig, addresses: dict[int, str], events: dict[str, Any], data_dir: str | Path | None,
-    version: str, verdict: RoundVerdict,
-) -> None:
-    """Recompute every node's registered data digest (of ``version``: runs before v2 hashed
-    the features only) from the dataset and its partition."""
-    try:
-        path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
-        held = {index: node_data(config, index, 0, path) for index in addresses}
-    except (DataError, FileNotFoundError, ValueError) as err:
-        verdict.notes.append(f"data digests not recomputed: {err}")
+def _latest_data_events(ctx: _Context) -> dict[int, dict[str, Any]]:
+    index_of = ctx.index_of
+    return {index_of[e["node"]]: e for e in ctx.events["DataRegistered"].get("all", []) if e["node"] in index_of}
+
+
+def _check_data(ctx: _Context, verdict: RoundVerdict) -> None:
+    """Recompute every node's registered data digest (of the trail's version: runs before v2
+    hashed the features only) and, v2, its registered sample count, from its partition."""
+    if ctx.data_unchecked(verdict, "data digests not recomputed"):
         return
-    index_of = {address: index for index, address in addresses.items()}
-    latest = {index_of.get(e["node"]): e for e in events["DataRegistered"].get("all", [])}
-    for node, (x, y) in held.items():
-        event = latest.get(node)
-        if event is None:
-            continue
+    version = ctx.chain_info.get("data_digest", "v1")
+    sizes = _partition_sizes(ctx) or {}
+    for node, event in sorted(_latest_data_events(ctx).items()):
+        x, y = node_data(ctx.config, node, 0, ctx.data_path)
         labels = y if version != "v1" else None
         if data_digest(x, labels, int(event["timestamp"]), node, version=version) != bytes(event["digest"]):
             verdict.problems.append(f"node {node}'s registered data digest does not match its partition of "
-                                    f"{config.data.dataset}")
-    verdict.notes.append(f"data digests ({version}) recomputed from {config.data.dataset}")
+                                    f"{ctx.config.data.dataset}")
+        if "numSamples" in event and int(event["numSamples"]) != sizes.get(node):
+            verdict.problems.append(f"node {node} registered {event['numSamples']} samples; its partition has "
+                                    f"{sizes.get(node)}")
+    verdict.notes.append(f"data digests ({version}) recomputed from {ctx.config.data.dataset}")
+
+
+def _check_run_status(ctx: _Context, report: AuditReport) -> None:
+    events, config, verdict = ctx.events, ctx.config, report.run
+    report.status = ctx.run.status
+    report.rounds_configured = config.federation.rounds
+    committed = sorted(r for r, e in events["RoundCommitted"].items() if e)
+    opened = sorted(r for r, e in events["RoundOpened"].items() if e)
+    report.rounds_committed = committed
+    open_only = [r for r in opened if r not in committed]
+    report.round_in_progress = max(open_only) if open_only else None
+    if len(open_only) > 1 or (open_only and open_only[0] != max(opened)):
+        verdict.problems.append(f"rounds {open_only} were opened and never committed, yet later rounds ran")
+    if committed != list(range(1, len(committed) + 1)):
+        verdict.problems.append(f"committed rounds {committed} are not 1..{len(committed)} in sequence")
+    if report.status == "complete":
+        if len(committed) != config.federation.rounds:
+            verdict.problems.append(f"the run is marked complete but {len(committed)} of the "
+                                    f"{config.federation.rounds} configured rounds were committed on chain")
+        if open_only:
+            verdict.problems.append(f"the run is marked complete but round {open_only[-1]} was never committed")
+    elif report.status not in ("stopped", "interrupted", "failed", "running"):
+        verdict.problems.append(f"unknown run status {report.status!r}")
+    error = ctx.run.manifest.get("error")
+    if report.status != "complete" and error:
+        verdict.notes.append(f"error: {str(error)[:160]}")
+    verdict.notes.insert(0, report.run_summary())
+
+
+def _check_configuration(ctx: _Context, report: AuditReport) -> None:
+    """The manifest's configuration against the run digest recorded on chain (registry v2)."""
+    verdict = report.configuration
+    configured = ctx.events["RunConfigured"].get("all", [])
+    version = int(ctx.chain_info.get("registry_version", 2 if configured else 1))
+    report.registry_version = version
+    if version < 2 and not configured:
+        report.not_on_chain.extend(["run configuration", "evaluations", "partition sizes"])
+        verdict.notes.append(f"{V1_REGISTRY}: the manifest's attack, attackers, seeds and rule are checked only "
+                             "through what the chain's rounds reproduce")
+        return
+    if not configured:
+        verdict.problems.append("the registry recorded no RunConfigured event (trail/chain.json says registry v2)")
+        return
+    on_chain = bytes(configured[0]["runDigest"])
+    facts = ctx.run.manifest.get("run_facts")
+    if not isinstance(facts, dict):
+        verdict.problems.append("the manifest has no run_facts to recompute the on-chain run digest from")
+        return
+    if ctx.chain_info.get("run_facts") not in (None, facts):
+        verdict.problems.append("the manifest's run_facts differ from trail/chain.json's")
+    try:
+        recomputed = run_digest(facts)
+    except TypeError as err:
+        verdict.problems.append(f"run_facts: {err}")
+        return
+    if recomputed != on_chain:
+        verdict.problems.append(f"run_digest(run_facts) = {digest_hex(recomputed)}, the registry recorded "
+                                f"{digest_hex(on_chain)}")
+    if facts.get("config") != config_digest(ctx.run.config):
+        verdict.problems.append("the manifest's configuration is not the one whose digest was recorded on chain "
+                                f"(config digest {config_digest(ctx.run.config)}, on chain {facts.get('config')})")
+    if facts.get("git_commit", "") != (ctx.run.manifest.get("git_commit") or ""):
+        verdict.problems.append(f"the manifest's git commit is not the recorded {facts.get('git_commit')!r}")
+    if facts.get("run_id") not in (None, ctx.run.run_id):
+        verdict.notes.append(f"recorded for run {facts.get('run_id')}, this folder's run id is {ctx.run.run_id}")
+    if ctx.data_unchecked(verdict, "test split not recomputed"):
+        return
+    assert ctx.data is not None
+    split = digest_hex(split_digest(ctx.data.x_test, ctx.data.y_test))
+    if facts.get("test_split") != split:
+        verdict.problems.append(f"the recomputed test split hashes to {split}, the run recorded "
+                                f"{facts.get('test_split')}")
+    verdict.notes.append(f"run digest {digest_hex(on_chain)[:18]}... matches the manifest (config, test split)")
+
+
+def _exclusions(ctx: _Context, setup: RoundVerdict) -> dict[int, int]:
+    """{node: the last round it could be in a cohort}: nodes without registered data are out
+    from round 1 (0), nodes reporting a failed integrity check in round r from round r + 1.
+
+    Each integrity failure is re-checked: the node's data in that round must indeed differ
+    from what it registered (a node excluded with intact data was framed).
+    """
+    out: dict[int, int] = {}
+    data_events = _latest_data_events(ctx)
+    for node in ctx.addresses:
+        if node not in data_events:
+            out[node] = 0
+    flagged = _integrity_failures(ctx.run)
+    version = ctx.chain_info.get("data_digest", "v1")
+    for node, server_round in sorted(flagged.items()):
+        out.setdefault(node, server_round)
+        event = data_events.get(node)
+        if event is None or ctx.data_unchecked(setup, f"node {node}'s integrity failure not re-checked"):
+            continue
+        x, y = node_data(ctx.config, node, server_round, ctx.data_path)
+        digest = data_digest(x, y if version != "v1" else None, int(event["timestamp"]), node, version=version)
+        if digest == bytes(event["digest"]):
+            setup.problems.append(f"node {node} was excluded for a failed integrity check in round {server_round}, "
+                                  "but its data there still matches its registered digest (framed)")
+    listed = {int(k) for k in (ctx.run.manifest.get("excluded_nodes") or {})}
+    for node in sorted(listed - set(out)):
+        setup.problems.append(f"the manifest excludes node {node} with no recorded cause (no data registration "
+                              "failure, no integrity_failed row)")
+    return out
+
+
+def _integrity_failures(run: Run) -> dict[int, int]:
+    try:
+        metrics = run.metrics()
+    except FileNotFoundError:
+        return {}
+    rows = metrics[(metrics["split"] == "node") & (metrics["metric"] == "integrity_failed")]
+    out: dict[int, int] = {}
+    for row in rows.itertuples():
+        node, server_round = int(row.node), int(row.round)
+        out[node] = min(out.get(node, server_round), server_round)
+    return out
+
+
+def _revoked_after(ctx: _Context) -> dict[int, int]:
+    """{node: the round whose commit revoked it}, from the NodeRevoked events."""
+    index_of = ctx.index_of
+    return {index_of[e["node"]]: int(e["round"]) for e in ctx.events["NodeRevoked"].get("all", [])
+            if e["node"] in index_of}
 
 
 def _check_round(
-    config: ExperimentConfig,
-    index_of: dict[str, int],
-    server_round: int,
-    events: dict[str, Any],
-    trail: dict | None,
-    store: BlobStore,
-    committed: dict[int, bytes],
-    verdict: RoundVerdict,
+    ctx: _Context, server_round: int, committed: dict[int, bytes], exclusions: dict[int, int], verdict: RoundVerdict
 ) -> None:
     problems = verdict.problems
+    events, config = ctx.events, ctx.config
     opened = events["RoundOpened"].get(server_round, [])
     closed = events["RoundCommitted"].get(server_round, [])
+    trail = ctx.trail_rounds.get(server_round)
     if not opened:
         problems.append("no RoundOpened event on chain")
         return
-    if trail is None:
-        problems.append("opened on chain but missing from trail/rounds.jsonl" if closed else
-                        "opened but never committed (the run stopped in this round)")
-        return
     global_digest = bytes(opened[0]["globalDigest"])
-    if digest_hex(global_digest) != trail["global_digest"]:
-        problems.append(f"opened with global digest {digest_hex(global_digest)}, trail says {trail['global_digest']}")
     if server_round - 1 in committed and committed[server_round - 1] != global_digest:
         problems.append(f"opened from {digest_hex(global_digest)}, not round {server_round - 1}'s committed "
                         f"{digest_hex(committed[server_round - 1])}")
-    global_weights = _blob(store, global_digest, "global model", problems)
+    if server_round == 1:
+        _check_initial_model(ctx, global_digest, verdict)
     cohort = list(from_bitmap(int(opened[0]["cohort"])))
+    _check_cohort(ctx, server_round, cohort, exclusions, verdict)
+    if trail is None:
+        if closed:
+            problems.append("opened on chain but missing from trail/rounds.jsonl")
+        else:
+            verdict.notes.append("opened, never committed (the run ended in this round)")
+            _blob(ctx.store, global_digest, "global model", problems)
+        return
+    if digest_hex(global_digest) != trail["global_digest"]:
+        problems.append(f"opened with global digest {digest_hex(global_digest)}, trail says {trail['global_digest']}")
+    global_weights = _blob(ctx.store, global_digest, "global model", problems)
     if cohort != trail["cohort"]:
         problems.append(f"cohort on chain {cohort}, trail says {trail['cohort']}")
     if not closed:
-        problems.append("never committed on chain")
+        problems.append("in trail/rounds.jsonl but never committed on chain")
         return
 
-    submitted = {}
+    index_of = ctx.index_of
+    submitted: dict[int, tuple[bytes, int]] = {}
     for event in events["UpdateSubmitted"].get(server_round, []):
         node = index_of.get(event["node"])
         if node is None or node not in cohort:
@@ -285,14 +729,15 @@ def _check_round(
             continue
         submitted[node] = (bytes(event["updateDigest"]), int(event["numSamples"]))
 
-    candidates = list(trail["candidates"])
+    candidates = [int(n) for n in trail["candidates"]]
+    _check_candidates(ctx, server_round, cohort, submitted, candidates, trail, global_weights, verdict)
     rows, num_samples = [], []
     for node in candidates:
         if node not in submitted:
             problems.append(f"node {node} was aggregated without an update submitted on chain")
             continue
         digest, samples = submitted[node]
-        arrays = _blob(store, digest, f"node {node}'s update", problems)
+        arrays = _blob(ctx.store, digest, f"node {node}'s update", problems)
         if arrays is not None:
             rows.append(arrays)
             num_samples.append(samples)
@@ -314,32 +759,278 @@ def _check_round(
         problems.append(f"accepted on chain {accepted}, re-aggregation accepts {list(decision.accepted)}")
     if decision.scores_digest != bytes(commit["scoresDigest"]):
         problems.append("the scores digest on chain does not match the re-run's selection and scores")
-    _blob(store, bytes(commit["newGlobalDigest"]), "committed global model", problems)
-    committed[server_round] = bytes(commit["newGlobalDigest"])
+    _blob(ctx.store, bytes(commit["newGlobalDigest"]), "committed global model", problems)
     refused = [u for u in trail["updates"] if u.get("refused")]
     verdict.notes.append(f"{len(candidates)} updates, {config.aggregator.name} selected {list(decision.selected)}, "
-                         f"accepted {accepted}"
-                         + (f", {len(refused)} refused by the server" if refused else ""))
+                         f"accepted {accepted}" + (f", {len(refused)} refused (reasons confirmed)" if refused else ""))
+
+
+def _check_initial_model(ctx: _Context, global_digest: bytes, verdict: RoundVerdict) -> None:
+    """Round 1 opens from ``initial_weights`` of the manifest's models and ``train.seed``."""
+    from bflsim.models import initial_weights
+
+    shape = _model_shape(ctx)
+    if shape is None:
+        verdict.unchecked.append("initial model not rebuilt: the manifest records no data shape and the data "
+                                 "is not at hand")
+        return
+    initial = weights_digest(initial_weights(ctx.config.models, ctx.config.train, *shape))
+    if initial != global_digest:
+        verdict.problems.append(f"round 1 opened from {digest_hex(global_digest)}, not from the initial model of "
+                                f"train.seed = {ctx.config.train.seed} ({digest_hex(initial)})")
+
+
+def _model_shape(ctx: _Context) -> tuple[int, int] | None:
+    if ctx.data is not None:
+        return ctx.data.num_features, ctx.data.num_classes
+    recorded = ctx.run.manifest.get("data") or {}
+    if "num_features" in recorded and "class_names" in recorded:
+        return int(recorded["num_features"]), len(recorded["class_names"])
+    return None
+
+
+def _check_cohort(
+    ctx: _Context, server_round: int, cohort: list[int], exclusions: dict[int, int], verdict: RoundVerdict
+) -> None:
+    """The cohort on chain is the configured seeded draw from the eligible nodes."""
+    revoked = _revoked_after(ctx)
+    eligible = [i for i in sorted(ctx.addresses)
+                if revoked.get(i, server_round) >= server_round and exclusions.get(i, server_round) >= server_round]
+    expected = ctx.config.federation.sample_cohort(server_round, eligible)
+    if cohort != expected:
+        left_out = sorted(set(expected) - set(cohort))
+        added = sorted(set(cohort) - set(expected))
+        verdict.problems.append(
+            f"cohort on chain {cohort} is not federation.sample_cohort({server_round}, eligible {eligible}) = "
+            f"{expected}" + (f": left out {left_out}" if left_out else "") + (f", added {added}" if added else "")
+        )
+
+
+def _submit_txs(ctx: _Context, server_round: int, node: int) -> list[dict[str, Any]]:
+    return [t for t in ctx.transactions
+            if t.get("kind") == "submit_update" and int(t.get("round") or 0) == server_round and t.get("node") == node]
+
+
+def _check_candidates(
+    ctx: _Context, server_round: int, cohort: list[int], submitted: dict[int, tuple[bytes, int]],
+    candidates: list[int], trail: dict[str, Any], global_weights: list[np.ndarray] | None, verdict: RoundVerdict,
+) -> None:
+    """Every submitted, unrefused update is a candidate; every refusal is true; sample counts
+    are the partitions'; re-derivable attack updates are what the manifest's attack gives."""
+    problems = verdict.problems
+    updates: dict[int, dict[str, Any]] = {}
+    for entry in trail.get("updates", []):
+        updates[int(entry["node"])] = entry
+    sizes = _partition_sizes(ctx)
+    for node in sorted(set(submitted) | set(updates)):
+        entry = updates.get(node)
+        if entry is None:
+            if node not in candidates:
+                problems.append(f"node {node}'s update was submitted on chain but is neither aggregated nor "
+                                "refused in the trail (censored)")
+            continue
+        if entry.get("refused"):
+            why = _refusal_reason(ctx, server_round, node, entry, submitted.get(node), sizes, verdict)
+            if why is None:
+                problems.append(f"node {node}'s update was refused ({str(entry['refused'])[:80]}) but its signed "
+                                "transaction, blob and sample count are valid (framed)")
+            if node in candidates:
+                problems.append(f"node {node}'s update was refused yet aggregated")
+            continue
+        if node not in candidates:
+            problems.append(f"node {node}'s update was received and not refused, but left out of the aggregation "
+                            "(censored)")
+        if node in submitted and entry.get("digest") != digest_hex(submitted[node][0]):
+            problems.append(f"node {node}: the trail's update digest {entry.get('digest')} is not the one submitted "
+                            f"on chain {digest_hex(submitted[node][0])}")
+    for node in candidates:
+        if node in submitted and sizes is not None and submitted[node][1] != sizes.get(node):
+            problems.append(f"node {node} claimed {submitted[node][1]} samples on chain; its partition has "
+                            f"{sizes.get(node)}")
+    if global_weights is not None:
+        _check_attack_updates(ctx, server_round, cohort, submitted, global_weights, verdict)
+
+
+def _refusal_reason(
+    ctx: _Context, server_round: int, node: int, entry: dict[str, Any], on_chain: tuple[bytes, int] | None,
+    sizes: dict[int, int] | None, verdict: RoundVerdict,
+) -> str | None:
+    """Why node ``node``'s update deserved refusal, found again from its stored signed
+    transaction and blob; None if nothing is wrong with it. A refusal that cannot be
+    re-checked (no signed bytes stored) is noted as unchecked and returns ``"unchecked"``."""
+    raw_hex = entry.get("raw_tx")
+    txs = _submit_txs(ctx, server_round, node)
+    if not raw_hex and txs:
+        raw_hex = txs[-1].get("raw")
+    if any(int(t.get("status", 1)) != 1 for t in txs):
+        return "its submitUpdate failed on chain"
+    if not raw_hex:
+        verdict.unchecked.append(f"node {node}'s refusal ({str(entry['refused'])[:60]}) cannot be re-checked: its "
+                                 "signed transaction is not stored")
+        return "unchecked"
+    try:
+        claim = read_update_tx(bytes.fromhex(str(raw_hex).removeprefix("0x")))
+    except ValueError as err:
+        return f"not a signed submitUpdate ({err})"
+    if claim.sender != ctx.addresses.get(node):
+        return f"signed by {claim.sender}"
+    if claim.chain_id != int(ctx.chain_info["chain_id"]):
+        return f"signed for chain {claim.chain_id}"
+    if claim.contract_address.lower() != str(ctx.chain_info["contract"]).lower():
+        return f"signed to {claim.contract_address}"
+    if claim.server_round != server_round:
+        return f"signed for round {claim.server_round}"
+    if on_chain is not None and on_chain[0] != claim.update_digest:
+        return "the chain holds another digest"
+    received = bytes.fromhex(str(entry.get("digest", "")).removeprefix("0x")) if entry.get("digest") else b""
+    try:
+        arrays = ctx.store.get(received) if len(received) == 32 else None
+    except BlobError:
+        arrays = None
+    if arrays is None:
+        verdict.unchecked.append(f"node {node}'s refusal cannot be re-checked: the received update's blob "
+                                 f"{entry.get('digest')} is not stored")
+        return "unchecked"
+    if claim.update_digest != received:
+        return "digest mismatch"
+    if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in arrays):
+        return "non-finite values"
+    expected = sizes.get(node) if sizes is not None else entry.get("num_samples")
+    if expected is not None and claim.num_samples != int(expected):
+        return f"signed {claim.num_samples} samples, not {expected}"
+    return None
+
+
+def _check_attack_updates(
+    ctx: _Context, server_round: int, cohort: list[int], submitted: dict[int, tuple[bytes, int]],
+    global_weights: list[np.ndarray], verdict: RoundVerdict,
+) -> None:
+    """Re-derive the updates of the manifest's attackers when their attack needs no training
+    (it draws from the attack seed only): another attack, sigma or attacker set fails."""
+    config = ctx.config
+    attack = config.attack.record
+    if attack is None or attack.trains or attack.acts_on_data or attack.knows != "own" or not attack.acts_on_update:
+        return
+    for node in sorted(set(config.malicious_nodes(server_round).tolist()) & set(submitted)):
+        derived = weights_digest(poison(config, attack, node, server_round, global_weights, global_weights, cohort,
+                                        ctx.data_path))
+        if derived != submitted[node][0]:
+            verdict.problems.append(f"node {node} is an attacker per the manifest ({config.attack.name}), but its "
+                                    "update is not what that attack with the manifest's seed and parameters sends")
+
+
+def _check_evaluation(
+    ctx: _Context, committed: dict[int, bytes], chosen: list[int] | None, verdict: RoundVerdict, report: AuditReport
+) -> None:
+    """Score committed global models again on the recomputed test split; compare with
+    metrics.csv, confusion.csv and (v2) the committed evaluation digests."""
+    if chosen == []:
+        verdict.notes.append("skipped (--rounds none)")
+        return
+    rounds = sorted({0, *committed}) if chosen is None else chosen
+    unknown = [r for r in rounds if r != 0 and r not in committed]
+    if unknown:
+        verdict.problems.append(f"--rounds names rounds {unknown}, which were never committed")
+    try:
+        metrics, confusion = ctx.run.metrics(), ctx.run.confusion()
+    except FileNotFoundError as err:
+        verdict.problems.append(f"{err}")
+        return
+    name = ctx.config.models.names[0]
+    tested = metrics[(metrics["split"] == "test") & (metrics["model"] == name)]
+    reported = sorted({int(r) for r in tested["round"].dropna()})
+    extra = [r for r in reported if r != 0 and r not in committed]
+    if extra:
+        verdict.problems.append(f"metrics.csv reports test metrics for rounds {extra}, which were never committed")
+    if ctx.data_unchecked(verdict, "global models not re-evaluated"):
+        return
+    assert ctx.data is not None
+    from bflsim.models import cached_model, initial_weights
+
+    data = ctx.data
+    model = cached_model(ctx.config.models, ctx.config.train, data.num_features, data.num_classes)
+    last_committed = max(committed, default=0)
+    checked = []
+    for server_round in rounds:
+        if server_round == 0:
+            weights = initial_weights(ctx.config.models, ctx.config.train, data.num_features, data.num_classes)
+        elif server_round in committed:
+            try:
+                weights = ctx.store.get(committed[server_round])
+            except BlobError as err:
+                verdict.problems.append(f"round {server_round}: {err}")
+                continue
+        else:
+            continue
+        model.set_weights(weights)
+        proba = model.predict(data.x_test, batch_size=4096, verbose=0)
+        scores, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
+        rows = tested[tested["round"] == server_round]
+        if rows.empty:
+            if server_round == last_committed and report.status != "complete":
+                verdict.notes.append(f"round {server_round} committed but not evaluated before the run ended")
+            else:
+                verdict.problems.append(f"round {server_round}: no test metrics in metrics.csv")
+            continue
+        logged = dict(zip(rows["metric"], rows["value"], strict=False))
+        for metric in EVALUATED_METRICS:
+            if metric not in scores:
+                continue
+            if metric not in logged:
+                verdict.problems.append(f"round {server_round}: metrics.csv has no {metric} row")
+            elif not math.isclose(float(logged[metric]), scores[metric], rel_tol=1e-9, abs_tol=1e-12):
+                verdict.problems.append(f"round {server_round}: metrics.csv says {metric} {float(logged[metric]):.6g}, "
+                                        f"the committed model scores {scores[metric]:.6g} on the test split")
+        _compare_confusion(confusion, name, server_round, cm, data.class_names, verdict)
+        commits = ctx.events["RoundCommitted"].get(server_round, [])
+        if server_round > 0 and commits and "evaluationDigest" in commits[0]:
+            if bytes(commits[0]["evaluationDigest"]) != evaluation_digest(server_round, cm):
+                verdict.problems.append(f"round {server_round}: the committed evaluation digest is not that of the "
+                                        "model's confusion matrix on the recomputed test split")
+        checked.append(server_round)
+    if checked:
+        verdict.notes.append(f"rounds {_ranges(checked)} re-scored on the {len(data.y_test)}-row test split: "
+                             f"{', '.join(EVALUATED_METRICS)} and confusion matrices match")
+
+
+def _compare_confusion(table: Any, model: str, server_round: int, cm: np.ndarray, class_names: Sequence[str],
+                       verdict: RoundVerdict) -> None:
+    rows = table[(table["split"] == "test") & (table["model"] == model) & (table["round"] == server_round)]
+    if rows.empty:
+        verdict.problems.append(f"round {server_round}: no confusion matrix in confusion.csv")
+        return
+    index = {name: i for i, name in enumerate(class_names)}
+    logged = np.zeros_like(cm)
+    for row in rows.itertuples():
+        if row.true not in index or row.predicted not in index:
+            verdict.problems.append(f"round {server_round}: confusion.csv names an unknown class")
+            return
+        logged[index[row.true], index[row.predicted]] = int(row.count)
+    if not np.array_equal(logged, cm):
+        verdict.problems.append(f"round {server_round}: confusion.csv differs from the committed model's confusion "
+                                "matrix on the test split")
 
 
 def _check_final(run: Run, committed: dict[int, bytes], verdict: RoundVerdict) -> None:
-    if run.status != "complete":
-        verdict.notes.append(f"run {run.status}: no final model expected")
-        return
-    if not committed:
-        verdict.problems.append("the run is complete but no round was committed")
-        return
     path = run.path / FINAL_MODEL
     if not path.is_file():
-        verdict.problems.append(f"{path} is missing")
+        if run.status == "complete":
+            verdict.problems.append(f"{path} is missing")
+        else:
+            verdict.notes.append(f"none (run {run.status})")
+        return
+    if not committed:
+        verdict.problems.append(f"{FINAL_MODEL} exists but no round was committed on chain")
         return
     final = weights_digest(run.final_model())
     last = committed[max(committed)]
     if final != last:
         verdict.problems.append(f"{FINAL_MODEL} hashes to {digest_hex(final)}, the last committed global "
-                                f"digest is {digest_hex(last)}")
+                                f"digest (round {max(committed)}) is {digest_hex(last)}")
     if run.manifest.get("final_model_digest") not in (None, digest_hex(last)):
         verdict.problems.append("the manifest's final_model_digest is not the last committed digest")
+    if final == last:
+        verdict.notes.append(f"round {max(committed)}'s committed global model")
 
 
 def _blob(store: BlobStore, digest: bytes, what: str, problems: list[str]) -> list[np.ndarray] | None:
@@ -352,3 +1043,10 @@ def _blob(store: BlobStore, digest: bytes, what: str, problems: list[str]) -> li
 
 def _short(mapping: dict[int, str]) -> str:
     return "{" + ", ".join(f"{k}: {v[:8]}" for k, v in sorted(mapping.items())) + "}"
+
+
+def _ranges(values: Sequence[int]) -> str:
+    values = sorted(values)
+    if values == list(range(values[0], values[-1] + 1)) and len(values) > 2:
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(str(v) for v in values)

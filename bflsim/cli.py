@@ -5,7 +5,8 @@
     bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes
     bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
     bflsim data [--download NAME]        where datasets are looked for, what is there
-    bflsim audit RUN_DIR                 check a ledger-backed run against its chain; exit 1 on mismatch
+    bflsim audit RUN_DIR                 check a ledger-backed run against its chain and data;
+                                         exit 0 pass, 1 mismatch, 2 could not check
     bflsim bench                         speed benchmarks, written as CSV
 """
 
@@ -84,12 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", metavar="NAME", help="download a public dataset (nsl-kdd, cic-ids2017, all)")
     data.set_defaults(handler=cmd_data)
 
-    audit = sub.add_parser("audit", help="check a ledger-backed run folder against its chain")
+    audit = sub.add_parser("audit", help="check a ledger-backed run folder against its chain and data "
+                                          "(exit 0 pass, 1 mismatch, 2 could not check)")
     audit.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>)")
     audit.add_argument("--rpc-url", help="read the chain at this JSON-RPC endpoint instead of replaying it")
-    audit.add_argument("--data-dir", help="dataset folder, to recompute the registered data digests "
-                                          "(default: $BFLSIM_DATA_DIR, else ./data)")
-    audit.add_argument("--no-data", action="store_true", help="do not recompute the data digests")
+    audit.add_argument("--data-dir", help="dataset folder, to recompute data digests, partitions and the test split "
+                                          "(default: as the run recorded it, else $BFLSIM_DATA_DIR, else ./data)")
+    audit.add_argument("--skip-data", "--no-data", dest="skip_data", action="store_true",
+                       help="skip every check that needs the data (the verdict says so)")
+    audit.add_argument("--rounds", default="all",
+                       help="rounds whose global model is re-evaluated: all (default), none, sample:N, "
+                            "or a list such as 1,5,last")
     audit.set_defaults(handler=cmd_audit)
 
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
@@ -173,11 +179,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from bflsim.audit import audit_run
+    """Print the audit; exit 0 pass, 1 mismatch, 2 could not check (nor audit at all)."""
+    from bflsim.audit import AuditError, audit_run
 
-    report = audit_run(args.run, rpc_url=args.rpc_url, data_dir=args.data_dir, check_data=not args.no_data)
+    try:
+        report = audit_run(args.run, rpc_url=args.rpc_url, data_dir=args.data_dir, check_data=not args.skip_data,
+                           rounds=args.rounds)
+    except AuditError as err:
+        print(f"bflsim: cannot audit: {err}", file=sys.stderr)
+        return 2
     print("\n".join(report.lines()))
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

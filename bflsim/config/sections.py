@@ -324,6 +324,7 @@ class BackendConfig:
 
 
 LedgerBackend = Literal["embedded", "anvil", "rpc", "none"]
+KeySource = Literal["seed", "env", "keystore"]
 
 
 @dataclass(frozen=True)
@@ -337,9 +338,14 @@ class LedgerConfig:
     variable named by ``operator_key_env`` (keys never go in experiment files), else the
     node's first unlocked account sends. ``none``: Standard FL, nothing is registered.
 
-    Every edge node signs with its own key, derived from ``key_seed`` (default
-    ``federation.seed``); the contract revokes a node after ``max_rejections`` rejections
-    by the aggregator (0 = never).
+    Every edge node signs with its own key (:func:`bflsim.ledger.identity.node_identities`);
+    ``key_source`` says where it comes from. ``seed``: derived from ``key_seed`` (default
+    ``federation.seed``), which the manifest records, so anyone holding the run folder can
+    re-sign a run. ``env``: the same derivation mixed with a secret read from the
+    environment variable named by ``key_secret_env`` (never written to the run folder).
+    ``keystore``: one key file per node in the folder ``keystore`` (created there, mode
+    0600, when missing). The contract revokes a node after ``max_rejections`` rejections by
+    the aggregator (0 = never).
     """
 
     backend: LedgerBackend = "embedded"
@@ -349,6 +355,9 @@ class LedgerConfig:
     block_time: float | None = None
     max_rejections: int = 3
     key_seed: int | None = None
+    key_source: KeySource = "seed"
+    key_secret_env: str = "BFLSIM_NODE_KEY_SECRET"
+    keystore: str | None = None
     receipt_timeout: float = 120.0
 
     def __post_init__(self) -> None:
@@ -368,6 +377,12 @@ class LedgerConfig:
             raise ConfigError(f"ledger.key_seed must fit in 64 bits; got {self.key_seed}")
         if not self.receipt_timeout > 0:
             raise ConfigError(f"ledger.receipt_timeout must be > 0 seconds; got {self.receipt_timeout}")
+        if self.key_source == "keystore" and not self.keystore:
+            raise ConfigError("ledger.key_source = 'keystore' needs ledger.keystore, the folder of the nodes' key files")
+        if self.keystore and self.key_source != "keystore":
+            raise ConfigError(f"ledger.keystore applies to ledger.key_source = 'keystore'; got {self.key_source!r}")
+        if not self.key_secret_env:
+            raise ConfigError("ledger.key_secret_env must name an environment variable")
 
     @property
     def enabled(self) -> bool:

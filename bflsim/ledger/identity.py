@@ -6,13 +6,30 @@ an endpoint the workers do not know. A node therefore signs its own ``registerDa
 configuration, and returns the raw bytes; the server relays them unchanged, so ``msg.sender``
 on chain is the node and no one can register on its behalf (DESIGN.md, "Why clients sign and
 the server relays").
+
+Where a node's key comes from is ``ledger.key_source`` (:func:`node_identities`):
+
+- ``seed``: ``sha256(tag || seed || i)`` from ``ledger.key_seed`` (default ``federation.seed``).
+  The seed is in the manifest, so anyone holding the run folder can re-sign a whole run.
+- ``env``: the same derivation with a secret mixed in, read from the environment variable
+  ``ledger.key_secret_env`` (default ``BFLSIM_NODE_KEY_SECRET``, at least 16 characters).
+  Ray workers inherit the variable; it is never written to the run folder.
+- ``keystore``: one file per node, ``<ledger.keystore>/node-<i>.key`` (64 hex digits, mode
+  0600), created with a random key when missing. The folder is not part of the run folder.
+
+An auditor without the secret or the keystore can check that the registry's addresses are
+the trail's, not that they belong to the keys the run's nodes held
+(:func:`expected_addresses` says which it can do).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import rlp
@@ -34,6 +51,8 @@ __all__ = [
     "TxContext",
     "derive_identities",
     "encode_register_data",
+    "expected_addresses",
+    "keystore_identities",
     "encode_submit_update",
     "node_identities",
     "read_update_tx",
@@ -52,6 +71,9 @@ _SUBMIT_UPDATE_SELECTOR = function_signature_to_4byte_selector(SUBMIT_UPDATE_SIG
 _REGISTER_DATA_SELECTOR = function_signature_to_4byte_selector(REGISTER_DATA_SIGNATURE)
 
 _KEY_TAG = b"bflsim/node-key/v1"
+_SECRET_KEY_TAG = b"bflsim/node-key/v2-secret"
+MIN_SECRET_LENGTH = 16
+KEY_FILE = "node-{index}.key"
 
 
 @dataclass(frozen=True)
@@ -71,19 +93,23 @@ class NodeIdentity:
         object.__setattr__(self, "address", public.to_checksum_address())
 
 
-def derive_identities(seed: int, num_nodes: int) -> list[NodeIdentity]:
+def derive_identities(seed: int, num_nodes: int, secret: bytes | None = None) -> list[NodeIdentity]:
     """Deterministic identities for nodes 0..num_nodes-1 from an experiment seed.
 
     key_i = sha256(tag || seed (8 bytes) || i (4 bytes) || counter (1 byte)), with the
     counter raised in the (astronomically rare) case the hash is not a valid secp256k1 key.
-    The same seed gives the same addresses in the server and in every worker.
+    The same seed gives the same addresses in the server and in every worker. With
+    ``secret`` (``ledger.key_source = "env"``) the material is instead
+    ``tag_v2 || sha256(secret) || seed || i || counter``: without the secret the keys
+    cannot be derived from the manifest.
     """
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed must fit in 64 bits; got {seed}")
+    prefix = _KEY_TAG if secret is None else _SECRET_KEY_TAG + hashlib.sha256(secret).digest()
     identities = []
     for index in range(num_nodes):
         for counter in range(256):
-            material = _KEY_TAG + seed.to_bytes(8, "big") + index.to_bytes(4, "big")
+            material = prefix + seed.to_bytes(8, "big") + index.to_bytes(4, "big")
             key = hashlib.sha256(material + bytes([counter])).digest()
             if 0 < int.from_bytes(key, "big") < SECPK1_N:
                 break
@@ -92,17 +118,111 @@ def derive_identities(seed: int, num_nodes: int) -> list[NodeIdentity]:
 
 
 @lru_cache(maxsize=4)
-def _identities(seed: int, num_nodes: int) -> tuple[NodeIdentity, ...]:
-    return tuple(derive_identities(seed, num_nodes))
+def _identities(seed: int, num_nodes: int, secret: bytes | None = None) -> tuple[NodeIdentity, ...]:
+    return tuple(derive_identities(seed, num_nodes, secret))
+
+
+def _key_seed(config: ExperimentConfig) -> int:
+    return config.ledger.key_seed if config.ledger.key_seed is not None else config.federation.seed
+
+
+def _secret(config: ExperimentConfig, *, required: bool = True) -> bytes | None:
+    name = config.ledger.key_secret_env
+    value = os.environ.get(name)
+    if value is None or len(value) < MIN_SECRET_LENGTH:
+        if not required:
+            return None
+        got = "it is not set" if value is None else f"it has {len(value)} characters"
+        raise ValueError(
+            f"ledger.key_source = 'env' reads the nodes' key secret from ${name}, but {got}; "
+            f"set it to at least {MIN_SECRET_LENGTH} random characters (e.g. `export {name}=$(openssl rand -hex 32)`)"
+        )
+    return value.encode("utf-8")
+
+
+def _read_key(path: Path) -> bytes:
+    text = path.read_text().strip().removeprefix("0x")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32 or not 0 < int.from_bytes(key, "big") < SECPK1_N:
+        raise ValueError(f"{path}: expected a secp256k1 private key as 64 hex digits")
+    return key
+
+
+def _create_key(path: Path) -> None:
+    """Write a fresh random key to ``path`` unless a key is already there (race-free across processes)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        while True:
+            key = secrets.token_bytes(32)
+            if 0 < int.from_bytes(key, "big") < SECPK1_N:
+                break
+        fh.write(key.hex() + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process created it first: theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def keystore_identities(folder: str | Path, num_nodes: int, *, create: bool = True) -> tuple[NodeIdentity, ...]:
+    """Nodes 0..num_nodes-1 from their key files ``folder/node-<i>.key``; missing ones are
+    created with random keys when ``create`` (else a FileNotFoundError names the file)."""
+    folder = Path(folder).expanduser()
+    if create:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identities = []
+    for index in range(num_nodes):
+        path = folder / KEY_FILE.format(index=index)
+        if not path.is_file():
+            if not create:
+                raise FileNotFoundError(f"ledger.keystore: no key file {path} for node {index}")
+            _create_key(path)
+        identities.append(NodeIdentity(index, _read_key(path)))
+    return tuple(identities)
+
+
+@lru_cache(maxsize=4)
+def _keystore(folder: str, num_nodes: int) -> tuple[NodeIdentity, ...]:
+    return keystore_identities(folder, num_nodes)
 
 
 def node_identities(config: ExperimentConfig) -> tuple[NodeIdentity, ...]:
-    """Every edge node's key pair, from ``ledger.key_seed`` (default ``federation.seed``).
+    """Every edge node's key pair, from ``ledger.key_source`` (see the module docstring).
 
-    In a simulation one seed yields all keys; on real devices each node keeps its own.
+    In a simulation one process can hold all keys; on real devices each node keeps its own.
     """
-    seed = config.ledger.key_seed if config.ledger.key_seed is not None else config.federation.seed
-    return _identities(seed, config.federation.num_nodes)
+    ledger, num_nodes = config.ledger, config.federation.num_nodes
+    if ledger.key_source == "keystore":
+        return _keystore(str(Path(str(ledger.keystore)).expanduser().resolve()), num_nodes)
+    secret = _secret(config) if ledger.key_source == "env" else None
+    return _identities(_key_seed(config), num_nodes, secret)
+
+
+def expected_addresses(config: ExperimentConfig) -> tuple[dict[int, str] | None, str]:
+    """The nodes' addresses as an auditor here can establish them, without creating keys.
+
+    Returns ``(addresses, how)``; ``addresses`` is None when this process cannot know them
+    (``env`` without the secret, ``keystore`` without the key files), and ``how`` says why.
+    """
+    ledger, num_nodes = config.ledger, config.federation.num_nodes
+    if ledger.key_source == "seed":
+        return {i.index: i.address for i in _identities(_key_seed(config), num_nodes)}, "the run's key seed"
+    if ledger.key_source == "env":
+        secret = _secret(config, required=False)
+        if secret is None:
+            return None, f"the key secret (${ledger.key_secret_env}) is not set here"
+        return ({i.index: i.address for i in _identities(_key_seed(config), num_nodes, secret)},
+                f"the key secret in ${ledger.key_secret_env}")
+    try:
+        identities = keystore_identities(str(ledger.keystore), num_nodes, create=False)
+    except (FileNotFoundError, ValueError) as err:
+        return None, f"the keystore is not readable here ({err})"
+    return {i.index: i.address for i in identities}, f"the keystore {ledger.keystore}"
 
 
 @dataclass(frozen=True)

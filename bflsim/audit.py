@@ -61,7 +61,14 @@ from bflsim.aggregators import AggregatorError, decide_round
 from bflsim.config import ExperimentConfig, config_digest
 from bflsim.data import DataError, PreparedData, resolve_data_dir
 from bflsim.edge_node import load_data, node_data, node_partitions, poison
-from bflsim.hashing import data_digest, digest_hex, evaluation_digest, run_digest, split_digest, weights_digest
+from bflsim.hashing import (
+    data_digest,
+    digest_hex,
+    evaluation_digest,
+    run_digest,
+    split_digest,
+    weights_digest,
+)
 from bflsim.ledger.base import ChainEvent, LedgerError, from_bitmap
 from bflsim.ledger.factory import open_recorded_chain
 from bflsim.ledger.identity import expected_addresses, read_update_tx
@@ -983,10 +990,10 @@ def _check_evaluation(
                                         f"the committed model scores {scores[metric]:.6g} on the test split")
         _compare_confusion(confusion, name, server_round, cm, data.class_names, verdict)
         commits = ctx.events["RoundCommitted"].get(server_round, [])
-        if server_round > 0 and commits and "evaluationDigest" in commits[0]:
-            if bytes(commits[0]["evaluationDigest"]) != evaluation_digest(server_round, cm):
-                verdict.problems.append(f"round {server_round}: the committed evaluation digest is not that of the "
-                                        "model's confusion matrix on the recomputed test split")
+        if (server_round > 0 and commits and "evaluationDigest" in commits[0]
+                and bytes(commits[0]["evaluationDigest"]) != evaluation_digest(server_round, cm)):
+            verdict.problems.append(f"round {server_round}: the committed evaluation digest is not that of the "
+                                    "model's confusion matrix on the recomputed test split")
         checked.append(server_round)
     if checked:
         verdict.notes.append(f"rounds {_ranges(checked)} re-scored on the {len(data.y_test)}-row test split: "

@@ -408,6 +408,9 @@ def _replay(ledger: Any, info: dict[str, Any], transactions: list[dict[str, Any]
             continue
         if tx_hash != tx["tx_hash"]:
             problems.append(f"transaction {position} ({tx['kind']}) hashes to {tx_hash}, recorded {tx['tx_hash']}")
+        if "gas_used" in tx and int(receipt["gasUsed"]) != int(tx["gas_used"]):
+            problems.append(f"transaction {position} ({tx['kind']}, round {tx['round']}) used {receipt['gasUsed']} gas "
+                            f"on replay, the trail records {tx['gas_used']}")
         if int(receipt["status"]) != int(tx["status"]):
             problems.append(f"transaction {tx['tx_hash']} ({tx['kind']}, round {tx['round']}) ended with status "
                             f"{receipt['status']} on replay, {tx['status']} in the run")
@@ -589,6 +592,16 @@ def _check_run_status(ctx: _Context, report: AuditReport) -> None:
             verdict.problems.append(f"the run is marked complete but round {open_only[-1]} was never committed")
     elif report.status not in ("stopped", "interrupted", "failed", "running"):
         verdict.problems.append(f"unknown run status {report.status!r}")
+    recorded_seeds = ctx.run.manifest.get("seeds")
+    if recorded_seeds is not None and recorded_seeds != config.seeds():
+        verdict.problems.append(f"the manifest's seeds {recorded_seeds} are not its configuration's {config.seeds()}")
+    described = ctx.run.manifest.get("data")
+    if ctx.data is not None and isinstance(described, dict):
+        actual = ctx.data.describe()
+        for key in ("dataset", "class_names", "normal_class", "num_features", "rows", "class_counts"):
+            if key in described and described[key] != actual[key]:
+                verdict.problems.append(f"the manifest's data {key} {described[key]} is not the recomputed "
+                                        f"data's {actual[key]}")
     error = ctx.run.manifest.get("error")
     if report.status != "complete" and error:
         verdict.notes.append(f"error: {str(error)[:160]}")
@@ -767,9 +780,55 @@ def _check_round(
     if decision.scores_digest != bytes(commit["scoresDigest"]):
         problems.append("the scores digest on chain does not match the re-run's selection and scores")
     _blob(ctx.store, bytes(commit["newGlobalDigest"]), "committed global model", problems)
+    _check_trail_decision(trail, decision, commit, problems)
+    _check_round_rows(ctx, server_round, trail, decision, problems)
     refused = [u for u in trail["updates"] if u.get("refused")]
     verdict.notes.append(f"{len(candidates)} updates, {config.aggregator.name} selected {list(decision.selected)}, "
                          f"accepted {accepted}" + (f", {len(refused)} refused (reasons confirmed)" if refused else ""))
+
+
+def _check_trail_decision(trail: dict[str, Any], decision: Any, commit: dict[str, Any], problems: list[str]) -> None:
+    """The trail's record of the round is the re-run's decision (reports read the trail)."""
+    expected = {
+        "selected": [int(i) for i in decision.selected],
+        "rejected": [int(i) for i in decision.rejected],
+        "accepted": [int(i) for i in decision.accepted],
+        "scores_digest": digest_hex(decision.scores_digest),
+        "new_global_digest": digest_hex(bytes(commit["newGlobalDigest"])),
+    }
+    for key, value in expected.items():
+        if key in trail and trail[key] != value:
+            problems.append(f"the trail's {key} {trail[key]} is not the re-run's {value}")
+    scores = np.asarray(decision.selection.scores, dtype=np.float64)
+    if "scores" in trail and (len(trail["scores"]) != len(scores)
+                              or not np.allclose(trail["scores"], scores, rtol=1e-12, atol=0, equal_nan=True)):
+        problems.append("the trail's scores are not the re-run's")
+
+
+def _check_round_rows(ctx: _Context, server_round: int, trail: dict[str, Any], decision: Any,
+                      problems: list[str]) -> None:
+    """metrics.csv's round rows that the chain and the trail determine: updates received,
+    poisoned received / accepted (against the manifest's attackers), gas used."""
+    try:
+        metrics = ctx.run.metrics()
+    except FileNotFoundError:
+        return
+    rows = metrics[(metrics["split"] == "round") & (metrics["round"] == server_round)]
+    logged = dict(zip(rows["metric"], rows["value"], strict=False))
+    nodes = np.asarray(decision.nodes, dtype=np.int64)
+    malicious = np.isin(nodes, ctx.config.malicious_nodes(server_round))
+    selected = np.isin(np.arange(len(nodes)), decision.selection.selected)
+    gas = sum(int(t.get("gas_used", 0)) for t in ctx.transactions if int(t.get("round") or 0) == server_round)
+    expected = {
+        "updates_received": len(nodes),
+        "poisoned_received": int(malicious.sum()),
+        "poisoned_accepted": int((malicious & selected).sum()),
+        "gas_used": gas,
+    }
+    for metric, value in expected.items():
+        if metric in logged and not math.isclose(float(logged[metric]), float(value), rel_tol=1e-12):
+            problems.append(f"metrics.csv says {metric} {float(logged[metric]):g} for this round; the trail and "
+                            f"the manifest's attackers give {value}")
 
 
 def _check_initial_model(ctx: _Context, global_digest: bytes, verdict: RoundVerdict) -> None:
@@ -850,6 +909,9 @@ def _check_candidates(
         if node in submitted and entry.get("digest") != digest_hex(submitted[node][0]):
             problems.append(f"node {node}: the trail's update digest {entry.get('digest')} is not the one submitted "
                             f"on chain {digest_hex(submitted[node][0])}")
+        if node in submitted and entry.get("num_samples") != submitted[node][1]:
+            problems.append(f"node {node}: the trail says {entry.get('num_samples')} samples, the chain "
+                            f"{submitted[node][1]}")
     for node in candidates:
         if node in submitted and sizes is not None and submitted[node][1] != sizes.get(node):
             problems.append(f"node {node} claimed {submitted[node][1]} samples on chain; its partition has "

@@ -495,6 +495,8 @@ def _recorded_path_config(run: Run, config: ExperimentConfig) -> ExperimentConfi
 
 def _load_run_data(ctx: _Context, explicit: str | Path | None) -> None:
     """Load the run's prepared data as the run did; record why not when it cannot."""
+    load_data.cache_clear()  # the files as they are now, not as an earlier audit in this process saw them
+    node_partitions.cache_clear()
     config = _recorded_path_config(ctx.run, ctx.config)
     if config is not ctx.config:
         ctx.config = config
@@ -539,6 +541,9 @@ def _check_registry(ctx: _Context, registered: dict[int, str], independent: bool
     if recorded != registered:
         verdict.problems.append("trail/chain.json's node addresses differ from the registry's")
     data = {e["node"]: digest_hex(e["digest"]) for e in ctx.events["DataRegistered"].get("all", [])}
+    if data and 0 not in ctx.trail_rounds:
+        verdict.problems.append(f"{len(data)} nodes registered data on chain, but trail/rounds.jsonl has no round-0 "
+                                "line recording their registration")
     claimed = (ctx.trail_rounds.get(0) or {}).get("data", {})
     for index, address in sorted(registered.items()):
         if str(index) in claimed and data.get(address) != claimed[str(index)]:

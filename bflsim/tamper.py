@@ -39,7 +39,7 @@ from bflsim.ledger.session import ChainSession, ReceivedUpdate
 from bflsim.metrics import score_probabilities
 from bflsim.models import cached_model, initial_weights
 from bflsim.plans import load_plan
-from bflsim.runfolder import FINAL_MODEL, RunFolder, save_arrays
+from bflsim.runfolder import FINAL_MODEL, RoundRecorder, RunFolder, save_arrays
 
 __all__ = ["CASES", "Case", "audit_table", "forge_run"]
 
@@ -174,7 +174,13 @@ def t05b_global_blobs(run: Path) -> None:
 
 
 def _config(change: Callable[[dict], None]) -> Callable[[Path], None]:
-    return lambda run: _edit_manifest(run, lambda m: change(m["config"]))
+    """Edit the manifest's config, and its seeds block to match (as a careful forger would)."""
+    from bflsim.config import parse_experiment
+
+    def edit(manifest: dict) -> None:
+        change(manifest["config"])
+        manifest["seeds"] = parse_experiment(manifest["config"]).seeds()
+    return lambda run: _edit_manifest(run, edit)
 
 
 def t06b_other_attacker(config: dict) -> None:
@@ -307,8 +313,8 @@ def forge_run(
 
     Every honest update is the global model plus noise (an attacker whose attack needs no
     training sends what the attack gives), signed with the run's node keys (``secret``:
-    the key secret the forger uses for ``key_source = "env"``; without the real one the keys
-    are not the run's). ``frame``: that honest node's update is relayed, then refused with a
+    the key secret the forger uses for ``key_source = "env"``, default: the environment's;
+    without the real one the keys are not the run's). ``frame``: that honest node's update is relayed, then refused with a
     made-up digest mismatch. ``censor``: that node is left out of every cohort.
     ``accuracy``: every logged test accuracy is replaced by it. Returns the folder.
     """
@@ -319,8 +325,10 @@ def forge_run(
     name = config.models.names[0]
     model = cached_model(config.models, config.train, data.num_features, data.num_classes)
     facts = {"data": data.describe(), "malicious_nodes": config.malicious_nodes(1).tolist()}
-    with _env(config.ledger.key_secret_env, secret), open_ledger(config.ledger) as ledger:
+    keys = _env(config.ledger.key_secret_env, secret) if secret is not None else contextlib.nullcontext()
+    with keys, open_ledger(config.ledger) as ledger:
         folder = RunFolder.create(parent, config, **facts)
+        recorder = RoundRecorder(folder, config)
         session = ChainSession(config, ledger, folder.path)
         folder.write_manifest(ledger=session.setup())
         nodes = list(range(fed.num_nodes))
@@ -345,6 +353,7 @@ def forge_run(
         for server_round in range(1, fed.rounds + 1):
             eligible = [i for i in session.active_nodes(nodes) if i != censor]
             cohort = fed.sample_cohort(server_round, eligible)
+            recorder.start_round()
             chain = session.open_round(server_round, weights, cohort)
             received = []
             attackers = set(config.malicious_nodes(server_round).tolist())
@@ -364,7 +373,8 @@ def forge_run(
             usable = [u for u in received if u.refused is None]
             decision = decide_round(config.rule, [u.node for u in usable], [u.weights for u in usable], weights,
                                     [u.num_samples for u in usable], config.aggregator.reject_factor)
-            session.commit_round(server_round, cohort, received, decision)
+            recorder.record_decision(server_round, decision,
+                                     session.commit_round(server_round, cohort, received, decision))
             weights = decision.new_weights
             evaluate(server_round, weights)
         folder.save_final_model(weights)
@@ -392,11 +402,11 @@ def _verdict(run_dir: Path, env: dict[str, str | None], data_dir: str | None) ->
             report = audit_run(run_dir, data_dir=data_dir)
         except AuditError as err:
             return "CANNOT AUDIT", 2, str(err)[:200]
-    blamed = "; ".join(f"{s.head.strip()}: {s.problems[0]}" for s in report.sections if s.problems)
+    blamed = " / ".join(f"{s.head.strip()}: {s.problems[0]}" for s in report.sections if s.problems)
     if not blamed:
         blamed = "; ".join(f"{s.head.strip()}: {s.unchecked[0]}" for s in report.sections if s.unchecked)
     word = {0: "PASS", 1: "FAIL", 2: "NOT CHECKED"}[report.exit_code]
-    return word, report.exit_code, (blamed or report.run_summary())[:240]
+    return word, report.exit_code, (blamed or report.run_summary())[:300]
 
 
 def _reference_run(config: ExperimentConfig, parent: Path, data_dir: str | None) -> Path:

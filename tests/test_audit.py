@@ -1,0 +1,404 @@
+"""The audit's catches, on run folders forged without Ray (``bflsim.tamper.forge_run``).
+
+A forged folder is a complete, consistent ledger-backed run made in a few seconds: the same
+registry, trail, blobs and metric rows a real run writes, with fabricated updates. It
+passes the audit in seed mode (that is finding H1, stated in the verdict's trust level),
+so each test breaks one thing in a copy and asserts the audit names it. The real Flower +
+Ray run is audited in tests/test_ledger_fl.py.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bflsim.audit import AuditError, audit_run, parse_rounds, trust_statement
+from bflsim.cli import main
+from bflsim.config import parse_experiment
+from bflsim.hashing import digest_hex, evaluation_digest, weights_digest
+from bflsim.ledger.identity import (
+    derive_identities,
+    expected_addresses,
+    keystore_identities,
+    node_identities,
+)
+from bflsim.tamper import CASES, forge_run
+
+SECRET = "a-test-secret-0123456789abcdef"
+
+RAW = {
+    "experiment": {"name": "audit_test", "kind": "federated"},
+    "data": {"dataset": "synthetic", "synthetic": {"num_samples": 900}},
+    "models": {"names": ["cnn_lstm"], "cnn_lstm": {"conv_filters": 4, "lstm_units": 4}},
+    "train": {"batch_size": 64, "learning_rate": 0.005, "seed": 42},
+    "federation": {"num_nodes": 7, "rounds": 3, "seed": 42},
+    "attack": {"name": "gaussian", "num_malicious": 1, "seed": 0, "params": {"mode": "replace", "sigma": 5.0}},
+    "aggregator": {"name": "krum"},
+    "ledger": {"backend": "embedded", "max_rejections": 2},
+}
+
+
+def config_with(**ledger):
+    raw = json.loads(json.dumps(RAW))
+    raw["ledger"].update(ledger)
+    return parse_experiment(raw)
+
+
+@pytest.fixture(scope="module")
+def forged(tmp_path_factory):
+    return forge_run(config_with(), tmp_path_factory.mktemp("forged"))
+
+
+@pytest.fixture
+def copy_of(forged, tmp_path):
+    target = tmp_path / forged.name
+    shutil.copytree(forged, target)
+    return target
+
+
+def case(name):
+    return next(c for c in CASES if c.name == name)
+
+
+def tampered(copy_of, name):
+    case(name).change(copy_of)
+    return audit_run(copy_of)
+
+
+def problems(report):
+    return " | ".join(p for s in report.sections for p in s.problems)
+
+
+# --- the consistent forgery and the trust level --------------------------------------------
+
+
+def test_a_consistent_forgery_passes_in_seed_mode_and_the_verdict_says_so(forged):
+    report = audit_run(forged)
+
+    assert report.exit_code == 0, "\n".join(report.lines())
+    verdict = report.lines()[-1]
+    assert verdict.startswith("verdict: PASS (run complete, 3 of 3 rounds committed")
+    assert "not recorded on chain (v1 registry): run configuration" in verdict
+    assert "self-consistency only" in verdict and "a forged folder can pass" in verdict
+
+
+def test_a_forgery_in_env_mode_fails_for_an_auditor_holding_the_secret(tmp_path, monkeypatch):
+    config = config_with(key_source="env")
+    monkeypatch.setenv("BFLSIM_NODE_KEY_SECRET", "the-forgers-guess-0000000000")
+    forged = forge_run(config, tmp_path)  # the forger has the folder, not the secret
+
+    monkeypatch.setenv("BFLSIM_NODE_KEY_SECRET", SECRET)
+    with_secret = audit_run(forged, rounds="none")
+    monkeypatch.delenv("BFLSIM_NODE_KEY_SECRET")
+    without = audit_run(forged, rounds="none")
+
+    assert with_secret.exit_code == 1
+    assert "are not the addresses of the run's keys" in with_secret.rounds[0].line()
+    assert without.exit_code == 0  # nothing to check the keys against: said in the trust level
+    assert "node keys not checked here" in without.lines()[-1]
+
+
+# --- tampering: each catch -----------------------------------------------------------------
+
+
+def test_t01_an_edited_accuracy_fails_the_re_evaluation(copy_of):
+    report = tampered(copy_of, "T01")
+
+    assert report.exit_code == 1
+    assert "round 3: metrics.csv says accuracy 0.9912" in report.evaluation.line()
+
+
+def test_t02b_a_deleted_data_registration_line_fails(copy_of):
+    report = tampered(copy_of, "T02b")
+
+    assert "no round-0 line" in report.rounds[0].line()
+
+
+def test_t04b_an_accepted_update_marked_refused_is_framing(copy_of):
+    report = tampered(copy_of, "T04b")
+
+    assert report.exit_code == 1
+    assert "but its signed transaction, blob and sample count are valid (framed)" in report.rounds[1].line()
+
+
+def test_t06a_t06b_the_manifests_attack_must_reproduce_the_attackers_updates(copy_of, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(copy_of, other)
+
+    sigma = tampered(copy_of, "T06a")
+    attackers = tampered(other, "T06b")
+
+    assert "is an attacker per the manifest (gaussian), but its update is not" in problems(sigma)
+    assert "is an attacker per the manifest" in problems(attackers)
+
+
+def test_t06d_a_manifest_claiming_no_attack_contradicts_the_poisoned_rows(copy_of):
+    report = tampered(copy_of, "T06d")
+
+    assert report.exit_code == 1
+    assert "metrics.csv says poisoned_received 1" in problems(report)
+
+
+def test_t07b_another_train_seed_is_another_initial_model(copy_of):
+    report = tampered(copy_of, "T07b")
+
+    assert "not from the initial model of train.seed = 7" in report.rounds[1].line()
+
+
+def test_t08b_another_test_split_fails_the_re_evaluation(copy_of):
+    report = tampered(copy_of, "T08b")
+
+    assert report.exit_code == 1
+    assert "the recomputed data's" in report.run.line() or "metrics.csv says" in report.evaluation.line()
+
+
+def test_t09_a_complete_run_must_commit_every_configured_round(copy_of):
+    report = tampered(copy_of, "T09")
+
+    assert "marked complete but 2 of the 3 configured rounds were committed" in report.run.line()
+
+
+def test_t10_a_replaced_final_model_fails_even_when_the_run_is_marked_stopped(copy_of):
+    report = tampered(copy_of, "T10")
+
+    assert "final_model.npz hashes to" in report.final.line()
+    assert "run stopped after round 3 of 3" in report.lines()[-1]
+
+
+def test_t05b_swapped_global_blobs_blame_their_rounds_not_the_final_model(copy_of):
+    report = tampered(copy_of, "T05b")
+
+    assert not report.rounds[1].ok and not report.rounds[2].ok
+    assert report.final.ok, report.final.line()
+
+
+def test_t03b_a_reordered_commit_is_blamed_on_its_rounds_not_on_setup(copy_of):
+    report = tampered(copy_of, "T03b")
+
+    assert report.rounds[0].ok, report.rounds[0].line()
+    assert "refused on replay" in report.rounds[1].line() or "refused on replay" in report.rounds[2].line()
+
+
+def test_x01_a_failed_run_passes_only_with_its_status_and_open_round_shown(copy_of):
+    report = tampered(copy_of, "X01")
+
+    assert report.exit_code == 0, "\n".join(report.lines())
+    assert report.lines()[-1].startswith("verdict: PASS (run failed after round 2 of 3; round 3 opened, never committed")
+    assert report.final.line() == "final model: OK (none (run failed))"
+
+
+# --- censoring and framing by the operator ---------------------------------------------------
+
+
+def test_an_honest_node_left_out_of_the_cohorts_is_caught(tmp_path):
+    report = audit_run(forge_run(config_with(), tmp_path, censor=3), rounds="none")
+
+    assert report.exit_code == 1
+    assert "left out [3]" in report.rounds[1].line()
+
+
+def test_an_honest_node_framed_with_a_made_up_refusal_is_caught(tmp_path):
+    report = audit_run(forge_run(config_with(), tmp_path, frame=2), rounds="none")
+
+    assert "node 2's update was refused" in report.rounds[1].line() and "(framed)" in report.rounds[1].line()
+
+
+def test_a_submitted_update_dropped_from_the_candidates_is_censorship(copy_of):
+    path = copy_of / "trail/rounds.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    record = rows[1]
+    node = record["candidates"][0]
+    record["updates"] = [u for u in record["updates"] if u["node"] != node]
+    record["candidates"] = [n for n in record["candidates"] if n != node]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    report = audit_run(copy_of, rounds="none")
+
+    assert f"node {node}'s update was submitted on chain but is neither aggregated nor refused" in problems(report)
+
+
+# --- exit codes, data, rounds ---------------------------------------------------------------
+
+
+def test_cli_exit_codes_pass_mismatch_and_cannot_audit(forged, copy_of, tmp_path, capsys):
+    assert main(["audit", str(forged), "--rounds", "last"]) == 0
+    case("T01").change(copy_of)
+    assert main(["audit", str(copy_of)]) == 1
+    assert main(["audit", str(tmp_path / "nothing")]) == 2
+    assert "cannot audit" in capsys.readouterr().err
+
+
+def csv_config(path):
+    raw = json.loads(json.dumps(RAW))
+    raw["data"] = {"dataset": "csv", "path": str(path), "label_column": "label", "normal_label": "benign"}
+    return parse_experiment(raw)
+
+
+def write_csv(path, rows=700):
+    rng = np.random.default_rng(1)
+    labels = np.where(rng.random(rows) < 0.5, "benign", "attack")
+    features = rng.normal(size=(rows, 4)) + (labels == "attack")[:, None]
+    lines = ["f1,f2,f3,f4,label"] + [",".join(f"{v:.5f}" for v in f) + f",{y}" for f, y in zip(features, labels)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_missing_data_is_never_a_pass_and_a_relative_path_resolves_as_recorded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_csv(tmp_path / "flows.csv")
+    run_dir = forge_run(csv_config("flows.csv"), tmp_path / "runs")  # relative data.path, cwd = tmp_path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    found = audit_run(run_dir, rounds="none")
+    (tmp_path / "flows.csv").rename(tmp_path / "moved.csv")
+    missing = audit_run(run_dir, rounds="none")
+    skipped = audit_run(run_dir, rounds="none", check_data=False)
+
+    assert found.exit_code == 0, "\n".join(found.lines())
+    assert missing.exit_code == 2
+    assert missing.lines()[-1].startswith("verdict: NOT CHECKED (round setup")
+    assert "the run's data was not found" in missing.rounds[0].line()
+    assert skipped.exit_code == 0 and "skipped: data checks (--skip-data)" in skipped.lines()[-1]
+
+
+def test_rounds_to_re_evaluate():
+    assert parse_rounds(None, [1, 2, 3]) is None
+    assert parse_rounds("none", [1, 2, 3]) == []
+    assert parse_rounds("1,last", [1, 2, 3, 4, 5]) == [1, 5]
+    assert parse_rounds("sample:3", [1, 2, 3, 4, 5]) == [1, 3, 5]
+    with pytest.raises(ValueError, match="'1,5,last'"):
+        parse_rounds("every", [1])
+
+
+def test_an_audit_with_sampled_rounds_scores_only_those(copy_of):
+    case("T01").change(copy_of)  # round 3 edited
+
+    assert audit_run(copy_of, rounds="1").exit_code == 0
+    assert audit_run(copy_of, rounds="last").exit_code == 1
+
+
+# --- registry v2: run digest and evaluation digests (hand-built events) ---------------------
+
+
+def with_v2_events(monkeypatch, run_dir, facts_change=None, evaluation_change=None):
+    """Pretend the registry was v2: a RunConfigured event and evaluation digests (as the
+    contract-v2 interface specifies), recorded from the run's own facts."""
+    from bflsim import audit
+    from bflsim.config import config_digest
+    from bflsim.edge_node import load_data
+    from bflsim.hashing import run_digest, split_digest
+    from bflsim.runfolder import read_run
+
+    run = read_run(run_dir)
+    data = load_data(run.config.data, None)
+    facts = {"config": config_digest(run.config), "git_commit": run.manifest.get("git_commit") or "", "data": "",
+             "test_split": digest_hex(split_digest(data.x_test, data.y_test)), "run_nonce": "0x" + "11" * 32,
+             "run_id": run.run_id}
+    on_chain = run_digest(facts)
+    manifest = dict(run.manifest, run_facts=dict(facts, **(facts_change or {})))
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    confusion = run.confusion()
+    original = audit._by_kind
+
+    def by_kind(events):
+        grouped = original(events)
+        grouped["RunConfigured"]["all"] = [{"runDigest": on_chain, "maxRejections": 2}]
+        for server_round, commits in grouped["RoundCommitted"].items():
+            rows = confusion[(confusion["split"] == "test") & (confusion["round"] == server_round)]
+            names = list(data.class_names)
+            cm = np.zeros((len(names), len(names)), dtype=np.int64)
+            for row in rows.itertuples():
+                cm[names.index(row.true), names.index(row.predicted)] = row.count
+            if evaluation_change is not None:
+                cm = evaluation_change(cm)
+            commits[0] = dict(commits[0], evaluationDigest=evaluation_digest(server_round, cm))
+        return grouped
+
+    monkeypatch.setattr(audit, "_by_kind", by_kind)
+
+
+def test_v2_run_digest_and_evaluation_digests_are_checked(copy_of, monkeypatch):
+    with_v2_events(monkeypatch, copy_of)
+
+    report = audit_run(copy_of)
+
+    assert report.exit_code == 0, "\n".join(report.lines())
+    assert report.registry_version == 2 and "v1 registry" not in report.lines()[-1]
+    assert "run digest" in report.configuration.line()
+
+
+def test_v2_a_manifest_config_other_than_the_recorded_one_fails(copy_of, monkeypatch):
+    with_v2_events(monkeypatch, copy_of)
+    case("T06a").change(copy_of)  # sigma 5 -> 0.5 in the manifest's config
+
+    report = audit_run(copy_of, rounds="none")
+
+    assert "is not the one whose digest was recorded on chain" in report.configuration.line()
+
+
+def test_v2_edited_run_facts_and_evaluations_fail(copy_of, monkeypatch):
+    def one_more_error(cm):
+        cm = cm.copy()
+        cm[0, 0] -= 1
+        cm[0, 1] += 1
+        return cm
+
+    with_v2_events(monkeypatch, copy_of, facts_change={"test_split": "0x" + "00" * 32},
+                   evaluation_change=one_more_error)
+
+    report = audit_run(copy_of)
+
+    assert "run_digest(run_facts)" in report.configuration.line()
+    assert "the recomputed test split hashes to" in report.configuration.line()
+    assert "committed evaluation digest is not" in report.evaluation.line()
+
+
+# --- key sources ------------------------------------------------------------------------------
+
+
+def test_env_keys_need_the_secret_and_differ_from_seed_keys(monkeypatch):
+    config = config_with(key_source="env")
+    monkeypatch.delenv("BFLSIM_NODE_KEY_SECRET", raising=False)
+    with pytest.raises(ValueError, match=r"\$BFLSIM_NODE_KEY_SECRET"):
+        node_identities(config)
+    assert expected_addresses(config)[0] is None
+
+    monkeypatch.setenv("BFLSIM_NODE_KEY_SECRET", SECRET)
+    env_keys = [i.address for i in node_identities(config)]
+    seed_keys = [i.address for i in derive_identities(42, 7)]
+    assert env_keys != seed_keys and len(set(env_keys)) == 7
+    assert list(expected_addresses(config)[0].values()) == env_keys
+
+
+def test_keystore_keys_are_created_once_and_read_back(tmp_path):
+    config = config_with(key_source="keystore", keystore=str(tmp_path / "keys"))
+    assert expected_addresses(config)[0] is None  # the audit never creates keys
+
+    first = [i.address for i in keystore_identities(tmp_path / "keys", 7)]
+    again = [i.address for i in keystore_identities(tmp_path / "keys", 7, create=False)]
+
+    assert first == again and first == list(expected_addresses(config)[0].values())
+    assert oct((tmp_path / "keys" / "node-0.key").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ValueError, match="needs ledger.keystore"):
+        config_with(key_source="keystore")
+
+
+def test_trust_statement_per_chain_and_key_mode():
+    assert "a forged folder can pass" in trust_statement("embedded", True, "seed", "the run's key seed")[0]
+    assert "not checked here" in trust_statement("anvil", True, "env", None)[0]
+    assert "key holders" in trust_statement("rpc", False, "keystore", "the keystore k")[0]
+    assert "kept by others" in trust_statement("rpc", False, "keystore", "the keystore k")[0]
+
+
+def test_a_non_run_folder_cannot_be_audited(tmp_path):
+    with pytest.raises(AuditError, match="not a run folder"):
+        audit_run(tmp_path)
+
+
+def test_weights_digest_of_the_final_model_is_the_last_commit(forged):
+    from bflsim.runfolder import read_rounds, read_run
+
+    last = read_rounds(forged)[-1]["new_global_digest"]
+    assert digest_hex(weights_digest(read_run(forged).final_model())) == last

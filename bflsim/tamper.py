@@ -200,8 +200,15 @@ def t06d_claims_no_attack(config: dict) -> None:
     config["aggregator"]["assumed_malicious"] = max(1, config["attack"].get("num_malicious") or 1)
 
 
-def t08b_fractions(config: dict) -> None:
-    config["data"]["fractions"] = [0.7, 0.2, 0.1]
+def t08b_fractions(run: Path) -> None:
+    """Another test split, with the manifest's data description made to match it."""
+    from bflsim.config import parse_experiment
+
+    def edit(manifest: dict) -> None:
+        manifest["config"]["data"]["fractions"] = [0.7, 0.2, 0.1]
+        data = load_data(parse_experiment(manifest["config"]).data, None)
+        manifest["data"] = {**manifest["data"], **{k: v for k, v in data.describe().items() if k != "sources"}}
+    _edit_manifest(run, edit)
 
 
 def _drop_last_round(run: Path, *, status: str, keep_open: bool) -> None:
@@ -267,7 +274,8 @@ CASES: tuple[Case, ...] = (
     Case("T07c", "manifest seeds block only", lambda run: _edit_manifest(run, lambda m: m["seeds"].update(
         train_seed=7))),
     Case("T08a", "manifest data.seed 42 -> 43", _config(lambda c: c["data"].update(seed=43))),
-    Case("T08b", "manifest data.fractions (0.7, 0.15, 0.15) -> (0.7, 0.2, 0.1)", _config(t08b_fractions)),
+    Case("T08b", "manifest data.fractions (0.7, 0.15, 0.15) -> (0.7, 0.2, 0.1): another test split "
+         "(data description edited to match)", t08b_fractions),
     Case("T08c", "manifest data.rows.test edited", lambda run: _edit_manifest(run, lambda m: m["data"]["rows"].update(
         test=m["data"]["rows"]["test"] + 100))),
     Case("T09", "last round dropped consistently (trail, transactions, metrics, final model)",
@@ -394,19 +402,19 @@ FORGERIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 # --- the table ---------------------------------------------------------------------------
 
 
-def _verdict(run_dir: Path, env: dict[str, str | None], data_dir: str | None) -> tuple[str, int, str]:
+def _verdict(run_dir: Path, env: dict[str, str | None], data_dir: str | None) -> tuple[str, int, str, str]:
     with contextlib.ExitStack() as stack:
         for key, value in env.items():
             stack.enter_context(_env(key, value))
         try:
             report = audit_run(run_dir, data_dir=data_dir)
         except AuditError as err:
-            return "CANNOT AUDIT", 2, str(err)[:200]
+            return "CANNOT AUDIT", 2, str(err)[:200], ""
     blamed = " / ".join(f"{s.head.strip()}: {s.problems[0]}" for s in report.sections if s.problems)
     if not blamed:
         blamed = "; ".join(f"{s.head.strip()}: {s.unchecked[0]}" for s in report.sections if s.unchecked)
     word = {0: "PASS", 1: "FAIL", 2: "NOT CHECKED"}[report.exit_code]
-    return word, report.exit_code, (blamed or report.run_summary())[:300]
+    return word, report.exit_code, (blamed or report.run_summary())[:300], report.trust_level()
 
 
 def _reference_run(config: ExperimentConfig, parent: Path, data_dir: str | None) -> Path:
@@ -457,19 +465,20 @@ def audit_table(
 def _row(backend: str, key_source: str, case: str, what: str, run_dir: Path, env: dict[str, str | None],
          data_dir: str | None) -> dict[str, Any]:
     started = time.perf_counter()
-    verdict, code, blamed = _verdict(run_dir, env, data_dir)
+    verdict, code, blamed, trust = _verdict(run_dir, env, data_dir)
     print(f"{backend:8} {key_source:5} {case:12} {verdict:12} {blamed[:100]}", flush=True)
     return {"chain": backend, "key_source": key_source, "case": case, "tampering": what, "verdict": verdict,
-            "exit": code, "blamed": blamed, "seconds": round(time.perf_counter() - started, 1)}
+            "exit": code, "blamed": blamed, "trust": trust, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _write_table(rows: list[dict[str, Any]], out: Path) -> Path:
-    fields = ["chain", "key_source", "case", "tampering", "verdict", "exit", "blamed", "seconds"]
+    fields = ["chain", "key_source", "case", "tampering", "verdict", "exit", "blamed", "trust", "seconds"]
     with open(out / "audit_table.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| chain | keys | case | tampering | verdict (exit) | first finding |", "|---|---|---|---|---|---|"]
+    lines = ["| chain | keys | case | tampering | verdict (exit) | first finding per failing check / run state |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         blamed = str(r["blamed"]).replace("|", "\\|")
         lines.append(f"| {r['chain']} | {r['key_source']} | {r['case']} | {r['tampering']} | "

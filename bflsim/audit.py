@@ -133,6 +133,7 @@ class AuditReport:
     rounds_configured: int = 0
     rounds_committed: list[int] = field(default_factory=list)
     round_in_progress: int | None = None
+    round_in_progress_on_chain: bool = True  # False: known from metrics.csv only
     registry_version: int = 1
     trust: list[str] = field(default_factory=list)
     not_on_chain: list[str] = field(default_factory=list)
@@ -169,7 +170,8 @@ class AuditReport:
         else:
             text = f"run {self.status} after round {last} of {self.rounds_configured}"
         if self.round_in_progress is not None:
-            text += f"; round {self.round_in_progress} opened, never committed"
+            how = "opened" if self.round_in_progress_on_chain else "started (rows in metrics.csv, nothing on chain)"
+            text += f"; round {self.round_in_progress} {how}, never committed"
         return text
 
     def verdict(self) -> str:
@@ -595,6 +597,7 @@ def _check_run_status(ctx: _Context, report: AuditReport) -> None:
                                     f"{config.federation.rounds} configured rounds were committed on chain")
         if open_only:
             verdict.problems.append(f"the run is marked complete but round {open_only[-1]} was never committed")
+    _check_rows_beyond_commits(ctx, report, committed)
     recorded_seeds = ctx.run.manifest.get("seeds")
     if recorded_seeds is not None and recorded_seeds != config.seeds():
         verdict.problems.append(f"the manifest's seeds {recorded_seeds} are not its configuration's {config.seeds()}")
@@ -609,6 +612,24 @@ def _check_run_status(ctx: _Context, report: AuditReport) -> None:
     if report.status != "complete" and error:
         verdict.notes.append(f"error: {str(error)[:160]}")
     verdict.notes.insert(0, report.run_summary())
+
+
+def _check_rows_beyond_commits(ctx: _Context, report: AuditReport, committed: list[int]) -> None:
+    """Rows of metrics.csv for rounds past the last commit: the round a run stopped in (its
+    transactions may not have reached the trail), or rows a complete run cannot have."""
+    try:
+        metrics = ctx.run.metrics()
+    except FileNotFoundError:
+        return
+    last = max(committed, default=0)
+    beyond = sorted({int(r) for r in metrics["round"].dropna() if int(r) > last})
+    if not beyond:
+        return
+    if report.status == "complete":
+        report.run.problems.append(f"metrics.csv has rows for rounds {beyond}, after the last committed round {last}")
+        return
+    if report.round_in_progress is None:
+        report.round_in_progress, report.round_in_progress_on_chain = beyond[0], False
 
 
 def _check_configuration(ctx: _Context, report: AuditReport) -> None:

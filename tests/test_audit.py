@@ -189,6 +189,44 @@ def test_x01_a_failed_run_passes_only_with_its_status_and_open_round_shown(copy_
     assert report.final.line() == "final model: OK (none (run failed))"
 
 
+def test_a_stopped_round_that_left_no_transaction_is_shown_from_metrics_csv(copy_of):
+    from bflsim.tamper import _drop_last_round
+
+    _drop_last_round(copy_of, status="stopped", keep_open=False)
+    with open(copy_of / "metrics.csv", "a") as fh:
+        fh.write(f"{copy_of.name},cnn_lstm,node,3,,4,,failed,1.0\n")
+
+    report = audit_run(copy_of, rounds="none")
+
+    assert report.exit_code == 0, "\n".join(report.lines())
+    assert "run stopped after round 2 of 3; round 3 started (rows in metrics.csv, nothing on chain)" in report.lines()[-1]
+
+
+def test_rows_for_an_uncommitted_round_in_a_complete_run_fail(copy_of):
+    with open(copy_of / "metrics.csv", "a") as fh:  # what a stale thread of an older run appended (H4)
+        fh.write(f"{copy_of.name},cnn_lstm,node,4,,0,,failed,1.0\n")
+
+    report = audit_run(copy_of, rounds="none")
+
+    assert "metrics.csv has rows for rounds [4], after the last committed round 3" in report.run.line()
+
+
+def test_data_is_looked_for_where_the_runs_files_were(tmp_path):
+    from bflsim.audit import _data_dir_candidates
+    from bflsim.runfolder import Run
+
+    raw = json.loads(json.dumps(RAW))
+    raw["data"] = {"dataset": "nsl-kdd"}
+    config = parse_experiment(raw)
+    manifest = {"config": {}, "data": {"sources": [{"path": "/srv/data/nsl-kdd/KDDTrain+.txt.gz", "sha256": "x"}]},
+                "cwd": "/home/me/project", "data_dir": "data"}
+
+    found = [str(path) for _, path in _data_dir_candidates(Run(tmp_path, manifest), config, None)]
+
+    assert found[:2] == ["/home/me/project/data", "/srv/data"]
+    assert [str(p) for _, p in _data_dir_candidates(Run(tmp_path, manifest), config, "/x")] == ["/x"]
+
+
 # --- censoring and framing by the operator ---------------------------------------------------
 
 

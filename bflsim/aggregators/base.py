@@ -123,17 +123,36 @@ def pairwise_sq_distances(updates: ArrayLike) -> NDArray[np.float64]:
     Uses ||x - y||^2 = ||x||^2 + ||y||^2 - 2 x.y on rows centred at their coordinate-wise
     median: distances do not change, and centring keeps the cancellation error small when
     rows share a large common part or a few rows are huge outliers.
+
+    Bitwise-identical rows are computed once (the matrix product rounds differently in
+    different rows and columns), so they are exactly 0 apart and have exactly the same
+    distances to every other row: their Krum scores tie exactly, and the tie-break by
+    lowest index is what decides, as documented.
     """
-    x = as_matrix(updates).astype(np.float64)
-    x -= np.median(x, axis=0)
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    distances = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (x @ x.T)
-    if not np.isfinite(distances).all():
+    x = as_matrix(updates)
+    _, first, inverse = np.unique(_row_keys(x), return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct rows in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    x64 = x.astype(np.float64)
+    median = np.median(x64, axis=0)
+    distinct = x64 if len(first) == len(x64) else x64[first[order]]
+    distinct -= median
+    sq_norms = np.einsum("ij,ij->i", distinct, distinct)
+    small = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (distinct @ distinct.T)
+    if not np.isfinite(small).all():
         raise AggregatorError("squared distances between updates overflow float64")
-    np.maximum(distances, 0.0, out=distances)  # rounding can leave tiny negatives
-    distances = (distances + distances.T) / 2.0
-    np.fill_diagonal(distances, 0.0)
-    return distances
+    np.maximum(small, 0.0, out=small)  # rounding can leave tiny negatives
+    small = (small + small.T) / 2.0
+    np.fill_diagonal(small, 0.0)
+    index = rank[inverse.reshape(-1)]
+    return small[np.ix_(index, index)]
+
+
+def _row_keys(x: NDArray) -> NDArray:
+    """One opaque value per row that is equal exactly when the rows' bytes are."""
+    rows = np.ascontiguousarray(x)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
 
 
 def integer(key: str, value: Any) -> int:

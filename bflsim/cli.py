@@ -4,7 +4,7 @@
     bflsim run EXPERIMENT.toml           run an experiment file (all its scenarios), write run folders
     bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes
     bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
-    bflsim data [--download NAME]        where datasets are looked for, what is there
+    bflsim data [--download NAME]        where datasets are looked for, what is there; exit 1 if a file is broken
     bflsim audit RUN_DIR                 check a ledger-backed run against its chain; exit 1 on mismatch
     bflsim bench                         speed benchmarks, written as CSV
 """
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", help="dataset folder (default: $BFLSIM_DATA_DIR, else ./data)")
+        p.add_argument("--data-dir", help="dataset folder (default: the experiment's data.data_dir, "
+                                          "else $BFLSIM_DATA_DIR, else ./data)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
     for name, help_text in (
@@ -79,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="; ".join(f"{name}: {what}" for name, what in FIGURES.items()))
     report.set_defaults(handler=cmd_report)
 
-    data = sub.add_parser("data", help="where datasets are looked for and what is there")
+    data = sub.add_parser("data", help="where datasets are looked for and what is there "
+                                       "(exit 1 when a file is missing or corrupt)")
+    data.add_argument("datasets", nargs="*", metavar="NAME",
+                      help="check only these datasets (default: every registered one)")
     data.add_argument("--data-dir")
     data.add_argument("--download", metavar="NAME", help="download a public dataset (nsl-kdd, cic-ids2017, all)")
     data.set_defaults(handler=cmd_data)
@@ -168,8 +172,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.download:
         for path in download_dataset(args.download, resolve_data_dir(args.data_dir)):
             print(f"downloaded {path}")
-    print(data_report(args.data_dir))
-    return 0
+    names = args.datasets or ([args.download] if args.download and args.download != "all" else None)
+    report = data_report(args.data_dir, datasets=names)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -12,9 +12,9 @@ from bflsim.ledger.base import Ledger
 from bflsim.ledger.none import NoLedger
 
 if TYPE_CHECKING:
-    from bflsim.config import LedgerConfig
+    from bflsim.config import ExperimentConfig, LedgerConfig
 
-__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "open_ledger", "open_recorded_chain"]
+__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "check_ledger", "open_ledger", "open_recorded_chain"]
 
 # anvil's first pre-funded development account (public knowledge, from its default mnemonic
 # "test test ... junk"). The server signs its own transactions with it so that every
@@ -54,6 +54,25 @@ def open_ledger(config: LedgerConfig) -> Iterator[Ledger]:
         )
     else:  # the config's Literal keeps this unreachable
         raise ValueError(f"ledger.backend = {config.backend!r} is not a ledger backend")
+
+
+def check_ledger(config: ExperimentConfig) -> dict[str, Any] | None:
+    """Pre-flight of ``ledger.backend = "rpc"``, before Ray or the chain session starts: the
+    endpoint answers, serves ``ledger.chain_id`` (when set), has an operator account, and that
+    account can pay the run (:func:`bflsim.ledger.web3_ledger.check_rpc_endpoint`). Returns
+    what it found; None for the other backends, which start their own chain."""
+    if config.ledger.backend != "rpc":
+        return None
+    from bflsim.ledger.identity import node_identities
+    from bflsim.ledger.web3_ledger import check_rpc_endpoint
+
+    return check_rpc_endpoint(
+        str(config.ledger.rpc_url),
+        chain_id=config.ledger.chain_id,
+        private_key=os.environ.get(config.ledger.operator_key_env) or None,
+        node_addresses=[identity.address for identity in node_identities(config)],
+        rounds=config.federation.rounds,
+    )
 
 
 @contextmanager

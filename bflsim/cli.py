@@ -117,12 +117,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan = plan.only(args.only)
     if args.set:
         plan = plan.with_overrides(parse_overrides(args.set))
+    check_plan(plan, args.data_dir)
     if len(plan.points) == 1 and not plan.points[0][0].overrides and args.command == "run":
         print(f"run folder: {run_experiment(plan.points[0][1], args.out, args.data_dir, args.quiet)}")
         return 0
     for run_dir in run_plan(plan, args.out, args.data_dir, args.quiet):
         print(f"run folder: {run_dir}")
     return 0
+
+
+def check_plan(plan: Plan, data_dir: str | None) -> None:
+    """Refuse what only the data or the chain can tell, for every federated point, before the
+    first run starts (:func:`bflsim.fl.server_main.prepare_run`: too few training rows, a tiny
+    node, bad values in the data, an RPC endpoint that cannot serve the run)."""
+    federated = [(point, config) for point, config in plan.points if config.kind == "federated"]
+    if not federated:
+        return
+    from bflsim.fl.server_main import prepare_run
+
+    for point, config in federated:
+        try:
+            prepare_run(config, data_dir)
+        except ValueError as err:
+            if len(plan.points) == 1:
+                raise
+            raise ConfigError(f"point {point.name!r} ({point.label}): {err}") from err
 
 
 def demo_plan() -> Plan:

@@ -358,3 +358,10 @@ def test_rpc_pre_flight_names_a_wrong_chain_and_an_unfunded_operator_as_config_e
     with pytest.raises(ConfigError, match=r"operator key from \$BFLSIM_TEST_KEY: .*holds 0 wei"):
         check_ledger(unfunded)
     assert check_ledger(parse_experiment({**raw, "ledger": {"backend": "rpc", "rpc_url": anvil.url}}))["chain_id"] == 31337
+
+
+def test_a_plan_is_checked_point_by_point_before_its_first_run(tmp_path, capsys):
+    text = BASE + ('\n[[scenarios]]\nname = "fine"\n\n[[scenarios]]\nname = "skewed"\n'
+                   'set = { "federation.partition" = "dirichlet", "federation.alpha" = 0.001 }\n')
+
+    refused(tmp_path, capsys, "point 'skewed' (skewed): federation.partition = 'dirichlet'", text=text)

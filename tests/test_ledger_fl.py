@@ -274,15 +274,14 @@ def test_bad_ledger_settings_name_the_key(ledger, fragment):
         ledger_config(ledger=ledger)
 
 
-def test_unreachable_rpc_endpoint_stops_before_any_round(tmp_path):
+def test_unreachable_rpc_endpoint_is_refused_before_ray_and_the_run_folder(tmp_path):
+    from bflsim.config import ConfigError
     from bflsim.fl.simulation import run_federated
-    from bflsim.ledger import EndpointUnreachable
 
     config = ledger_config(ledger={"backend": "rpc", "rpc_url": "http://127.0.0.1:9"})
-    with pytest.raises(EndpointUnreachable, match=r"http://127\.0\.0\.1:9"):
+    with pytest.raises(ConfigError, match=r"ledger.rpc_url = 'http://127\.0\.0\.1:9'.*cannot reach"):
         run_federated(config, tmp_path)
-    manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
-    assert manifest["status"] == "stopped" and "cannot reach" in manifest["error"]
+    assert not list(tmp_path.glob("*/manifest.json"))
 
 
 def test_audit_recomputes_data_digests_and_catches_a_manifest_with_other_data(copy_of):

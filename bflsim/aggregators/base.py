@@ -92,6 +92,15 @@ class Rule:
                 f"num_malicious must be between 0 and num_clients={n}; got num_malicious={self.num_malicious}"
             )
 
+    def check_cohort(self, cohort_size: int) -> None:
+        """Raise :class:`AggregatorError` if the rule cannot defend the planned cohort.
+
+        Run once before a run starts: :meth:`check`, plus what makes the rule a no-op at
+        that size without making it impossible (a trimmed mean that trims nothing). A round
+        with fewer updates (failures) is aggregated under :meth:`check` alone.
+        """
+        self.check(cohort_size)
+
     def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
         raise NotImplementedError
 

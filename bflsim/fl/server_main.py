@@ -18,10 +18,10 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from bflsim.config import ExperimentConfig, to_wire
-from bflsim.data import PreparedData, resolve_data_dir
-from bflsim.edge_node import load_data
+from bflsim.data import PreparedData, check_enough_rows, check_node_rows, run_data_dir
+from bflsim.edge_node import load_data, node_partitions
 from bflsim.hashing import digest_hex, weights_digest
-from bflsim.ledger.factory import open_ledger
+from bflsim.ledger.factory import check_ledger, open_ledger
 from bflsim.ledger.session import open_session
 from bflsim.metrics import score_probabilities
 from bflsim.models import cached_model, initial_weights
@@ -72,10 +72,18 @@ class GlobalEvaluator:
 
 
 def prepare_run(config: ExperimentConfig, data_dir: str | Path | None = None) -> tuple[str | None, dict[str, Any]]:
-    """Load the data (bad data fails here, before any node starts); return the data directory
-    the server and the nodes read (None for synthetic data) and the manifest's run facts."""
-    data_path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
+    """Load the data and check everything a run needs before Ray, the chain or the run folder
+    start: bad data, too few training rows for the nodes, a node left with fewer than
+    ``federation.min_node_rows`` rows, an RPC endpoint that is unreachable, on another chain
+    or cannot pay. Return the data directory the server and the nodes read (``--data-dir``,
+    else ``data.data_dir``, else ``$BFLSIM_DATA_DIR``, else ``./data``; None for synthetic
+    data) and the manifest's run facts."""
+    root = run_data_dir(config.data, data_dir)
+    data_path = str(root) if root is not None else None
     data = load_data(config.data, data_path)
+    check_enough_rows(config.federation, len(data.y_train))
+    check_node_rows(config.federation, node_partitions(config.data, config.federation, data_path))
+    check_ledger(config)
     malicious = "per round" if config.attack.redraw_each_round else config.malicious_nodes(1).tolist()
     return data_path, {"data": data.describe(), "malicious_nodes": malicious}
 

@@ -12,9 +12,9 @@ from bflsim.ledger.base import Ledger
 from bflsim.ledger.none import NoLedger
 
 if TYPE_CHECKING:
-    from bflsim.config import LedgerConfig
+    from bflsim.config import ExperimentConfig, LedgerConfig
 
-__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "open_ledger", "open_recorded_chain"]
+__all__ = ["ANVIL_CHAIN_ID", "ANVIL_OPERATOR_KEY", "check_ledger", "open_ledger", "open_recorded_chain"]
 
 # anvil's first pre-funded development account (public knowledge, from its default mnemonic
 # "test test ... junk"). The server signs its own transactions with it so that every
@@ -54,6 +54,37 @@ def open_ledger(config: LedgerConfig) -> Iterator[Ledger]:
         )
     else:  # the config's Literal keeps this unreachable
         raise ValueError(f"ledger.backend = {config.backend!r} is not a ledger backend")
+
+
+def check_ledger(config: ExperimentConfig) -> dict[str, Any] | None:
+    """Pre-flight of ``ledger.backend = "rpc"``, before Ray or the chain session starts: the
+    endpoint answers, serves ``ledger.chain_id`` (when set), has an operator account, and that
+    account can pay the run (:func:`bflsim.ledger.web3_ledger.check_rpc_endpoint`). Returns
+    what it found; None for the other backends, which start their own chain. A failure is a
+    :class:`bflsim.config.ConfigError` naming the ``[ledger]`` keys and the cause."""
+    if config.ledger.backend != "rpc":
+        return None
+    from bflsim.config import ConfigError
+    from bflsim.ledger.base import LedgerError
+    from bflsim.ledger.identity import node_identities
+    from bflsim.ledger.web3_ledger import check_rpc_endpoint
+
+    ledger = config.ledger
+    try:
+        return check_rpc_endpoint(
+            str(ledger.rpc_url),
+            chain_id=ledger.chain_id,
+            private_key=os.environ.get(ledger.operator_key_env) or None,
+            node_addresses=[identity.address for identity in node_identities(config)],
+            rounds=config.federation.rounds,
+        )
+    except (LedgerError, ValueError) as err:  # a bad key in the environment is a ValueError
+        key = f", operator key from ${ledger.operator_key_env}" if os.environ.get(ledger.operator_key_env) else ""
+        raise ConfigError(
+            f"ledger.backend = 'rpc', ledger.rpc_url = {ledger.rpc_url!r}"
+            f"{f', ledger.chain_id = {ledger.chain_id}' if ledger.chain_id is not None else ''}{key}: "
+            f"refused before the run starts: {err}"
+        ) from err
 
 
 @contextmanager

@@ -41,7 +41,7 @@ from bflsim.ledger.base import (
 )
 from bflsim.ledger.identity import TxContext, bytes32
 
-__all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger"]
+__all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger", "check_rpc_endpoint", "operator_gas_need"]
 
 _ROUND_STATUS = {0: "none", 1: "open", 2: "committed"}
 _GAS_MARGIN = 1.25  # on top of eth_estimateGas for the server's own transactions
@@ -76,11 +76,27 @@ def _error_name(reason: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _is_insufficient_funds(exc: BaseException) -> bool:
-    # anvil/geth: "insufficient funds for gas * price + value"; py-evm: "Sender does not have
-    # enough balance ..."
-    text = str(exc).lower()
-    return "insufficient funds" in text or "not have enough balance" in text
+# How nodes say "the sender cannot pay" (matched on the lower-cased error text):
+#   geth, erigon, reth, anvil:  "insufficient funds for gas * price + value", "insufficient funds
+#                               for transfer", "insufficient balance for transfer"
+#   nethermind:                 "InsufficientFunds, Account balance: ..., cumulative cost: ...",
+#                               "insufficient sender balance", "insufficient MaxFeePerGas for sender balance"
+#   besu:                       "Upfront cost exceeds account balance", "transaction up-front cost ...
+#                               exceeds transaction sender account balance ..."
+#   hardhat, ganache:           "sender doesn't have enough funds to send tx. The (max) upfront cost is ..."
+#   openethereum:               "Insufficient funds. The account you tried to send ...",
+#                               "Insufficient balance for transaction"
+#   arbitrum:                   "not enough funds for gas"
+#   py-evm (embedded):          "Sender does not have enough balance to cover transaction value and gas"
+_INSUFFICIENT_FUNDS = re.compile(
+    r"insufficient[ _]?funds|insufficient\b.*\bbalance|n(o|')t have enough (funds|balance)"
+    r"|doesnt have enough funds|not enough funds|up-?front cost exceeds|exceeds (transaction sender )?account balance"
+)
+
+
+def _is_insufficient_funds(exc: BaseException | str) -> bool:
+    """Whether a node's error says the sender cannot pay, in any common node's words."""
+    return _INSUFFICIENT_FUNDS.search(str(exc).lower()) is not None
 
 
 class Web3Ledger(Ledger):
@@ -554,3 +570,69 @@ class RpcLedger(Web3Ledger):
             priority_fee_wei=priority_fee_wei,
             receipt_timeout=receipt_timeout,
         )
+
+
+# --- pre-flight of an RPC endpoint, before a run starts ------------------------------------
+
+# Gas of the operator's own transactions, twice what results/bench/chain.csv measured (deploy
+# 998,702; registerNodes 54,375 per node; openRound 94,757; commitRound 95,945-116,473 for 10
+# nodes), so a grown contract or a busy node does not make the check pass a run that then fails.
+_GAS_DEPLOY = 2_000_000
+_GAS_REGISTER_BASE, _GAS_REGISTER_PER_NODE = 50_000, 110_000
+_GAS_FUND = 21_000  # a plain transfer to each node account
+_GAS_OPEN_ROUND, _GAS_COMMIT_ROUND, _GAS_COMMIT_PER_NODE = 200_000, 250_000, 30_000
+
+
+def operator_gas_need(num_nodes: int, rounds: int) -> int:
+    """Gas the operator's own transactions of a run take at most (deploy, fund and register the
+    nodes, open and commit every round), with a margin of two."""
+    setup = _GAS_DEPLOY + _GAS_REGISTER_BASE + num_nodes * (_GAS_REGISTER_PER_NODE + _GAS_FUND)
+    per_round = _GAS_OPEN_ROUND + _GAS_COMMIT_ROUND + num_nodes * _GAS_COMMIT_PER_NODE
+    return int((setup + rounds * per_round) * _GAS_MARGIN)
+
+
+def check_rpc_endpoint(
+    url: str,
+    *,
+    chain_id: int | None,
+    private_key: bytes | str | None,
+    node_addresses: Sequence[str],
+    rounds: int,
+    fund_wei: int = 10**18,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Refuse an endpoint a run could not finish on, before anything starts.
+
+    Raises :class:`EndpointUnreachable` (no answer), :class:`ChainIdMismatch` (another chain
+    than ``chain_id``), :class:`LedgerError` (no operator account) or
+    :class:`InsufficientFunds`: the operator's balance is below what the run needs, i.e.
+    :func:`operator_gas_need` at today's fee per gas plus what funding the ``node_addresses``
+    up to ``fund_wei`` each costs (:meth:`Ledger.enroll`; nodes pay their own transactions
+    from it). Returns what it found, for messages and the manifest.
+    """
+    ledger = RpcLedger(url, chain_id=chain_id, private_key=private_key, timeout=timeout)
+    w3 = ledger.w3
+    try:
+        fees = ledger.fees()
+        price = int(fees.get("maxFeePerGas", fees.get("gasPrice", 0)))
+        balance = int(w3.eth.get_balance(ledger.operator))
+        funding = sum(max(0, fund_wei - int(w3.eth.get_balance(to_checksum_address(a)))) for a in node_addresses)
+    except LedgerError:
+        raise
+    except Exception as exc:  # any failure here means the node cannot serve the run
+        raise EndpointUnreachable(
+            f"{url} answered eth_chainId but not the balance and fee queries: {type(exc).__name__}: {exc}"
+        ) from exc
+    gas = operator_gas_need(len(node_addresses), rounds)
+    need = gas * price + funding
+    facts = {"endpoint": url, "chain_id": ledger.chain_id, "operator": ledger.operator,
+             "balance_wei": balance, "need_wei": need, "gas": gas, "fee_per_gas_wei": price}
+    if balance < need:
+        raise InsufficientFunds(
+            f"the operator account {ledger.operator} on {url} (chain {ledger.chain_id}) holds {balance} wei "
+            f"({balance / 1e18:.6g} ETH) but this run needs about {need} wei ({need / 1e18:.6g} ETH): "
+            f"{gas} gas for the operator's transactions (deploy, {len(node_addresses)} nodes, {rounds} rounds) "
+            f"at {price} wei per gas, plus {funding} wei to fund the node accounts up to {fund_wei} wei each "
+            f"(they pay their own transactions). Fund the operator account, or run fewer rounds or nodes"
+        )
+    return facts

@@ -107,6 +107,7 @@ class NodeInfo:
     rejections: int
     data_digest: bytes
     data_timestamp: int
+    num_samples: int = 0  # the registered size of the node's data batch
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,9 @@ def _load_artifact(path: Path) -> RegistryArtifact:
 
 
 class Ledger(ABC):
-    """A FederatedRegistry on some chain, driven by the server (owner + aggregator).
+    """A FederatedRegistry on some chain, driven by the server: the owner (deploys, registers
+    the nodes, names the aggregator) and the aggregator (opens and commits the rounds), two
+    keys where the backend has a second one.
 
     Transactions the server sends are recorded in :attr:`records` (kind, hash, gas, seconds,
     block). Nodes' own transactions are signed offline (``sign_update_tx``) and relayed with
@@ -274,7 +277,18 @@ class Ledger(ABC):
     @property
     @abstractmethod
     def operator(self) -> str:
-        """The server's account: owner and, unless changed, aggregator."""
+        """The server's owner account (deploys the registry and registers the nodes)."""
+
+    @property
+    def aggregator(self) -> str:
+        """The account that opens and commits rounds (the operator unless the backend has a
+        separate aggregator key)."""
+        return self.operator
+
+    @property
+    def run_digest(self) -> bytes:
+        """The run digest the registry was deployed with (zero before deploy/attach)."""
+        return bytes(32)
 
     @property
     @abstractmethod
@@ -282,8 +296,9 @@ class Ledger(ABC):
 
     # -- setup ---------------------------------------------------------------------------
     @abstractmethod
-    def deploy(self, max_rejections: int) -> str:
-        """Deploy a fresh registry owned by :attr:`operator`; returns its address."""
+    def deploy(self, max_rejections: int, run_digest: bytes = bytes(32)) -> str:
+        """Deploy a fresh registry for the run ``run_digest``, owned by :attr:`operator`, and
+        hand the rounds to :attr:`aggregator`; returns its address."""
 
     @abstractmethod
     def attach(self, address: str) -> None:
@@ -330,6 +345,7 @@ class Ledger(ABC):
         new_global_digest: bytes,
         accepted: Iterable[int],
         scores_digest: bytes,
+        evaluation_digest: bytes = bytes(32),
     ) -> TxRecord | None:
         """Close the round: submitters not in ``accepted`` get a rejection each."""
 

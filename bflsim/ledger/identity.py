@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA_GAS_LIMIT",
-    "UPDATE_GAS_LIMIT",
     "REFUSAL_CHECKS",
+    "UPDATE_GAS_LIMIT",
     "NodeIdentity",
     "SignedTx",
     "SignedUpdate",
@@ -294,7 +294,7 @@ def read_tx(raw_tx: bytes) -> SignedTx:
         sender = Account.recover_transaction(raw_tx)
     except ValueError:
         raise
-    except Exception as err:  # noqa: BLE001 - rlp / signature errors: malformed bytes
+    except Exception as err:
         raise ValueError(f"not a valid signed transaction: {type(err).__name__}: {err}") from err
     return SignedTx(
         sender=sender, tx_type=tx_type, chain_id=chain, nonce=_int(nonce), gas=_int(gas),
@@ -318,7 +318,7 @@ def read_update_tx(raw_tx: bytes) -> SignedUpdate:
         raise ValueError("a contract creation, not a submitUpdate call")
     try:
         run, server_round, digest, num_samples = abi_decode(_SUBMIT_UPDATE_TYPES, tx.data[4:], strict=True)
-    except Exception as err:  # noqa: BLE001 - words out of range for their type
+    except Exception as err:
         raise ValueError(f"submitUpdate arguments do not decode: {err}") from err
     return SignedUpdate(
         sender=tx.sender, chain_id=tx.chain_id, contract_address=tx.to, nonce=tx.nonce,
@@ -410,6 +410,6 @@ def read_data_tx(raw_tx: bytes) -> tuple[SignedTx, bytes, int, int]:
         raise ValueError(f"not a registerData call (selector 0x{tx.data[:4].hex()}, {len(tx.data)} bytes)")
     try:
         digest, timestamp, num_samples = abi_decode(_REGISTER_DATA_TYPES, tx.data[4:], strict=True)
-    except Exception as err:  # noqa: BLE001 - words out of range for their type
+    except Exception as err:
         raise ValueError(f"registerData arguments do not decode: {err}") from err
     return tx, bytes(digest), int(timestamp), int(num_samples)

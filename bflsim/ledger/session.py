@@ -137,47 +137,7 @@ class NoChainSession:
         return {}
 
     def relay_updates(self, server_round: int, received: list[ReceivedUpdate]) -> None:
-        """Check each signed ``submitUpdate`` against the update received, store it, relay it.
-
-        Sets ``digest`` (the server's own) on every update and stores its weights; sets
-        ``refused`` (and ``refusal``, the check) on those that must not be aggregated: already
-        refused by the strategy, failing a check (never relayed), or reverted on chain.
-        """
-        started = time.perf_counter()
-        relay: list[ReceivedUpdate] = []
-        for update in received:
-            update.digest = weights_digest(update.weights)  # what the node must have signed
-            self.trail.blobs.put(update.weights, update.digest)
-            if update.refused is not None:
-                continue
-            refusal = self.check_update(server_round, update)
-            if refusal is not None:
-                update.refuse(*refusal)
-            else:
-                relay.append(update)
-        with _on_chain(self.ledger, "relaying the updates"):
-            records = self.ledger.send_raw_many([u.raw_tx for u in relay], kind="submit_update")
-        for update, record in zip(relay, records, strict=True):
-            update.relayed = record.block >= 0
-            if record.status != 1:
-                update.refuse("reverted", f"submitUpdate {record.tx_hash} failed on chain: {record.error}")
-        self.seconds += time.perf_counter() - started
-
-    def check_update(self, server_round: int, update: ReceivedUpdate) -> tuple[str, str] | None:
-        """``(check, reason)`` if ``update``'s signed transaction must not be relayed."""
-        ctx = self._given.get(update.node)
-        if ctx is None:
-            return "nonce", f"node {update.node} was given no transaction context for round {server_round}"
-        registered = self.registered_samples.get(update.node)
-        if registered is None:
-            return "num_samples", f"node {update.node} has no data registered"
-        refusal = check_update_tx(
-            update.raw_tx, node_address=self.addresses[update.node], ctx=ctx, server_round=server_round,
-            update_digest=update.digest, num_samples=registered,
-        )
-        if refusal is None and update.num_samples != registered:
-            refusal = "num_samples", f"reported {update.num_samples} samples; the node registered {registered}"
-        return refusal
+        return None
 
     def commit_round(
         self, server_round: int, cohort: list[int], received: list[ReceivedUpdate], decision: RoundDecision,
@@ -332,39 +292,45 @@ class ChainSession:
     def relay_updates(self, server_round: int, received: list[ReceivedUpdate]) -> None:
         """Check each signed ``submitUpdate`` against the update received, store it, relay it.
 
-        Sets ``digest`` (the server's own) on every update, and ``refused`` on those that
-        must not be aggregated.
+        Sets ``digest`` (the server's own) on every update and stores its weights; sets
+        ``refused`` (and ``refusal``, the check) on those that must not be aggregated: already
+        refused by the strategy, failing a check (never relayed), or reverted on chain.
         """
         started = time.perf_counter()
         relay: list[ReceivedUpdate] = []
         for update in received:
             update.digest = weights_digest(update.weights)  # what the node must have signed
             self.trail.blobs.put(update.weights, update.digest)
-            try:
-                claim = read_update_tx(update.raw_tx)
-            except ValueError as err:
-                update.refused = f"not a signed submitUpdate: {err}"
+            if update.refused is not None:
                 continue
-            expected = self.addresses[update.node]
-            if claim.sender != expected:
-                update.refused = f"submitUpdate signed by {claim.sender}, not by node {update.node} ({expected})"
-                continue
-            relay.append(update)
-            if claim.update_digest != update.digest:
-                update.refused = (
-                    f"update digest mismatch: signed 0x{claim.update_digest.hex()}, "
-                    f"received weights hash to 0x{update.digest.hex()}"
-                )
-            elif claim.server_round != server_round:
-                update.refused = f"submitUpdate signed for round {claim.server_round}, not {server_round}"
-            elif claim.num_samples != update.num_samples:
-                update.refused = f"signed {claim.num_samples} samples but reported {update.num_samples}"
+            refusal = self.check_update(server_round, update)
+            if refusal is not None:
+                update.refuse(*refusal)
+            else:
+                relay.append(update)
         with _on_chain(self.ledger, "relaying the updates"):
             records = self.ledger.send_raw_many([u.raw_tx for u in relay], kind="submit_update")
         for update, record in zip(relay, records, strict=True):
+            update.relayed = record.block >= 0
             if record.status != 1:
-                update.refused = f"submitUpdate {record.tx_hash} failed on chain: {record.error}"
+                update.refuse("reverted", f"submitUpdate {record.tx_hash} failed on chain: {record.error}")
         self.seconds += time.perf_counter() - started
+
+    def check_update(self, server_round: int, update: ReceivedUpdate) -> tuple[str, str] | None:
+        """``(check, reason)`` if ``update``'s signed transaction must not be relayed."""
+        ctx = self._given.get(update.node)
+        if ctx is None:
+            return "nonce", f"node {update.node} was given no transaction context for round {server_round}"
+        registered = self.registered_samples.get(update.node)
+        if registered is None:
+            return "num_samples", f"node {update.node} has no data registered"
+        refusal = check_update_tx(
+            update.raw_tx, node_address=self.addresses[update.node], ctx=ctx, server_round=server_round,
+            update_digest=update.digest, num_samples=registered,
+        )
+        if refusal is None and update.num_samples != registered:
+            refusal = "num_samples", f"reported {update.num_samples} samples; the node registered {registered}"
+        return refusal
 
     def commit_round(
         self, server_round: int, cohort: list[int], received: list[ReceivedUpdate], decision: RoundDecision,

@@ -75,6 +75,30 @@ def test_run_registers_nodes_data_rounds_and_records_chain_metrics(chain_run):
     assert max(submit) <= 60_000
 
 
+def test_run_facts_bind_the_registry_and_each_commit_carries_the_logged_evaluation(chain_run):
+    from bflsim.config import config_digest
+    from bflsim.hashing import evaluation_digest, run_digest
+    from bflsim.runfolder import read_run
+
+    manifest = json.loads((chain_run / "manifest.json").read_text())
+    chain = read_chain(chain_run)
+    facts = manifest["run_facts"]
+    confusion = pd.read_csv(chain_run / "confusion.csv")
+    classes = manifest["data"]["class_names"]
+
+    assert chain["registry_version"] == 2 and chain["run_facts"] == facts
+    assert manifest["run_digest"] == chain["run_digest"] == "0x" + run_digest(facts).hex()
+    assert facts["config"] == config_digest(read_run(chain_run).config) and facts["run_id"] == chain_run.name
+    assert chain["aggregator"] != chain["operator"]
+    for trail in read_rounds(chain_run)[1:]:
+        rows_of_round = confusion[confusion["round"] == trail["round"]]
+        assert len(rows_of_round) == len(classes) ** 2  # logged once
+        cm = (rows_of_round.pivot(index="true", columns="predicted", values="count")
+              .loc[classes, classes].to_numpy())
+        assert trail["evaluation_digest"] == "0x" + evaluation_digest(trail["round"], cm).hex()
+    assert len(rows(chain_run, "test", "accuracy")) == 4  # rounds 0-3, each scored and logged once
+
+
 def test_tampered_node_is_detected_and_excluded(chain_run):
     rounds = {r["round"]: r for r in read_rounds(chain_run)}
     manifest = json.loads((chain_run / "manifest.json").read_text())

@@ -19,6 +19,7 @@ from bflsim.runfolder.folder import RunStopped
 
 __all__ = [
     "MAX_NODES",
+    "REGISTRY_VERSION",
     "ChainEvent",
     "ChainIdMismatch",
     "ContractNotFound",
@@ -38,7 +39,14 @@ __all__ = [
 
 MAX_NODES = 255  # node indices 0..254: bit 255 of a round's pending word is its OPEN flag
 ARTIFACT_ENV = "BFLSIM_REGISTRY_ARTIFACT"
-_DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "FederatedRegistry.json"
+REGISTRY_VERSION = 2  # what runs deploy now; trail/chain.json says which one a run used
+_CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
+_DEFAULT_ARTIFACT = _CONTRACTS / "FederatedRegistry.json"
+# Registries of earlier versions, kept to audit the runs that used them (no registry_version
+# in their trail/chain.json: 1). v1: one key for owner and aggregator, no run digest, no
+# sample counts, no evaluation digest (source: git history, contracts/FederatedRegistry.sol
+# before registry v2; its sha256 is in the artifact).
+_OLD_ARTIFACTS = {1: _CONTRACTS / "FederatedRegistry.v1.json"}
 
 
 # ---- errors ----------------------------------------------------------------------------
@@ -221,9 +229,14 @@ def _show(value: Any, abi_type: str) -> str:
     return str(value)
 
 
-def load_artifact(path: str | Path | None = None) -> RegistryArtifact:
+def load_artifact(path: str | Path | None = None, *, version: int | None = None) -> RegistryArtifact:
     """Read the compiled registry (default: contracts/FederatedRegistry.json in the repo,
-    or ``$BFLSIM_REGISTRY_ARTIFACT``)."""
+    or ``$BFLSIM_REGISTRY_ARTIFACT``); ``version`` 1 is the registry of runs made before v2."""
+    if version is not None and version != REGISTRY_VERSION:
+        if version not in _OLD_ARTIFACTS:
+            known = sorted([*_OLD_ARTIFACTS, REGISTRY_VERSION])
+            raise ValueError(f"registry_version must be one of {known}; got {version!r}")
+        path = _OLD_ARTIFACTS[version]
     path = Path(path or os.environ.get(ARTIFACT_ENV) or _DEFAULT_ARTIFACT)
     return _load_artifact(path.resolve())
 

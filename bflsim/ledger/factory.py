@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from bflsim.ledger.base import Ledger
+from bflsim.ledger.base import Ledger, load_artifact
 from bflsim.ledger.none import NoLedger
 
 if TYPE_CHECKING:
@@ -66,22 +66,24 @@ def open_recorded_chain(info: dict[str, Any], rpc_url: str | None = None) -> Ite
     A run on the embedded chain or on an anvil started for it left no node behind: the
     ledger is a fresh chain of the same kind (py-evm, or anvil with the run's chain id) and
     ``fresh`` is True, for the caller to replay the run's transactions on. Otherwise (or with
-    ``rpc_url``) it is the recorded endpoint's chain, attached to the run's registry.
+    ``rpc_url``) it is the recorded endpoint's chain, attached to the run's registry. The
+    ledger reads the registry of the run's ``registry_version`` (none recorded: 1).
     """
     backend, chain_id = info.get("backend"), int(info["chain_id"])
+    artifact = load_artifact(version=int(info.get("registry_version", 1)))
     if backend == "embedded" and not rpc_url:
         from bflsim.ledger.web3_ledger import EmbeddedLedger
 
-        yield EmbeddedLedger(), True
+        yield EmbeddedLedger(artifact=artifact), True
     elif backend == "anvil" and not rpc_url:
         from bflsim.ledger.anvil import AnvilNode
         from bflsim.ledger.web3_ledger import RpcLedger
 
         with AnvilNode(chain_id=chain_id) as node:
-            yield RpcLedger(node.url, chain_id=chain_id), True
+            yield RpcLedger(node.url, chain_id=chain_id, artifact=artifact), True
     else:
         from bflsim.ledger.web3_ledger import RpcLedger
 
-        ledger = RpcLedger(rpc_url or str(info["endpoint"]), chain_id=chain_id)
+        ledger = RpcLedger(rpc_url or str(info["endpoint"]), chain_id=chain_id, artifact=artifact)
         ledger.attach(str(info["contract"]))
         yield ledger, False

@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike
 from bflsim.aggregators import RoundDecision
 from bflsim.config import ExperimentConfig, config_digest
 from bflsim.hashing import digest_hex, run_digest, split_digest, weights_digest
-from bflsim.ledger.base import Ledger, LedgerError, TxRecord
+from bflsim.ledger.base import REGISTRY_VERSION, Ledger, LedgerError, TxRecord
 from bflsim.ledger.identity import TxContext, check_update_tx, node_identities, read_data_tx
 from bflsim.runfolder.trail import Trail
 from bflsim.vectors import Weights
@@ -46,8 +46,6 @@ __all__ = [
     "DATA_DIGEST_KEY", "DATA_TIMESTAMP_KEY", "REGISTRY_VERSION", "ChainSession", "NoChainSession", "ReceivedUpdate",
     "data_sources_digest", "make_run_facts", "open_session",
 ]
-
-REGISTRY_VERSION = 2  # trail/chain.json's "registry_version": FederatedRegistry v2 events and calls
 
 # What :meth:`ChainSession.open_round` adds to each node's chain config, beside its TxContext.
 DATA_DIGEST_KEY = "data-digest"

@@ -367,7 +367,8 @@ class Web3Ledger(Ledger):
                 f"from {self.artifact.path.name}, solc {self.artifact.compiler_version})"
             )
         self._bind(address)
-        self._run_digest = bytes(self._contract.functions.runDigest().call())
+        if any(item.get("name") == "runDigest" for item in self.artifact.abi):  # v1 has none
+            self._run_digest = bytes(self._contract.functions.runDigest().call())
 
     def _bind(self, address: str) -> None:
         self._address = to_checksum_address(address)
@@ -478,9 +479,9 @@ class Web3Ledger(Ledger):
     def node_info(self, address: str) -> NodeInfo:
         address = to_checksum_address(address)
         fields = self._require_contract().functions.nodeInfo(address).call()
-        registered, active, index, rejections, data_digest, data_timestamp, num_samples = fields
+        registered, active, index, rejections, data_digest, data_timestamp, *rest = fields
         return NodeInfo(address, registered, active, index, rejections, bytes(data_digest),
-                        data_timestamp, num_samples)
+                        data_timestamp, *rest)  # registry v1: no sample count
 
     def active_nodes(self) -> tuple[int, ...]:
         return from_bitmap(self._require_contract().functions.activeNodes().call())

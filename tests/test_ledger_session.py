@@ -13,7 +13,13 @@ from test_ledger_fl import ledger_config
 from bflsim.aggregators import decide_round
 from bflsim.hashing import digest_hex, run_digest, weights_digest
 from bflsim.ledger import TransactionReverted, TxContext, sign_data_tx, sign_update_tx
-from bflsim.ledger.identity import UPDATE_GAS_LIMIT, encode_submit_update, node_identities, sign_tx
+from bflsim.ledger.identity import (
+    UPDATE_GAS_LIMIT,
+    check_update_tx,
+    encode_submit_update,
+    node_identities,
+    sign_tx,
+)
 from bflsim.ledger.session import ChainSession, ReceivedUpdate, make_run_facts
 from bflsim.ledger.web3_ledger import EmbeddedLedger
 from bflsim.runfolder import RunFolder, read_chain, read_rounds
@@ -112,7 +118,14 @@ def test_a_wrong_submit_update_is_refused_before_relay_and_the_round_commits(ses
     assert session.ledger.node_info(session.addresses[1]).rejections == 0  # never on chain
     entry = next(u for u in read_rounds(session.run_dir)[-1]["updates"] if u["node"] == 1)
     assert (entry["refusal"], entry["relayed"], entry["tx"]) == (check, False, wrong.raw_tx.hex())
-    assert entry["nonce"] == given(session, 1).nonce and entry["refused"] == wrong.refused
+    assert entry["refused"] == wrong.refused
+    assert TxContext.from_json(entry["context"]) == given(session, 1)
+    # an auditor re-checks the refusal from the trail alone
+    registered = session.registered_samples[1]
+    recheck = check_update_tx(bytes.fromhex(entry["tx"]), node_address=session.addresses[1],
+                              ctx=TxContext.from_json(entry["context"]), server_round=1,
+                              update_digest=bytes.fromhex(entry["digest"][2:]), num_samples=registered)
+    assert recheck == (wrong.refusal, wrong.refused)
     assert metrics["transactions"] == 4.0  # open, two submissions, commit
 
 

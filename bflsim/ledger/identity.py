@@ -145,6 +145,19 @@ class TxContext:
             config[f"{prefix}gas_price"] = self.gas_price
         return config
 
+    def to_json(self) -> dict[str, int | str | None]:
+        """JSON-ready form (the trail keeps the context a refused node was given)."""
+        return {
+            "chain_id": self.chain_id, "contract_address": self.contract_address, "nonce": self.nonce,
+            "max_fee_per_gas": self.max_fee_per_gas, "max_priority_fee_per_gas": self.max_priority_fee_per_gas,
+            "gas_price": self.gas_price, "run_digest": "0x" + self.run_digest.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> TxContext:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{**data, "run_digest": bytes.fromhex(str(data["run_digest"]).removeprefix("0x"))})
+
     @classmethod
     def from_config(cls, config: Any, prefix: str = "chain.") -> TxContext:
         """Inverse of :meth:`to_config` (accepts any mapping, e.g. a ConfigRecord)."""

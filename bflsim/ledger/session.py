@@ -373,7 +373,8 @@ class ChainSession:
 
     def _trail_update(self, update: ReceivedUpdate) -> dict[str, Any]:
         """An update's line in trail/rounds.jsonl; one never relayed keeps its signed bytes and
-        the nonce it was given, for the audit to re-check the refusal."""
+        the context it was given (``TxContext.to_json``), so that an audit can re-check the
+        refusal with :func:`bflsim.ledger.identity.check_update_tx`."""
         entry: dict[str, Any] = {
             "node": update.node, "digest": digest_hex(update.digest), "num_samples": update.num_samples,
             "refused": update.refused, "refusal": update.refusal, "relayed": update.relayed,
@@ -381,7 +382,7 @@ class ChainSession:
         if not update.relayed:
             ctx = self._given.get(update.node)
             entry["tx"] = update.raw_tx.hex() if update.raw_tx else None
-            entry["nonce"] = ctx.nonce if ctx is not None else None
+            entry["context"] = ctx.to_json() if ctx is not None else None
         return entry
 
     def _write_transactions(self, server_round: int) -> None:

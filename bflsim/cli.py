@@ -4,7 +4,7 @@
     bflsim run EXPERIMENT.toml           run an experiment file (all its scenarios), write run folders
     bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes
     bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
-    bflsim data [--download NAME]        where datasets are looked for, what is there
+    bflsim data [--download NAME]        where datasets are looked for, what is there; exit 1 if a file is broken
     bflsim audit RUN_DIR                 check a ledger-backed run against its chain and data;
                                          exit 0 pass, 1 mismatch, 2 could not check
     bflsim bench                         speed benchmarks, written as CSV
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", help="dataset folder (default: $BFLSIM_DATA_DIR, else ./data)")
+        p.add_argument("--data-dir", help="dataset folder (default: the experiment's data.data_dir, "
+                                          "else $BFLSIM_DATA_DIR, else ./data)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
     for name, help_text in (
@@ -80,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="; ".join(f"{name}: {what}" for name, what in FIGURES.items()))
     report.set_defaults(handler=cmd_report)
 
-    data = sub.add_parser("data", help="where datasets are looked for and what is there")
+    data = sub.add_parser("data", help="where datasets are looked for and what is there "
+                                       "(exit 1 when a file is missing or corrupt)")
+    data.add_argument("datasets", nargs="*", metavar="NAME",
+                      help="check only these datasets (default: every registered one)")
     data.add_argument("--data-dir")
     data.add_argument("--download", metavar="NAME", help="download a public dataset (nsl-kdd, cic-ids2017, all)")
     data.set_defaults(handler=cmd_data)
@@ -119,12 +123,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan = plan.only(args.only)
     if args.set:
         plan = plan.with_overrides(parse_overrides(args.set))
+    check_plan(plan, args.data_dir)
     if len(plan.points) == 1 and not plan.points[0][0].overrides and args.command == "run":
         print(f"run folder: {run_experiment(plan.points[0][1], args.out, args.data_dir, args.quiet)}")
         return 0
     for run_dir in run_plan(plan, args.out, args.data_dir, args.quiet):
         print(f"run folder: {run_dir}")
     return 0
+
+
+def check_plan(plan: Plan, data_dir: str | None) -> None:
+    """Refuse what only the data or the chain can tell, for every federated point, before the
+    first run starts (:func:`bflsim.fl.server_main.prepare_run`: too few training rows, a tiny
+    node, bad values in the data, an RPC endpoint that cannot serve the run)."""
+    federated = [(point, config) for point, config in plan.points if config.kind == "federated"]
+    if not federated:
+        return
+    from bflsim.fl.server_main import prepare_run
+
+    for point, config in federated:
+        try:
+            prepare_run(config, data_dir)
+        except ValueError as err:
+            if len(plan.points) == 1:
+                raise
+            raise ConfigError(f"point {point.name!r} ({point.label}): {err}") from err
 
 
 def demo_plan() -> Plan:
@@ -174,8 +197,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.download:
         for path in download_dataset(args.download, resolve_data_dir(args.data_dir)):
             print(f"downloaded {path}")
-    print(data_report(args.data_dir))
-    return 0
+    names = args.datasets or ([args.download] if args.download and args.download != "all" else None)
+    report = data_report(args.data_dir, datasets=names)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -100,9 +100,11 @@ def node_data(
 def register_data(
     config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None
 ) -> tuple[bytes, bytes]:
-    """The node's data digest ``sha256([X, y] || timestamp || node)`` and its signed ``registerData``."""
-    digest = data_digest(*node_data(config, node, 0, data_dir), timestamp, node)
-    return digest, sign_data_tx(node_identities(config)[node], ctx, digest, timestamp)
+    """The node's data digest ``sha256([X, y] || timestamp || node)`` and its signed ``registerData``
+    (digest, timestamp and the number of rows: the weight its updates will claim)."""
+    x, y = node_data(config, node, 0, data_dir)
+    digest = data_digest(x, y, timestamp, node)
+    return digest, sign_data_tx(node_identities(config)[node], ctx, digest, timestamp, len(y))
 
 
 def verify_integrity(

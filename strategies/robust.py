@@ -7,9 +7,15 @@ Before the first round it asks every node who it is (a ``query`` message): Flowe
 are opaque, and the trail and the results speak of edge-node indices.
 
 A cohort node that raises, does not answer within ``federation.client_timeout``, fails
-VerifyIntegrity or whose update the ledger session refuses is a failure of the round; the
-round goes on with the other updates as long as the rule still holds for the smaller n
-(Krum: n > 2f + 2). Otherwise :class:`RoundFailed` stops the run (completed rounds are on disk).
+VerifyIntegrity or whose update is refused is a failure of the round; the round goes on with
+the other updates as long as the rule still holds for the smaller n (Krum: n > 2f + 2).
+Otherwise :class:`RoundFailed` stops the run (completed rounds are on disk). The strategy
+refuses an update holding NaN or inf, or claiming another sample count than the node gave
+when it said who it is; the ledger session refuses one whose signed transaction is not exactly
+the one asked for. A refusal is that node's alone: it is never relayed and never stops the run.
+
+Before committing a round the strategy scores the new global model on the test split
+(``score``, the server's evaluator) and commits the digest of its confusion matrix with it.
 
 The chain is the session's business (:mod:`bflsim.ledger.session`: deploy and enroll, data
 registration, open, relay and commit each round; a no-op for Standard FL), and the rows are
@@ -19,17 +25,20 @@ the recorder's (:mod:`bflsim.runfolder.recorder`, the one part that knows who is
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+from numpy.typing import NDArray
 
 from bflsim.aggregators import AggregatorError, Rule, decide_round
 from bflsim.config import FederationConfig
-from bflsim.ledger.session import ChainSession, NoChainSession
+from bflsim.hashing import evaluation_digest
+from bflsim.ledger.session import ChainSession, NoChainSession, ReceivedUpdate
 from bflsim.runfolder import RoundRecorder, RunStopped
+from bflsim.vectors import Weights
 from strategies import protocol as p
 
 
@@ -66,16 +75,33 @@ def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settl
     return node_ids
 
 
+def refuse_unusable(updates: Iterable[ReceivedUpdate], sizes: dict[int, int]) -> None:
+    """Refuse each update holding NaN or inf, or claiming another sample count than its node's
+    ``sizes`` entry (what it said at enrolment); the others are left as they are."""
+    for update in updates:
+        if not all(np.isfinite(w).all() for w in update.weights):
+            update.refuse("non_finite", f"update of node {update.node} holds NaN or inf")
+        elif update.node in sizes and update.num_samples != sizes[update.node]:
+            update.refuse("num_samples", f"reported {update.num_samples} samples; node {update.node} "
+                                         f"holds {sizes[update.node]}")
+
+
 class RobustStrategy(Strategy):
-    """Sample, send, decide the round with a robust rule, commit it, record it."""
+    """Sample, send, decide the round with a robust rule, score and commit it, record it.
+
+    ``score(server_round, weights)`` is the new global model's confusion matrix on the test
+    split (the server's evaluator, which keeps it for the round's evaluation rows).
+    """
 
     def __init__(
         self, rule: Rule, reject_factor: float, federation: FederationConfig, experiment: str,
         data_dir: str | None, session: ChainSession | NoChainSession, recorder: RoundRecorder,
+        *, score: Callable[[int, Weights], NDArray],
     ) -> None:
         self.rule, self.reject_factor, self.federation = rule, reject_factor, federation
         self.experiment, self.data_dir = experiment, data_dir  # what every message carries
-        self.session, self.recorder = session, recorder
+        self.session, self.recorder, self.score = session, recorder, score
+        self.sizes: dict[int, int] = {}  # edge node -> the sample count it gave when enrolled
         self.edge_index: dict[int, int] = {}  # Flower node id -> edge-node index
         self.excluded: dict[int, str] = {}  # edge node -> why it takes no further part
         self.cohort: list[int] = []
@@ -108,7 +134,9 @@ class RobustStrategy(Strategy):
             if reply.has_error():
                 errors.append(reply.error.reason)
             else:
-                self.edge_index[reply.metadata.src_node_id] = int(reply.content[p.METRICS][p.NODE])
+                node = int(reply.content[p.METRICS][p.NODE])
+                self.edge_index[reply.metadata.src_node_id] = node
+                self.sizes[node] = int(reply.content[p.METRICS][p.NUM_EXAMPLES])
         if len(self.edge_index) != expected:
             raise FederationMismatch(
                 f"only {len(self.edge_index)} of {expected} edge nodes said who they are"
@@ -130,7 +158,7 @@ class RobustStrategy(Strategy):
             else:
                 signed[node] = bytes(reply.content[p.CHAIN][p.TX])
                 digests[node] = bytes(reply.content[p.CHAIN][p.DATA_DIGEST])
-        failed.update(self.session.register_data(signed, digests))
+        failed.update(self.session.register_data(signed, digests, self.sizes))
         timeout = f"no data registration within federation.client_timeout = {self.federation.client_timeout:g} s"
         self.exclude({**{node: timeout for node in set(nodes) - set(signed)}, **failed})
 
@@ -160,6 +188,7 @@ class RobustStrategy(Strategy):
         replies = p.read_train_replies(replies, self.edge_index)
         self.recorder.record_integrity_failed(server_round, replies.integrity_failed)
         self.exclude(replies.integrity_failed)
+        refuse_unusable(replies.updates, self.sizes)
         self.session.relay_updates(server_round, replies.updates)
         usable = [u for u in replies.updates if u.refused is None]
         reasons = {**replies.errors, **replies.integrity_failed, **{u.node: u.refused for u in replies.updates}}
@@ -168,6 +197,8 @@ class RobustStrategy(Strategy):
         failures = self.recorder.record_failures(server_round, {
             node: reasons.get(node) or no_reply for node in self.cohort if node not in usable_nodes
         })
+        refused = {u.node: u.refused for u in replies.updates if u.refused is not None}
+        self.recorder.record_refused(server_round, refused)
         try:
             decision = decide_round(
                 self.rule, [u.node for u in usable], [u.weights for u in usable], self.global_weights,
@@ -176,8 +207,11 @@ class RobustStrategy(Strategy):
         except AggregatorError as err:
             self.recorder.record_unusable(server_round, len(usable))
             raise RoundFailed(f"round {server_round}: {len(usable)} usable updates after {failures} failures: {err}") from err
-        chain_metrics = self.session.commit_round(server_round, self.cohort, replies.updates, decision)
-        metrics = self.recorder.record_decision(server_round, decision, chain_metrics)
+        evaluation = evaluation_digest(server_round, self.score(server_round, decision.new_weights))
+        chain_metrics = self.session.commit_round(server_round, self.cohort, replies.updates, decision, evaluation)
+        metrics = self.recorder.record_decision(
+            server_round, decision, {"refused_updates": float(len(refused)), **chain_metrics}
+        )
         losses = [u.train_loss for u in usable if u.train_loss is not None]
         return ArrayRecord(decision.new_weights), MetricRecord(
             {**metrics, "train-loss": float(np.mean(losses)) if losses else 0.0}

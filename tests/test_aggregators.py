@@ -11,6 +11,7 @@ from bflsim.aggregators import (
     NonFiniteUpdateError,
     fedavg,
     krum,
+    krum_scores,
     median,
     multikrum,
     pairwise_sq_distances,
@@ -95,6 +96,24 @@ def test_identical_updates_tie_and_go_to_the_lowest_indices():
     assert one.selected.tolist() == [2]
     assert five.selected.tolist() == [2, 3, 4, 5, 6]
     assert five.scores[2:].tolist() == [0.0] * 18
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bitwise_identical_updates_score_exactly_alike(seed):
+    # Random rows where the matrix product rounds differently in different rows: before
+    # duplicates were computed once, about half of such draws broke the exact tie.
+    rng = np.random.default_rng(seed)
+    updates = (rng.normal(size=(23, 1500)) * 1e3).astype(np.float32)
+    updates[17] = updates[4]
+    updates[21] = updates[4]
+
+    distances = pairwise_sq_distances(updates)
+    scores = krum_scores(updates, num_malicious=2)
+
+    assert distances[4, 17] == distances[17, 21] == 0.0
+    assert distances[4].tolist() == distances[17].tolist() == distances[21].tolist()
+    assert scores[4] == scores[17] == scores[21]
+    assert np.array_equal(distances, distances.T)
 
 
 def test_median_by_hand_even_n():

@@ -81,6 +81,8 @@ def test_gas_per_operation_on_embedded_chain():
     assert gas["register_data_second"][0] < gas["register_data_first"][0]  # overwrite < first write
     assert gas["commit_round_2_rejected"][0] > gas["commit_round_all_accepted"][0]
     assert gas["deploy"][0] > gas["register_nodes"][0] > 21_000
+    assert [r.sender for r in ledger.records if r.kind == "commit_round"] == [ledger.aggregator] * 2
+    assert all(21_000 < gas[op][0] < 100_000 for op in ("set_aggregator", "transfer_ownership", "accept_ownership"))
 
 
 def test_gas_needs_a_node_to_accept():
@@ -186,7 +188,8 @@ def test_chain_csv_has_every_benchmark(tmp_path):
         *[("gas", q) for q in ("deploy", "register_nodes", "register_nodes_per_node",
                                "register_data_first", "register_data_second", "open_round",
                                "submit_update", "commit_round_all_accepted",
-                               "commit_round_2_rejected")],
+                               "commit_round_2_rejected", "set_aggregator",
+                               "transfer_ownership", "accept_ownership")],
     ]
     assert pairs == expected
     assert len(set(pairs)) == len(pairs)

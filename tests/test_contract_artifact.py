@@ -99,3 +99,44 @@ def test_recompiling_with_pinned_solc_reproduces_the_artifact(tmp_path):
     assert rebuilt["deployedBytecode"] == committed["deployedBytecode"]
     assert rebuilt["abi"] == committed["abi"]
     assert rebuilt == committed
+
+
+# --- the v1 registry, kept to audit the runs that used it --------------------------------
+
+
+def test_the_v1_registry_is_kept_for_old_runs():
+    v1, v2 = load_artifact(version=1), load_artifact(version=2)
+
+    def signatures(artifact):
+        return {f"{i['name']}({','.join(x['type'] for x in i['inputs'])})" for i in artifact.abi if "name" in i}
+
+    assert "submitUpdate(uint32,bytes32,uint32)" in signatures(v1)
+    assert "RoundCommitted(uint32,bytes32,uint256,bytes32)" in signatures(v1)
+    assert "RunConfigured(bytes32,uint32)" in signatures(v2) - signatures(v1)
+    assert v1.code_hash != v2.code_hash and v2.code_hash == load_artifact().code_hash
+    with pytest.raises(ValueError, match=r"registry_version must be one of \[1, 2\]; got 3"):
+        load_artifact(version=3)
+
+
+def test_a_recorded_chain_is_read_with_its_runs_registry():
+    from bflsim.ledger import derive_identities
+    from bflsim.ledger.factory import open_recorded_chain
+    from bflsim.ledger.web3_ledger import EmbeddedLedger
+
+    old = EmbeddedLedger(artifact=load_artifact(version=1))  # a run made before registry v2
+    old.deploy(max_rejections=2)
+    node = derive_identities(seed=3, num_nodes=1)[0]
+    old.enroll([node])
+    raw = old.sign_call(node, "registerData", b"\x0d" * 32, 9)
+    old.send_raw(raw, kind="register_data")
+
+    with open_recorded_chain({"backend": "embedded", "chain_id": old.chain_id}) as (replay, fresh):
+        assert fresh and replay.artifact.path.name == "FederatedRegistry.v1.json"
+        for record in old.records:
+            replay.w3.eth.send_raw_transaction(record.raw)
+        replay.attach(old.address)  # the v1 code is recognised
+        assert replay.run_digest == bytes(32) and replay.node_info(node.address).num_samples == 0
+        [event] = [e for e in replay.events() if e.name == "DataRegistered"]
+        assert event.args == {"node": node.address, "digest": b"\x0d" * 32, "timestamp": 9}
+    with open_recorded_chain({"backend": "embedded", "chain_id": 1, "registry_version": 2}) as (replay, _):
+        assert replay.artifact.path.name == "FederatedRegistry.json"

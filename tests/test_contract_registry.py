@@ -1,14 +1,16 @@
-"""FederatedRegistry through the Ledger interface, the same tests on two chains.
+"""FederatedRegistry (v2) through the Ledger interface, the same tests on two chains.
 
 ``ledger`` is an EmbeddedLedger (py-evm, in process) or an RpcLedger on a fresh contract on
 one anvil node that this module starts on 127.0.0.1 and stops afterwards. Node transactions
-are signed offline with the node's key and relayed, as in a federated round.
+are signed offline with the node's key and relayed, as in a federated round. Every node
+registers a data batch of NUM_SAMPLES rows first: its updates must claim that count.
 """
 
 
+from dataclasses import replace
+
 import pytest
 from conftest import require_anvil
-from eth_account import Account
 
 from bflsim.ledger import (
     UPDATE_GAS_LIMIT,
@@ -25,8 +27,11 @@ from bflsim.ledger import (
 GAS_BUDGET_SUBMIT_UPDATE = 60_000
 MAX_REJECTIONS = 2
 NUM_NODES = 4
-GLOBAL_0, GLOBAL_1 = b"\x10" * 32, b"\x11" * 32
+GLOBAL_0, GLOBAL_1, GLOBAL_2 = b"\x10" * 32, b"\x11" * 32, b"\x12" * 32
 SCORES = b"\x5c" * 32
+EVALUATION = b"\xe7" * 32
+RUN = b"\x4a" * 32
+NUM_SAMPLES = 100
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def ledger(request):
         chain = EmbeddedLedger()
     else:
         chain = RpcLedger(request.getfixturevalue("anvil_url"), chain_id=31337)
-    chain.deploy(max_rejections=MAX_REJECTIONS)
+    chain.deploy(max_rejections=MAX_REJECTIONS, run_digest=RUN)
     return chain
 
 
@@ -54,7 +59,14 @@ def ledger(request):
 def nodes(ledger):
     identities = derive_identities(seed=2024, num_nodes=NUM_NODES)
     ledger.enroll(identities, fund_wei=10**18)
+    for node in identities:
+        register_data(ledger, node, bytes([0xD0 + node.index]) * 32)
     return identities
+
+
+def register_data(ledger, node, digest, timestamp=1_700_000_000, num_samples=NUM_SAMPLES):
+    raw = sign_data_tx(node, ledger.tx_context(node.address), digest, timestamp, num_samples)
+    return ledger.send_raw(raw, kind="register_data")
 
 
 @pytest.fixture
@@ -65,7 +77,7 @@ def stranger(ledger):
     return identity
 
 
-def submit(ledger, node, server_round, digest=None, num_samples=100):
+def submit(ledger, node, server_round, digest=None, num_samples=NUM_SAMPLES):
     ctx = ledger.tx_context(node.address)
     digest = digest or bytes([node.index + 1]) * 32
     return ledger.send_raw(sign_update_tx(node, ctx, server_round, digest, num_samples),
@@ -74,14 +86,11 @@ def submit(ledger, node, server_round, digest=None, num_samples=100):
 
 def signed_call(ledger, identity, fn, *args):
     """A contract call signed with ``identity``'s key (for calls the server must not make)."""
-    ctx = ledger.tx_context(identity.address)
-    tx = {
-        "chainId": ctx.chain_id, "nonce": ctx.nonce, "to": ctx.contract_address, "value": 0,
-        "gas": 300_000, "maxFeePerGas": ctx.max_fee_per_gas,
-        "maxPriorityFeePerGas": ctx.max_priority_fee_per_gas,
-        "data": ledger._call_data(fn, *args),
-    }
-    return bytes(Account.sign_transaction(tx, identity.private_key).raw_transaction)
+    return ledger.sign_call(identity, fn, *args)
+
+
+def commit(ledger, server_round, new_global, accepted):
+    return ledger.commit_round(server_round, new_global, accepted, SCORES, EVALUATION)
 
 
 def reverts_with(ledger, raw, error):
@@ -90,16 +99,52 @@ def reverts_with(ledger, raw, error):
     return info.value
 
 
-# --- setup -------------------------------------------------------------------------------
+# --- setup and roles ---------------------------------------------------------------------
 
 
-def test_deploy_names_owner_aggregator_and_threshold(ledger):
+def test_deploy_records_run_owner_separate_aggregator_and_threshold(ledger):
     contract = ledger._require_contract()
 
     assert contract.functions.owner().call() == ledger.operator
-    assert contract.functions.aggregator().call() == ledger.operator
+    assert contract.functions.aggregator().call() == ledger.aggregator != ledger.operator
+    assert bytes(contract.functions.runDigest().call()) == RUN == ledger.run_digest
     assert ledger.max_rejections() == MAX_REJECTIONS
-    assert ledger.records[0].kind == "deploy" and ledger.records[0].status == 1
+    assert [r.kind for r in ledger.records] == ["deploy", "set_aggregator"]
+    configured = [e for e in ledger.events() if e.name == "RunConfigured"]
+    assert [(e.args["runDigest"], e.args["maxRejections"]) for e in configured] == [(RUN, MAX_REJECTIONS)]
+
+
+def test_ownership_moves_in_two_steps(ledger, nodes, stranger):
+    contract = ledger._require_contract()
+    new_owner = nodes[0]
+    ledger.transfer_ownership(new_owner.address)
+
+    assert contract.functions.owner().call() == ledger.operator  # not yet
+    assert contract.functions.pendingOwner().call() == new_owner.address
+    reverts_with(ledger, signed_call(ledger, stranger, "acceptOwnership"), "NotPendingOwner")
+    ledger.send_raw(signed_call(ledger, new_owner, "acceptOwnership"))
+
+    assert contract.functions.owner().call() == new_owner.address
+    assert contract.functions.pendingOwner().call() == "0x" + "0" * 40
+    with pytest.raises(TransactionReverted, match="NotOwner"):
+        ledger.set_aggregator(ledger.operator)
+    events = [(e.name, e.args["previousOwner"], e.args["newOwner"]) for e in ledger.events()
+              if e.name.startswith("Ownership")]
+    assert events[1:] == [("OwnershipTransferStarted", ledger.operator, new_owner.address),
+                          ("OwnershipTransferred", ledger.operator, new_owner.address)]
+
+
+def test_only_the_owner_names_the_aggregator(ledger, nodes):
+    reverts_with(ledger, signed_call(ledger, nodes[0], "setAggregator", nodes[0].address), "NotOwner")
+    reverts_with(ledger, signed_call(ledger, nodes[0], "transferOwnership", nodes[0].address), "NotOwner")
+    with pytest.raises(TransactionReverted, match="ZeroAddress"):
+        ledger.set_aggregator("0x" + "0" * 40)
+
+
+def test_the_owner_cannot_open_rounds(ledger, nodes):
+    raw = ledger._call_data("openRound", 1, GLOBAL_0, 0b1)
+    with pytest.raises(TransactionReverted, match="NotAggregator"):
+        ledger._transact("open_round", raw, to=ledger.address)  # sent from the owner's key
 
 
 def test_register_nodes(ledger, nodes):
@@ -123,26 +168,40 @@ def test_register_taken_index_reverts(ledger, nodes, stranger):
         ledger.register_nodes({1: stranger.address})
 
 
+def test_no_node_joins_after_round_1_opened(ledger, nodes, stranger):
+    ledger.open_round(1, GLOBAL_0, [0, 1])
+
+    with pytest.raises(TransactionReverted, match=r"RegistrationClosed\(lastRound=1\)"):
+        ledger.register_nodes({9: stranger.address})
+
+
 # --- data registration -------------------------------------------------------------------
 
 
-def test_register_data_stores_latest_digest(ledger, nodes):
+def test_register_data_stores_latest_digest_and_sample_count(ledger, nodes):
     node = nodes[2]
-    for timestamp, digest in [(1_700_000_000, b"\xd1" * 32), (1_700_000_060, b"\xd2" * 32)]:
-        raw = sign_data_tx(node, ledger.tx_context(node.address), digest, timestamp)
-        record = ledger.send_raw(raw, kind="register_data")
+    for timestamp, digest, rows in [(1_700_000_050, b"\xd1" * 32, 50), (1_700_000_060, b"\xd2" * 32, 70)]:
+        record = register_data(ledger, node, digest, timestamp, rows)
 
     assert record.sender == node.address
     assert ledger.data_digest(node.address) == (b"\xd2" * 32, 1_700_000_060)
-    events = [e for e in ledger.events() if e.name == "DataRegistered"]
-    assert [(e.args["node"], e.args["digest"], e.args["timestamp"]) for e in events] == [
-        (node.address, b"\xd1" * 32, 1_700_000_000),
-        (node.address, b"\xd2" * 32, 1_700_000_060),
+    assert ledger.node_info(node.address).num_samples == 70
+    events = [e for e in ledger.events() if e.name == "DataRegistered" and e.args["node"] == node.address]
+    assert [(e.args["digest"], e.args["timestamp"], e.args["numSamples"]) for e in events] == [
+        (bytes([0xD2]) * 32, 1_700_000_000, NUM_SAMPLES),
+        (b"\xd1" * 32, 1_700_000_050, 50),
+        (b"\xd2" * 32, 1_700_000_060, 70),
     ]
 
 
+def test_register_data_with_zero_samples_reverts(ledger, nodes):
+    raw = sign_data_tx(nodes[0], ledger.tx_context(nodes[0].address), b"\x01" * 32, 1, 0)
+
+    reverts_with(ledger, raw, "ZeroSamples")
+
+
 def test_register_data_by_unregistered_account_reverts(ledger, nodes, stranger):
-    raw = sign_data_tx(stranger, ledger.tx_context(stranger.address), b"\x01" * 32, 1)
+    raw = sign_data_tx(stranger, ledger.tx_context(stranger.address), b"\x01" * 32, 1, 1)
 
     reverts_with(ledger, raw, "UnknownNode")
 
@@ -158,38 +217,98 @@ def test_open_round_records_cohort(ledger, nodes):
         "open", (0, 2, 3), (), GLOBAL_0
     )
     assert ledger.round_info(2).status == "none"
+    assert ledger._require_contract().functions.lastRound().call() == 1
 
 
-def test_open_round_by_non_aggregator_or_twice_reverts(ledger, nodes):
+def test_open_round_by_non_aggregator_reverts(ledger, nodes):
+    reverts_with(ledger, signed_call(ledger, nodes[0], "openRound", 1, GLOBAL_0, 1), "NotAggregator")
+
+
+def test_rounds_open_in_sequence_once_each(ledger, nodes):
+    with pytest.raises(TransactionReverted, match=r"RoundOutOfOrder\(round=2, expected=1\)"):
+        ledger.open_round(2, GLOBAL_0, [0])
+    with pytest.raises(TransactionReverted, match=r"RoundOutOfOrder\(round=0, expected=1\)"):
+        ledger.open_round(0, GLOBAL_0, [0])
     ledger.open_round(1, GLOBAL_0, [0, 1])
 
-    reverts_with(ledger, signed_call(ledger, nodes[0], "openRound", 2, GLOBAL_0, 1), "NotAggregator")
-    with pytest.raises(TransactionReverted, match="RoundAlreadyOpened"):
+    with pytest.raises(TransactionReverted, match=r"RoundOutOfOrder\(round=1, expected=2\)"):
         ledger.open_round(1, GLOBAL_0, [0])
-    with pytest.raises(TransactionReverted, match="UnregisteredInCohort"):
-        ledger.open_round(2, GLOBAL_0, [0, 7])
+    with pytest.raises(TransactionReverted, match=r"PreviousRoundOpen\(round=1\)"):
+        ledger.open_round(2, GLOBAL_0, [0])
+
+
+def test_a_round_opens_from_the_previous_commit(ledger, nodes):
+    ledger.open_round(1, GLOBAL_0, [0])
+    submit(ledger, nodes[0], 1)
+    commit(ledger, 1, GLOBAL_1, [0])
+
+    with pytest.raises(TransactionReverted, match="GlobalDigestMismatch") as info:
+        ledger.open_round(2, GLOBAL_2, [0])
+    assert "0x" + GLOBAL_1.hex() in str(info.value)
+    ledger.open_round(2, GLOBAL_1, [0])
+    assert ledger.round_info(2).global_digest == GLOBAL_1
+
+
+def test_a_cohort_holds_active_nodes_only(ledger, nodes):
+    with pytest.raises(TransactionReverted, match=r"InactiveInCohort\(round=1, nodes=128\)"):
+        ledger.open_round(1, GLOBAL_0, [0, 7])  # 7: never registered
+    with pytest.raises(TransactionReverted, match="EmptyCohort"):
+        ledger.open_round(1, GLOBAL_0, [])
+    revoke(ledger, nodes, 3)
+
+    with pytest.raises(TransactionReverted, match=r"InactiveInCohort\(round=3, nodes=8\)"):
+        ledger.open_round(3, GLOBAL_1, [0, 3])
 
 
 def test_submit_by_cohort_member_is_relayed_as_the_node(ledger, nodes):
     ledger.open_round(1, GLOBAL_0, [0, 1, 2])
     node = nodes[1]
 
-    record = submit(ledger, node, 1, digest=b"\xab" * 32, num_samples=321)
+    record = submit(ledger, node, 1, digest=b"\xab" * 32)
 
     assert record.status == 1 and record.sender == node.address  # msg.sender is the node
     tx = ledger.w3.eth.get_transaction(record.tx_hash)
     assert tx["from"] == node.address and tx["to"] == ledger.address
     event = [e for e in ledger.events() if e.name == "UpdateSubmitted"][-1]
     assert event.args == {"round": 1, "node": node.address, "updateDigest": b"\xab" * 32,
-                          "numSamples": 321}
+                          "numSamples": NUM_SAMPLES}
     assert ledger.round_info(1).submitted == (1,)
+
+
+@pytest.mark.parametrize("claimed", [NUM_SAMPLES + 1, 2**32 - 1, 0])
+def test_submit_claiming_another_sample_count_reverts(ledger, nodes, claimed):
+    ledger.open_round(1, GLOBAL_0, [0, 1])
+
+    error = reverts_with(ledger, sign_update_tx(nodes[0], ledger.tx_context(nodes[0].address), 1,
+                                                b"\x01" * 32, claimed), "SampleCountMismatch")
+
+    assert f"claimed={claimed}, registered={NUM_SAMPLES}" in str(error)
+    assert ledger.round_info(1).submitted == ()
+
+
+def test_submit_without_registered_data_reverts(ledger):
+    node = derive_identities(seed=7, num_nodes=1)[0]
+    ledger.enroll([node])
+    ledger.open_round(1, GLOBAL_0, [0])
+
+    reverts_with(ledger, sign_update_tx(node, ledger.tx_context(node.address), 1, b"\x01" * 32, 0),
+                 r"SampleCountMismatch\(.*claimed=0, registered=0")
+
+
+def test_submit_for_another_run_reverts(ledger, nodes):
+    ledger.open_round(1, GLOBAL_0, [0])
+    ctx = replace(ledger.tx_context(nodes[0].address), run_digest=b"\x4b" * 32)
+
+    error = reverts_with(ledger, sign_update_tx(nodes[0], ctx, 1, b"\x01" * 32, NUM_SAMPLES), "WrongRun")
+
+    assert "0x" + "4b" * 32 in str(error)
 
 
 def test_submit_by_non_member_reverts(ledger, nodes):
     ledger.open_round(1, GLOBAL_0, [0, 1])
 
     error = reverts_with(ledger, sign_update_tx(nodes[3], ledger.tx_context(nodes[3].address),
-                                                1, b"\x01" * 32, 10), "NotInCohort")
+                                                1, b"\x01" * 32, NUM_SAMPLES), "NotInCohort")
 
     assert error.error == "NotInCohort" and nodes[3].address in str(error)
     assert error.tx_hash.startswith("0x") and error.tx_hash in str(error)
@@ -208,7 +327,7 @@ def test_submit_to_unopened_or_committed_round_reverts(ledger, nodes):
         submit(ledger, nodes[0], 5)
     ledger.open_round(1, GLOBAL_0, [0, 1])
     submit(ledger, nodes[0], 1)
-    ledger.commit_round(1, GLOBAL_1, [0], SCORES)
+    commit(ledger, 1, GLOBAL_1, [0])
 
     with pytest.raises(TransactionReverted, match="RoundNotOpen"):
         submit(ledger, nodes[1], 1)
@@ -224,7 +343,7 @@ def test_submit_by_unregistered_account_reverts(ledger, nodes, stranger):
 def test_gas_per_submit_update_within_budget(ledger, nodes):
     ledger.open_round(1, GLOBAL_0, [0, 1, 2, 3])
     contexts = ledger.tx_contexts({n.index: n.address for n in nodes})
-    raws = [sign_update_tx(n, contexts[n.index], 1, bytes([0xF0 + n.index]) * 32, 2**31)
+    raws = [sign_update_tx(n, contexts[n.index], 1, bytes([0xF0 + n.index]) * 32, NUM_SAMPLES)
             for n in nodes]
 
     records = ledger.send_raw_many(raws, kind="submit_update")
@@ -239,12 +358,22 @@ def test_gas_per_submit_update_within_budget(ledger, nodes):
 # --- commit, reputation, revocation ------------------------------------------------------
 
 
+def revoke(ledger, nodes, index):
+    """Rounds 1 and 2 with node ``index`` submitting and rejected: revoked at the threshold."""
+    opened = GLOBAL_0
+    for server_round in (1, 2):
+        ledger.open_round(server_round, opened, [index])
+        submit(ledger, nodes[index], server_round)
+        commit(ledger, server_round, GLOBAL_1, [])
+        opened = GLOBAL_1
+
+
 def test_commit_round_records_outcome(ledger, nodes):
     ledger.open_round(1, GLOBAL_0, [0, 1, 2])
     for node in nodes[:3]:
         submit(ledger, node, 1)
 
-    ledger.commit_round(1, GLOBAL_1, [0, 2], SCORES)
+    commit(ledger, 1, GLOBAL_1, [0, 2])
 
     info = ledger.round_info(1)
     assert (info.status, info.submitted, info.accepted) == ("committed", (0, 1, 2), (0, 2))
@@ -256,7 +385,7 @@ def test_commit_by_non_aggregator_reverts(ledger, nodes):
     ledger.open_round(1, GLOBAL_0, [0])
     submit(ledger, nodes[0], 1)
 
-    raw = signed_call(ledger, nodes[0], "commitRound", 1, GLOBAL_1, 1, SCORES)
+    raw = signed_call(ledger, nodes[0], "commitRound", 1, GLOBAL_1, 1, SCORES, EVALUATION)
 
     reverts_with(ledger, raw, "NotAggregator")
     assert ledger.round_info(1).status == "open"
@@ -267,19 +396,21 @@ def test_commit_twice_or_accepting_a_non_submitter_reverts(ledger, nodes):
     submit(ledger, nodes[0], 1)
 
     with pytest.raises(TransactionReverted, match="AcceptedWithoutSubmission"):
-        ledger.commit_round(1, GLOBAL_1, [0, 1], SCORES)
-    ledger.commit_round(1, GLOBAL_1, [0], SCORES)
+        commit(ledger, 1, GLOBAL_1, [0, 1])
+    commit(ledger, 1, GLOBAL_1, [0])
     with pytest.raises(TransactionReverted, match="RoundNotOpen"):
-        ledger.commit_round(1, GLOBAL_1, [0], SCORES)
+        commit(ledger, 1, GLOBAL_1, [0])
 
 
 def test_rejections_count_and_revoke_at_threshold(ledger, nodes):
     malicious = nodes[3]
+    opened = GLOBAL_0
     for server_round in (1, 2):
-        ledger.open_round(server_round, GLOBAL_0, [0, 1, 3])
+        ledger.open_round(server_round, opened, [0, 1, 3])
         for node in (nodes[0], nodes[1], malicious):
             submit(ledger, node, server_round)
-        ledger.commit_round(server_round, GLOBAL_1, [0, 1], SCORES)
+        commit(ledger, server_round, GLOBAL_1, [0, 1])
+        opened = GLOBAL_1
         # a cohort member that did not submit (dropout) is not rejected
         assert ledger.node_info(nodes[2].address).rejections == 0
 
@@ -294,15 +425,12 @@ def test_rejections_count_and_revoke_at_threshold(ledger, nodes):
 
 def test_revoked_node_cannot_submit_or_register_data(ledger, nodes):
     revoked = nodes[3]
-    for server_round in (1, 2):
-        ledger.open_round(server_round, GLOBAL_0, [3])
-        submit(ledger, revoked, server_round)
-        ledger.commit_round(server_round, GLOBAL_1, [], SCORES)
-    ledger.open_round(3, GLOBAL_0, [0, 3])
+    revoke(ledger, nodes, 3)
+    ledger.open_round(3, GLOBAL_1, [0])
 
     with pytest.raises(TransactionReverted, match="NodeIsRevoked"):
         submit(ledger, revoked, 3)
-    raw = sign_data_tx(revoked, ledger.tx_context(revoked.address), b"\x01" * 32, 1)
+    raw = sign_data_tx(revoked, ledger.tx_context(revoked.address), b"\x01" * 32, 1, 1)
     reverts_with(ledger, raw, "NodeIsRevoked")
     assert submit(ledger, nodes[0], 3).status == 1
 
@@ -317,17 +445,41 @@ def test_set_aggregator_hands_over_rounds(ledger, nodes):
     assert record.status == 1 and ledger.round_info(1).cohort == (1,)
 
 
+# --- replay across runs ------------------------------------------------------------------
+
+
+def test_an_update_signed_in_one_run_reverts_in_another():
+    """Two embedded runs share chain id, registry address and node keys; only the run digest
+    differs, and it is enough."""
+    signed = {}
+    for run, run_digest in (("A", b"\xaa" * 32), ("B", b"\xbb" * 32)):
+        chain = EmbeddedLedger()
+        chain.deploy(max_rejections=MAX_REJECTIONS, run_digest=run_digest)
+        node = derive_identities(seed=2024, num_nodes=1)[0]
+        chain.enroll([node])
+        register_data(chain, node, b"\xd0" * 32)
+        chain.open_round(1, GLOBAL_0, [0])
+        signed[run] = (chain, sign_update_tx(node, chain.tx_context(node.address), 1, b"\x01" * 32, NUM_SAMPLES))
+    (chain_a, raw_a), (chain_b, _) = signed["A"], signed["B"]
+    assert chain_a.address == chain_b.address and chain_a.chain_id == chain_b.chain_id
+
+    error = reverts_with(chain_b, raw_a, "WrongRun")
+
+    assert "0x" + "aa" * 32 in str(error)
+    assert chain_b.round_info(1).submitted == ()
+
+
 # --- audit trail -------------------------------------------------------------------------
 
 
 def test_events_cover_every_step(ledger, nodes):
     start = ledger.w3.eth.block_number + 1
     node = nodes[0]
-    ledger.send_raw(sign_data_tx(node, ledger.tx_context(node.address), b"\xd0" * 32, 5))
+    register_data(ledger, node, b"\xd0" * 32, 5)
     ledger.open_round(1, GLOBAL_0, [0, 1])
     submit(ledger, nodes[0], 1)
     submit(ledger, nodes[1], 1)
-    ledger.commit_round(1, GLOBAL_1, [0], SCORES)
+    commit(ledger, 1, GLOBAL_1, [0])
 
     events = ledger.events(from_block=start)
 
@@ -335,10 +487,13 @@ def test_events_cover_every_step(ledger, nodes):
         "DataRegistered", "RoundOpened", "UpdateSubmitted", "UpdateSubmitted",
         "RoundCommitted", "NodeRejected",
     ]
+    assert events[0].args == {"node": node.address, "digest": b"\xd0" * 32, "timestamp": 5,
+                              "numSamples": NUM_SAMPLES}
     assert events[4].args == {"round": 1, "newGlobalDigest": GLOBAL_1, "accepted": 0b01,
-                              "scoresDigest": SCORES}
+                              "scoresDigest": SCORES, "evaluationDigest": EVALUATION}
     assert all(e.tx_hash.startswith("0x") and e.block >= start for e in events)
     assert [r.kind for r in ledger.records[-5:]] == [
-        "relay", "open_round", "submit_update", "submit_update", "commit_round"
+        "register_data", "open_round", "submit_update", "submit_update", "commit_round"
     ]
+    assert {r.sender for r in ledger.records if r.kind in ("open_round", "commit_round")} == {ledger.aggregator}
     assert all(r.gas_used > 0 and r.seconds > 0 and r.block > 0 for r in ledger.records)

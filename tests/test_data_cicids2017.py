@@ -102,15 +102,24 @@ def test_original_format_maps_to_the_improved_schema(original_csv, sample):
     assert np.isinf(frame["Flow Bytes/s"]).sum() == 4 and frame["Flow Bytes/s"].isna().sum() == 3
 
 
-def test_original_format_through_prepare_data_is_finite(original_csv):
+def test_original_format_infinities_are_refused_unless_imputed(original_csv):
     config = DataConfig(dataset="cic-ids2017", path=str(original_csv), label_mode="binary",
                         fractions=(0.6, 0.2, 0.2))
+
+    with pytest.raises(DataError, match=r"column 'Flow Bytes/s' holds 7 missing, NaN or infinite values"):
+        prepare_data(config, data_dir=original_csv.parent)
+
+
+def test_original_format_through_prepare_data_is_finite_with_impute(original_csv):
+    config = DataConfig(dataset="cic-ids2017", path=str(original_csv), label_mode="binary",
+                        fractions=(0.6, 0.2, 0.2), impute="median")
 
     data = prepare_data(config, data_dir=original_csv.parent)
 
     assert data.num_features == 77
     assert all(np.isfinite(x).all() for x in (data.x_train, data.x_val, data.x_test))
     assert data.sources[0][0] == str(original_csv)
+    assert data.describe()["imputed"]["values"] >= 7  # Flow Bytes/s, and Flow Packets/s alike
 
 
 @pytest.mark.parametrize("raw, expected", [

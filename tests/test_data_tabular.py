@@ -100,3 +100,76 @@ def test_unsw_nb15_loads_as_a_generic_csv():
 
     assert data.num_classes == 10 and data.class_names[0] == "Normal"
     assert data.sources[0][1] == "734fe6642edf758f7c94d7d9149426b49d202fe8e7bf0bef47392489c3c0a559"
+
+
+# --- missing, NaN and infinite values: refused unless data.impute = "median" -------------
+
+
+@pytest.fixture
+def holes_csv(tmp_path):
+    rows = [f"{i},{'nan' if i == 4 else ('inf' if i == 9 else '' if i == 20 else i * 0.5)},"
+            f"{('benign', 'scan', 'flood')[i % 3]}" for i in range(60)]
+    return _write(tmp_path / "holes.csv", "count,rate,kind", rows)
+
+
+def test_nan_inf_and_empty_values_are_refused_naming_file_column_count_and_first_line(holes_csv):
+    with pytest.raises(DataError) as caught:
+        prepare_data(DataConfig(dataset="csv", path=str(holes_csv), label_column="kind"))
+
+    message = str(caught.value)
+    assert str(holes_csv) in message and "column 'rate'" in message
+    assert "holds 3 missing, NaN or infinite values (first at line 6)" in message  # row 4, after the header
+    assert "data.impute = 'median'" in message and "data.drop_columns" in message
+
+
+def test_impute_median_fills_them_and_records_the_counts(holes_csv):
+    data = prepare_data(DataConfig(dataset="csv", path=str(holes_csv), label_column="kind", impute="median"))
+
+    described = data.describe()["imputed"]
+    assert np.isfinite(data.x_train).all() and np.isfinite(data.x_test).all()
+    assert described["values"] == 3
+    assert sum(columns.get("rate", 0) for columns in described["by_split"].values()) == 3
+    assert all(set(columns) == {"rate"} for columns in described["by_split"].values())
+
+
+def test_clean_data_records_no_imputation_unless_asked(flows_csv):
+    assert "imputed" not in prepare_data(_config(flows_csv)).describe()
+    assert prepare_data(_config(flows_csv, impute="median")).describe()["imputed"]["values"] == 0
+
+
+# --- CSV without a header row ---------------------------------------------------------------
+
+
+def _headerless(flows_csv, tmp_path):
+    lines = flows_csv.read_text(encoding="utf-8-sig").splitlines()[1:]
+    return _write(tmp_path / "flows_noheader.csv", lines[0], lines[1:])
+
+
+COLUMNS = ("id", "proto", "bytes", "rate", "host", "kind")
+
+
+def test_a_csv_without_header_is_read_with_named_columns(flows_csv, tmp_path):
+    path = _headerless(flows_csv, tmp_path)
+
+    data = prepare_data(_config(path, header=False, columns=COLUMNS))
+
+    with_header = prepare_data(_config(flows_csv))
+    assert data.feature_names == with_header.feature_names
+    assert np.array_equal(data.x_train, with_header.x_train) and np.array_equal(data.y_test, with_header.y_test)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [(COLUMNS[:5], r"the first row has 6 fields but data.columns names 5 columns"),
+     (("id", "proto", "bytes", "rate", "host", "label"), r"no column 'kind' \(from data.label_column\).*data.columns")],
+)
+def test_named_columns_that_do_not_fit_the_file_are_refused(flows_csv, tmp_path, columns, message):
+    with pytest.raises(DataError, match=message):
+        prepare_data(_config(_headerless(flows_csv, tmp_path), header=False, columns=columns))
+
+
+def test_header_false_on_a_file_with_a_header_is_named(flows_csv, tmp_path):
+    path = _write(tmp_path / "plain.csv", ",".join(COLUMNS), flows_csv.read_text().splitlines()[1:])
+
+    with pytest.raises(DataError, match="the first row repeats data.columns, so the file has a header row"):
+        prepare_data(_config(path, header=False, columns=COLUMNS))

@@ -128,3 +128,46 @@ def test_too_few_updates_for_krum_stop_the_run_and_keep_the_completed_rounds(sto
     assert test_rounds == [0, 1]
     assert set(selected_rounds) == {1}
     assert rounds[rounds["metric"] == "failures"][["round", "value"]].values.tolist() == [[1, 0.0], [2, 1.0]]
+
+
+@pytest.fixture(scope="module", params=["none", "embedded"])
+def overflow_run(request, tmp_path_factory):
+    """A scaling attacker whose factor 1e39 overflows float32: its update is all inf."""
+    from bflsim.config import with_overrides
+    from bflsim.fl.simulation import run_federated
+
+    config = config_with(attack={"name": "scaling", "num_malicious": 1, "factor": 1e39})
+    config = with_overrides(config, {"ledger.backend": request.param})
+    return run_federated(config, tmp_path_factory.mktemp(f"overflow-{request.param}")).path, config
+
+
+def test_a_non_finite_update_is_refused_per_node_and_the_run_completes(overflow_run):
+    path, config = overflow_run
+    manifest, metrics = read_run(path)
+    attacker = int(config.malicious_nodes(1)[0])
+
+    rounds = metrics[metrics["split"] == "round"]
+    refused = metrics[(metrics["split"] == "node") & (metrics["metric"] == "refused")]
+    assert manifest["status"] == "complete"
+    assert refused[["round", "node"]].values.tolist() == [[1, attacker], [2, attacker]]
+    assert rounds[rounds["metric"] == "refused_updates"]["value"].tolist() == [1.0, 1.0]
+    assert rounds[rounds["metric"] == "updates_received"]["value"].tolist() == [5.0, 5.0]
+    assert all("holds NaN or inf" in f["reason"] for f in manifest["node_failures"])
+    accuracy = metrics[(metrics["split"] == "test") & (metrics["metric"] == "accuracy")]["value"]
+    assert accuracy.notna().all() and len(accuracy) == 3
+
+
+@pytest.mark.parametrize("overflow_run", ["embedded"], indirect=True)
+def test_the_audit_passes_a_run_with_a_refused_update(overflow_run):
+    from bflsim.audit import audit_run
+    from bflsim.runfolder import read_rounds
+
+    path, config = overflow_run
+    report = audit_run(path)
+    attacker = int(config.malicious_nodes(1)[0])
+
+    assert report.ok, "\n".join(report.lines())
+    for trail in read_rounds(path)[1:]:
+        [entry] = [u for u in trail["updates"] if u["node"] == attacker]
+        assert (entry["refusal"], entry["relayed"]) == ("non_finite", False) and entry["tx"]
+        assert attacker not in trail["candidates"]

@@ -19,12 +19,8 @@ from test_federated import config_with
 
 from bflsim.audit import audit_run
 from bflsim.config import ConfigError
-from bflsim.hashing import weights_digest
-from bflsim.ledger import LedgerError, sign_update_tx
-from bflsim.ledger.identity import node_identities
-from bflsim.ledger.session import ChainSession, ReceivedUpdate
-from bflsim.ledger.web3_ledger import EmbeddedLedger
-from bflsim.runfolder import RunFolder, read_chain, read_rounds, read_transactions
+from bflsim.ledger import LedgerError
+from bflsim.runfolder import read_chain, read_rounds, read_transactions
 
 LEDGER_RUN = {
     "federation": {"num_nodes": 7, "rounds": 3, "tamper_nodes": [2], "tamper_round": 2},
@@ -77,6 +73,30 @@ def test_run_registers_nodes_data_rounds_and_records_chain_metrics(chain_run):
     assert transactions[0] == 2 + 7  # open, commit, one submitUpdate per cohort node
     submit = [t["gas_used"] for t in read_transactions(chain_run) if t["kind"] == "submit_update"]
     assert max(submit) <= 60_000
+
+
+def test_run_facts_bind_the_registry_and_each_commit_carries_the_logged_evaluation(chain_run):
+    from bflsim.config import config_digest
+    from bflsim.hashing import evaluation_digest, run_digest
+    from bflsim.runfolder import read_run
+
+    manifest = json.loads((chain_run / "manifest.json").read_text())
+    chain = read_chain(chain_run)
+    facts = manifest["run_facts"]
+    confusion = pd.read_csv(chain_run / "confusion.csv")
+    classes = manifest["data"]["class_names"]
+
+    assert chain["registry_version"] == 2 and chain["run_facts"] == facts
+    assert manifest["run_digest"] == chain["run_digest"] == "0x" + run_digest(facts).hex()
+    assert facts["config"] == config_digest(read_run(chain_run).config) and facts["run_id"] == chain_run.name
+    assert chain["aggregator"] != chain["operator"]
+    for trail in read_rounds(chain_run)[1:]:
+        rows_of_round = confusion[confusion["round"] == trail["round"]]
+        assert len(rows_of_round) == len(classes) ** 2  # logged once
+        cm = (rows_of_round.pivot(index="true", columns="predicted", values="count")
+              .loc[classes, classes].to_numpy())
+        assert trail["evaluation_digest"] == "0x" + evaluation_digest(trail["round"], cm).hex()
+    assert len(rows(chain_run, "test", "accuracy")) == 4  # rounds 0-3, each scored and logged once
 
 
 def test_tampered_node_is_detected_and_excluded(chain_run):
@@ -195,38 +215,7 @@ def test_cli_audit_exits_nonzero_on_mismatch(copy_of, capsys):
     assert "round   3: MISMATCH" in out and "missing" in out and "verdict: FAIL" in out
 
 
-# --- the server's checks before relaying, without Flower -------------------------------
-
-
-@pytest.fixture
-def session(tmp_path):
-    config = ledger_config(federation={"tamper_nodes": []})
-    run = RunFolder.create(tmp_path, config)
-    chain = ChainSession(config, EmbeddedLedger(), run.path)
-    chain.setup()
-    return chain
-
-
-def _update(session, node, server_round, weights, *, signer=None, digest=None, samples=10):
-    ctx = session.ledger.tx_context(session.addresses[signer if signer is not None else node])
-    identity = node_identities(session.config)[signer if signer is not None else node]
-    raw = sign_update_tx(identity, ctx, server_round, digest or weights_digest(weights), samples)
-    return ReceivedUpdate(node=node, weights=weights, num_samples=samples, raw_tx=raw)
-
-
-def test_server_refuses_an_update_whose_digest_differs_from_the_signed_one(session):
-    weights = [np.ones((3, 2), np.float32)]
-    session.open_round(1, [np.zeros(2, np.float32)], [0, 1, 3])
-    honest = _update(session, 0, 1, weights)
-    liar = _update(session, 1, 1, weights, digest=b"\x07" * 32)
-    impostor = _update(session, 3, 1, weights, signer=4)
-
-    session.relay_updates(1, [honest, liar, impostor])
-
-    assert honest.refused is None
-    assert liar.refused.startswith("update digest mismatch: signed 0x0707")
-    assert "signed by" in impostor.refused and "not by node 3" in impostor.refused
-    assert session.ledger.round_info(1).submitted == (0, 1)  # the liar's claim is on chain, the impostor's is not
+# --- the server's checks before relaying: tests/test_ledger_session.py ---------------
 
 
 def test_chain_failure_midway_stops_the_run_with_completed_rounds_kept(tmp_path):
@@ -274,15 +263,14 @@ def test_bad_ledger_settings_name_the_key(ledger, fragment):
         ledger_config(ledger=ledger)
 
 
-def test_unreachable_rpc_endpoint_stops_before_any_round(tmp_path):
+def test_unreachable_rpc_endpoint_is_refused_before_ray_and_the_run_folder(tmp_path):
+    from bflsim.config import ConfigError
     from bflsim.fl.simulation import run_federated
-    from bflsim.ledger import EndpointUnreachable
 
     config = ledger_config(ledger={"backend": "rpc", "rpc_url": "http://127.0.0.1:9"})
-    with pytest.raises(EndpointUnreachable, match=r"http://127\.0\.0\.1:9"):
+    with pytest.raises(ConfigError, match=r"ledger.rpc_url = 'http://127\.0\.0\.1:9'.*cannot reach"):
         run_federated(config, tmp_path)
-    manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
-    assert manifest["status"] == "stopped" and "cannot reach" in manifest["error"]
+    assert not list(tmp_path.glob("*/manifest.json"))
 
 
 def test_audit_recomputes_data_digests_and_catches_a_manifest_with_other_data(copy_of):
@@ -311,3 +299,22 @@ def test_anvil_backend_run_is_audited_by_replay_on_a_fresh_anvil(tmp_path):
     assert "fresh anvil (chain 31337)" in report.chain
     with pytest.raises(OSError):  # the run's anvil was stopped with the run
         socket.create_connection(("127.0.0.1", int(read_chain(run_dir)["endpoint"].rsplit(":", 1)[1])), timeout=1)
+
+
+def test_relabelled_rows_fail_verify_integrity_at_the_edge_node(monkeypatch):
+    from bflsim import edge_node
+    from bflsim.hashing import data_digest
+    from bflsim.ledger import TxContext
+
+    config = ledger_config(federation={"tamper_nodes": []})
+    ctx = TxContext(chain_id=1, contract_address="0x" + "42" * 20, nonce=0)
+    registered, _ = edge_node.register_data(config, 3, ctx, 1_700_000_000)
+    x, y = edge_node.node_data(config, 3, 1)
+    flipped = y.copy()
+    flipped[: len(y) // 10 + 1] = 1 - flipped[: len(y) // 10 + 1]  # label flipping on a tenth of the rows
+    assert edge_node.verify_integrity(config, 3, 1, registered, 1_700_000_000) == registered
+    monkeypatch.setattr(edge_node, "node_data", lambda *args, **kwargs: (x, flipped))
+
+    with pytest.raises(edge_node.DataIntegrityError, match="edge node 3, round 1: data digest .* differs from"):
+        edge_node.verify_integrity(config, 3, 1, registered, 1_700_000_000)
+    assert data_digest(x, y, 1, 3) != data_digest(x, flipped, 1, 3)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from eth_account import Account
@@ -18,10 +19,17 @@ from bflsim.ledger import (
     sign_update_tx,
     to_bitmap,
 )
-from bflsim.ledger.identity import encode_submit_update
+from bflsim.ledger.identity import (
+    UPDATE_GAS_LIMIT,
+    check_update_tx,
+    encode_submit_update,
+    read_data_tx,
+    sign_tx,
+)
 
+RUN = b"\x4a" * 32
 CTX = TxContext(chain_id=31337, contract_address="0x5FbDB2315678afecb367f032d93F642f64180aa3",
-                nonce=7, max_fee_per_gas=3 * 10**9, max_priority_fee_per_gas=10**9)
+                nonce=7, max_fee_per_gas=3 * 10**9, max_priority_fee_per_gas=10**9, run_digest=RUN)
 
 
 def test_identities_are_deterministic_per_seed():
@@ -54,28 +62,45 @@ def test_signed_update_tx_recovers_to_the_node_and_encodes_the_call():
 
     assert Account.recover_transaction(raw) == node.address
     assert raw[0] == 2  # EIP-1559 envelope
-    assert encode_submit_update(4, b"\xee" * 32, 128).hex() in raw.hex()
+    assert encode_submit_update(RUN, 4, b"\xee" * 32, 128).hex() in raw.hex()
 
 
 @pytest.mark.parametrize("gas_price", [None, 10**9], ids=["eip1559", "legacy"])
 def test_server_reads_what_a_signed_update_commits_to(gas_price):
     node = derive_identities(seed=1, num_nodes=1)[0]
     ctx = TxContext(CTX.chain_id, CTX.contract_address, CTX.nonce, CTX.max_fee_per_gas,
-                    CTX.max_priority_fee_per_gas, gas_price)
+                    CTX.max_priority_fee_per_gas, gas_price, run_digest=RUN)
 
     claim = read_update_tx(sign_update_tx(node, ctx, 4, b"\xee" * 32, 128))
 
     assert (claim.sender, claim.chain_id, claim.contract_address, claim.nonce) == (
         node.address, CTX.chain_id, CTX.contract_address, CTX.nonce
     )
-    assert (claim.server_round, claim.update_digest, claim.num_samples) == (4, b"\xee" * 32, 128)
+    assert (claim.run_digest, claim.server_round, claim.update_digest, claim.num_samples) == (
+        RUN, 4, b"\xee" * 32, 128
+    )
+    assert (claim.gas, claim.value, claim.tx.tx_type) == (UPDATE_GAS_LIMIT, 0, 0 if gas_price else 2)
 
 
 def test_read_update_tx_refuses_other_calls():
     node = derive_identities(seed=1, num_nodes=1)[0]
 
     with pytest.raises(ValueError, match="not a submitUpdate call"):
-        read_update_tx(sign_data_tx(node, CTX, b"\x01" * 32, 1))
+        read_update_tx(sign_data_tx(node, CTX, b"\x01" * 32, 1, 10))
+    with pytest.raises(ValueError, match="calldata has 133 bytes"):
+        read_update_tx(sign_tx(node, CTX, encode_submit_update(RUN, 1, bytes(32), 1) + b"\x00", UPDATE_GAS_LIMIT))
+    with pytest.raises(ValueError, match="not a legacy or EIP-1559"):
+        read_update_tx(b"\x01\x02")
+    with pytest.raises(ValueError, match="not a valid signed transaction"):
+        read_update_tx(b"\x02" + bytes(30))
+
+
+def test_read_data_tx_decodes_the_sample_count():
+    node = derive_identities(seed=1, num_nodes=1)[0]
+
+    tx, digest, timestamp, num_samples = read_data_tx(sign_data_tx(node, CTX, b"\x01" * 32, 5, 4096))
+
+    assert (tx.sender, digest, timestamp, num_samples) == (node.address, b"\x01" * 32, 5, 4096)
 
 
 def test_legacy_gas_price_signs_a_type_0_tx():
@@ -83,7 +108,7 @@ def test_legacy_gas_price_signs_a_type_0_tx():
     legacy = TxContext(chain_id=1337, contract_address=CTX.contract_address, nonce=0,
                        gas_price=10**9)
 
-    raw = sign_data_tx(node, legacy, b"\x01" * 32, 1)
+    raw = sign_data_tx(node, legacy, b"\x01" * 32, 1, 1)
 
     assert raw[0] >= 0xC0  # RLP list, no type byte
     assert Account.recover_transaction(raw) == node.address
@@ -111,7 +136,7 @@ def test_signing_needs_no_web3():
 def test_tx_context_travels_as_flat_config():
     config = CTX.to_config()
 
-    assert all(isinstance(v, int | str) for v in config.values())
+    assert all(isinstance(v, int | str | bytes) for v in config.values())
     assert TxContext.from_config(config) == CTX
     legacy = TxContext(1, CTX.contract_address, 0, gas_price=5)
     assert TxContext.from_config(legacy.to_config(prefix="x."), prefix="x.") == legacy
@@ -125,10 +150,11 @@ def test_embedded_chain_accepts_offline_signed_legacy_tx():
     ctx = ledger.tx_context(node.address)
     legacy = TxContext(ctx.chain_id, ctx.contract_address, ctx.nonce, gas_price=4 * 10**9)
 
-    record = ledger.send_raw(sign_data_tx(node, legacy, b"\x0d" * 32, 9), kind="register_data")
+    record = ledger.send_raw(sign_data_tx(node, legacy, b"\x0d" * 32, 9, 33), kind="register_data")
 
     assert record.sender == node.address
     assert ledger.data_digest(node.address) == (b"\x0d" * 32, 9)
+    assert ledger.node_info(node.address).num_samples == 33
 
 
 def test_bitmaps():
@@ -147,10 +173,60 @@ def test_no_ledger_records_nothing():
         ledger.enroll([node]),
         ledger.open_round(1, bytes(32), [0]),
         ledger.send_raw(b"\x00"),
-        ledger.commit_round(1, bytes(32), [0], bytes(32)),
+        ledger.commit_round(1, bytes(32), [0], bytes(32), bytes(32)),
     ]
 
     assert not ledger.enabled
     assert results == [[], None, None, None]
     assert ledger.records == [] and ledger.events() == []
     assert ledger.round_info(1).status == "none"
+
+
+# --- the server's checks of a signed submitUpdate ----------------------------------------
+
+NODE = derive_identities(seed=1, num_nodes=2)[0]
+DIGEST = b"\xee" * 32
+
+
+def check(raw, *, ctx=CTX, server_round=4, digest=DIGEST, num_samples=128):
+    return check_update_tx(raw, node_address=NODE.address, ctx=ctx, server_round=server_round,
+                           update_digest=digest, num_samples=num_samples)
+
+
+def test_the_update_asked_for_passes_every_check():
+    assert check(sign_update_tx(NODE, CTX, 4, DIGEST, 128)) is None
+
+
+@pytest.mark.parametrize(("signed", "expected", "why"), [
+    ({"identity": derive_identities(seed=1, num_nodes=2)[1]}, "signer", "not by the node's key"),
+    ({"ctx": replace(CTX, chain_id=1)}, "chain_id", "chain id 1, not 31337"),
+    ({"ctx": replace(CTX, contract_address="0x" + "42" * 20)}, "to", "not to the registry"),
+    ({"ctx": replace(CTX, nonce=8)}, "nonce", "nonce 8, not the node's next nonce 7"),
+    ({"ctx": replace(CTX, max_fee_per_gas=1)}, "fees", "fees max fee 1"),
+    ({"ctx": replace(CTX, gas_price=10**9)}, "fees", "gas price"),
+    ({"gas": 21_000}, "gas", "gas limit 21000, not 60000"),
+    ({"ctx": replace(CTX, run_digest=b"\x4b" * 32)}, "run_digest", "not this run's"),
+    ({"server_round": 3}, "round", "round 3, not 4"),
+    ({"digest": b"\xef" * 32}, "update_digest", "update digest mismatch"),
+    ({"num_samples": 2**32 - 1}, "num_samples", "claims 4294967295 samples; the node registered 128"),
+])
+def test_each_wrong_field_is_refused_by_name(signed, expected, why):
+    args = {"identity": NODE, "ctx": CTX, "server_round": 4, "digest": DIGEST, "num_samples": 128, **signed}
+    raw = sign_update_tx(args["identity"], args["ctx"], args["server_round"], args["digest"],
+                         args["num_samples"], **({"gas": signed["gas"]} if "gas" in signed else {}))
+
+    refusal = check(raw)
+
+    assert refusal is not None and refusal[0] == expected and why in refusal[1], refusal
+
+
+def test_a_value_or_another_call_is_refused():
+    paying = {"chainId": CTX.chain_id, "nonce": CTX.nonce, "to": CTX.contract_address, "value": 1,
+              "gas": UPDATE_GAS_LIMIT, "maxFeePerGas": CTX.max_fee_per_gas,
+              "maxPriorityFeePerGas": CTX.max_priority_fee_per_gas,
+              "data": encode_submit_update(RUN, 4, DIGEST, 128)}
+    raw = bytes(Account.sign_transaction(paying, NODE.private_key).raw_transaction)
+
+    assert check(raw)[0] == "value"
+    assert check(sign_data_tx(NODE, CTX, DIGEST, 1, 128))[0] == "malformed"
+    assert check(b"")[0] == "malformed"

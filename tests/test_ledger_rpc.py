@@ -6,6 +6,7 @@ import time
 
 import pytest
 from conftest import require_anvil
+from eth_account import Account
 
 from bflsim.ledger import (
     AnvilNode,
@@ -17,8 +18,11 @@ from bflsim.ledger import (
     TransactionReverted,
     derive_identities,
     load_artifact,
+    sign_data_tx,
     sign_update_tx,
 )
+from bflsim.ledger.factory import ANVIL_OPERATOR_KEY
+from bflsim.ledger.web3_ledger import derive_aggregator_key
 
 ANVIL_CHAIN_ID = 31337
 
@@ -99,9 +103,16 @@ def test_unfunded_operator_is_named(anvil):
         broke.deploy(max_rejections=1)
 
 
+def register_data(ledger, nodes, num_samples=1):
+    contexts = ledger.tx_contexts({n.index: n.address for n in nodes})
+    raws = [sign_data_tx(n, contexts[n.index], b"\xd0" * 32, 1, num_samples) for n in nodes]
+    assert [r.status for r in ledger.send_raw_many(raws, kind="register_data")] == [1] * len(nodes)
+
+
 def test_reverted_relay_names_tx_and_decodes_reason(ledger):
     nodes = derive_identities(seed=5, num_nodes=2)
     ledger.enroll(nodes)
+    register_data(ledger, nodes)
     ledger.open_round(1, b"\x01" * 32, [0])
     outsider = nodes[1]
     raw = sign_update_tx(outsider, ledger.tx_context(outsider.address), 1, b"\x02" * 32, 1)
@@ -129,7 +140,24 @@ def test_unsigned_mode_uses_the_nodes_unlocked_account(anvil):
     chain.deploy(max_rejections=1)
 
     assert chain.operator == chain.w3.eth.accounts[0]
-    assert chain.records[-1].sender == chain.operator
+    assert chain.aggregator == chain.w3.eth.accounts[1]
+    assert [(r.kind, r.sender) for r in chain.records] == [("deploy", chain.operator),
+                                                           ("set_aggregator", chain.operator)]
+
+
+def test_operator_key_derives_a_funded_aggregator(anvil):
+    chain = RpcLedger(anvil.url, private_key=ANVIL_OPERATOR_KEY)
+
+    chain.deploy(max_rejections=1)
+
+    derived = Account.from_key(derive_aggregator_key(ANVIL_OPERATOR_KEY)).address
+    assert chain.aggregator == derived != chain.operator
+    assert [r.kind for r in chain.records] == ["deploy", "fund", "set_aggregator"]
+    assert chain.w3.eth.get_balance(derived) > 0
+    assert chain._require_contract().functions.aggregator().call() == derived
+    node = derive_identities(seed=8, num_nodes=1)
+    chain.enroll(node)
+    assert chain.open_round(1, b"\x01" * 32, [0]).sender == derived
 
 
 def test_anvil_node_stops_and_frees_its_port():
@@ -151,6 +179,7 @@ def test_block_time_relays_land_in_one_block():
         chain.deploy(max_rejections=3)
         nodes = derive_identities(seed=6, num_nodes=3)
         chain.enroll(nodes)
+        register_data(chain, nodes)
         chain.open_round(1, b"\x01" * 32, [0, 1, 2])
         contexts = chain.tx_contexts({n.index: n.address for n in nodes})
         raws = [sign_update_tx(n, contexts[n.index], 1, b"\x03" * 32, 1) for n in nodes]

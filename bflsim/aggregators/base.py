@@ -92,6 +92,15 @@ class Rule:
                 f"num_malicious must be between 0 and num_clients={n}; got num_malicious={self.num_malicious}"
             )
 
+    def check_cohort(self, cohort_size: int) -> None:
+        """Raise :class:`AggregatorError` if the rule cannot defend the planned cohort.
+
+        Run once before a run starts: :meth:`check`, plus what makes the rule a no-op at
+        that size without making it impossible (a trimmed mean that trims nothing). A round
+        with fewer updates (failures) is aggregated under :meth:`check` alone.
+        """
+        self.check(cohort_size)
+
     def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
         raise NotImplementedError
 
@@ -123,17 +132,36 @@ def pairwise_sq_distances(updates: ArrayLike) -> NDArray[np.float64]:
     Uses ||x - y||^2 = ||x||^2 + ||y||^2 - 2 x.y on rows centred at their coordinate-wise
     median: distances do not change, and centring keeps the cancellation error small when
     rows share a large common part or a few rows are huge outliers.
+
+    Bitwise-identical rows are computed once (the matrix product rounds differently in
+    different rows and columns), so they are exactly 0 apart and have exactly the same
+    distances to every other row: their Krum scores tie exactly, and the tie-break by
+    lowest index is what decides, as documented.
     """
-    x = as_matrix(updates).astype(np.float64)
-    x -= np.median(x, axis=0)
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    distances = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (x @ x.T)
-    if not np.isfinite(distances).all():
+    x = as_matrix(updates)
+    _, first, inverse = np.unique(_row_keys(x), return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct rows in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    x64 = x.astype(np.float64)
+    median = np.median(x64, axis=0)
+    distinct = x64 if len(first) == len(x64) else x64[first[order]]
+    distinct -= median
+    sq_norms = np.einsum("ij,ij->i", distinct, distinct)
+    small = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (distinct @ distinct.T)
+    if not np.isfinite(small).all():
         raise AggregatorError("squared distances between updates overflow float64")
-    np.maximum(distances, 0.0, out=distances)  # rounding can leave tiny negatives
-    distances = (distances + distances.T) / 2.0
-    np.fill_diagonal(distances, 0.0)
-    return distances
+    np.maximum(small, 0.0, out=small)  # rounding can leave tiny negatives
+    small = (small + small.T) / 2.0
+    np.fill_diagonal(small, 0.0)
+    index = rank[inverse.reshape(-1)]
+    return small[np.ix_(index, index)]
+
+
+def _row_keys(x: NDArray) -> NDArray:
+    """One opaque value per row that is equal exactly when the rows' bytes are."""
+    rows = np.ascontiguousarray(x)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
 
 
 def integer(key: str, value: Any) -> int:

@@ -5,10 +5,13 @@ trimmed mean what is left after dropping ``k = int(beta * n)`` values at each en
 as in ``scipy.stats.trim_mean`` and Flower's ``FedTrimmedAvg``). ``selected``: rows that
 give a kept value in at least one coordinate; ``scores``: the fraction of coordinates where
 a row's value is kept. Tied values are credited to one of the tied rows, deterministically.
+Before a run, a trim fraction that trims nothing at the planned cohort size is refused
+(:func:`check_trims_one`): that trimmed mean would be the plain mean.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,6 +33,25 @@ def check_trimmed_mean(num_clients: int, trim_fraction: float | None) -> None:
     if n < 1:
         raise AggregatorError(f"trimmed mean needs at least one client; got n={n}")
     _check_beta(trim_fraction)
+
+
+def check_trims_one(num_clients: int, trim_fraction: float) -> None:
+    """Refuse a trim fraction that trims no row at ``num_clients`` (``int(beta * n) = 0``):
+    that trimmed mean is the plain mean, no defence at all. Names the smallest beta that trims one."""
+    n = integer("num_clients", num_clients)
+    if int(trim_fraction * n) >= 1:
+        return
+    if n <= 2:
+        raise AggregatorError(
+            f"trim_fraction (beta) = {trim_fraction} with n={n} clients: a trimmed mean of {n} rows cannot trim one "
+            f"from each end and keep any; use more nodes or the median"
+        )
+    smallest = math.ceil(1000 / n) / 1000  # 1/n rounded up to 3 decimals, so int(beta * n) = 1
+    raise AggregatorError(
+        f"trim_fraction (beta) = {trim_fraction} trims int({trim_fraction} * {n}) = 0 rows at each end with "
+        f"n={n} clients, so the trimmed mean is the plain mean; the smallest trim_fraction that trims "
+        f"one row at n={n} is {smallest} (1/n)"
+    )
 
 
 def _check_beta(beta: object) -> None:
@@ -99,6 +121,10 @@ class TrimmedMean(Rule):
     def check(self, num_clients: int) -> None:
         check_trimmed_mean(num_clients, self.trim_fraction)
         super().check(num_clients)
+
+    def check_cohort(self, cohort_size: int) -> None:
+        super().check_cohort(cohort_size)
+        check_trims_one(cohort_size, self.trim_fraction)
 
     def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
         return trimmed_mean(updates, self.trim_fraction)

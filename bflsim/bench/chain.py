@@ -12,8 +12,9 @@ Four groups, each a plain function testable on small inputs, joined by
   the paper's PoA chain (paper: 3.8 s): :func:`time_finality`, :func:`time_block_finality`;
 - **aggregation**: Krum on a (10, d) matrix, d the CNN-LSTM's parameter count on NSL-KDD
   (paper: 1.5 s), beside Multi-Krum and FedAvg: :func:`time_aggregation`;
-- **gas**: the registry's gas per operation on the py-evm chain, ``submitUpdate`` against its
-  60,000 budget: :func:`measure_gas`.
+- **gas**: the registry's gas per operation on the py-evm chain (every function: deploy,
+  setAggregator, registerNodes, registerData, openRound, submitUpdate against its 60,000
+  budget, commitRound, the two-step ownership transfer): :func:`measure_gas`.
 
 Timings are medians; they are never asserted in tests (the machines are shared).
 """
@@ -73,8 +74,11 @@ PACKAGES = ("web3", "eth-tester", "py-evm", "eth-account", "numpy")
 GAS_BUDGET_SUBMIT_UPDATE = 60_000
 MAX_REJECTIONS = 2  # the commit with 2 rejections then rejects, but does not revoke
 NUM_MALICIOUS = 2
-GLOBAL_DIGEST = b"\x10" * 32
+GLOBAL_DIGEST = b"\x10" * 32  # every round opens from it and commits it (rounds chain on chain)
 SCORES_DIGEST = b"\x5c" * 32
+EVALUATION_DIGEST = b"\xe7" * 32
+RUN_DIGEST = hashlib.sha256(b"bflsim/bench/run").digest()
+NUM_SAMPLES = 1000
 NODE_SEED = 0
 FUND_WEI = 10**18
 
@@ -85,6 +89,7 @@ _OFFLINE_CONTEXT = TxContext(
     nonce=0,
     max_fee_per_gas=2 * 10**9,
     max_priority_fee_per_gas=10**9,
+    run_digest=RUN_DIGEST,
 )
 
 
@@ -129,7 +134,7 @@ def time_data_registration(
     return _time_steps(
         {
             "hash": lambda: data_digest(x, y, timestamp, identity.index),
-            "sign": lambda: sign_data_tx(identity, _OFFLINE_CONTEXT, digest, timestamp),
+            "sign": lambda: sign_data_tx(identity, _OFFLINE_CONTEXT, digest, timestamp, len(y)),
         },
         repeats,
     )
@@ -197,25 +202,32 @@ def _sign_updates(
 
 
 def enroll_federation(
-    ledger: Ledger, num_nodes: int, *, set_balance: bool = False
+    ledger: Ledger, num_nodes: int, *, set_balance: bool = False, num_samples: int = NUM_SAMPLES
 ) -> list[NodeIdentity]:
-    """Deploy a fresh registry and fund and register nodes 0..num_nodes-1.
+    """Deploy a fresh registry, fund and register nodes 0..num_nodes-1, and have each register
+    a data batch of ``num_samples`` rows (the count its updates must claim).
 
     ``set_balance`` funds the nodes with anvil's ``anvil_setBalance`` instead of one transfer
     each (with 2 s blocks, ten transfers would take 20 s of setup).
     """
-    ledger.deploy(max_rejections=MAX_REJECTIONS)
+    ledger.deploy(max_rejections=MAX_REJECTIONS, run_digest=RUN_DIGEST)
     identities = derive_identities(NODE_SEED, num_nodes)
     if set_balance:
         w3 = ledger.w3  # type: ignore[attr-defined]
         for node in identities:
             w3.provider.make_request("anvil_setBalance", [node.address, hex(FUND_WEI)])
     ledger.enroll(identities, fund_wei=FUND_WEI)
+    contexts = ledger.tx_contexts({n.index: n.address for n in identities})
+    x = np.arange(10 * num_samples, dtype=np.float32).reshape(num_samples, 10)
+    y = np.zeros(num_samples, np.int64)
+    raws = [sign_data_tx(n, contexts[n.index], data_digest(x, y, 1_700_000_000, n.index), 1_700_000_000,
+                         num_samples) for n in identities]
+    ledger.send_raw_many(raws, kind="register_data")
     return identities
 
 
 def time_finality(
-    ledger: Ledger, num_nodes: int, rounds: int, num_samples: int = 1000
+    ledger: Ledger, num_nodes: int, rounds: int, num_samples: int = NUM_SAMPLES
 ) -> list[TxRecord]:
     """``submitUpdate`` latency, send to receipt, one transaction at a time.
 
@@ -224,13 +236,13 @@ def time_finality(
     its receipt before sending the next, and commits the round. Returns the submit records,
     round by round in node order.
     """
-    identities = enroll_federation(ledger, num_nodes)
+    identities = enroll_federation(ledger, num_nodes, num_samples=num_samples)
     records = []
     for server_round in range(1, rounds + 1):
         ledger.open_round(server_round, GLOBAL_DIGEST, range(num_nodes))
         for raw in _sign_updates(ledger, identities, server_round, num_samples):
             records.append(ledger.send_raw(raw, kind="submit_update"))
-        ledger.commit_round(server_round, GLOBAL_DIGEST, range(num_nodes), SCORES_DIGEST)
+        ledger.commit_round(server_round, GLOBAL_DIGEST, range(num_nodes), SCORES_DIGEST, EVALUATION_DIGEST)
     return records
 
 
@@ -239,7 +251,7 @@ def time_block_finality(
     num_nodes: int,
     singles: int,
     block_time: float,
-    num_samples: int = 1000,
+    num_samples: int = NUM_SAMPLES,
     seed: int = 0,
 ) -> tuple[list[TxRecord], list[TxRecord]]:
     """``submitUpdate`` latency on a chain that mines every ``block_time`` seconds (anvil).
@@ -251,12 +263,13 @@ def time_block_finality(
     would wait almost a whole block every time). Returns (single records, round-1 records).
     """
     rng = np.random.default_rng(seed)
-    identities = enroll_federation(ledger, num_nodes, set_balance=True)
+    identities = enroll_federation(ledger, num_nodes, set_balance=True, num_samples=num_samples)
 
     ledger.open_round(1, GLOBAL_DIGEST, range(num_nodes))
     raws = _sign_updates(ledger, identities, 1, num_samples)
     time.sleep(rng.uniform(0, block_time))
     together = ledger.send_raw_many(raws, kind="submit_update")
+    ledger.commit_round(1, GLOBAL_DIGEST, range(num_nodes), SCORES_DIGEST, EVALUATION_DIGEST)
 
     ledger.open_round(2, GLOBAL_DIGEST, range(num_nodes))
     single = []
@@ -267,34 +280,38 @@ def time_block_finality(
     return single, together
 
 
-def measure_gas(ledger: Ledger, num_nodes: int, num_samples: int = 1000) -> dict[str, list[int]]:
+def measure_gas(ledger: Ledger, num_nodes: int, num_samples: int = NUM_SAMPLES) -> dict[str, list[int]]:
     """Gas used by each registry operation, from the ledger's transaction records.
 
-    On a fresh ledger: deploy; enroll ``num_nodes`` nodes (one ``registerNodes``); node 0
-    registers data twice (the first write of a digest costs more than overwriting it);
-    round 1 with every node submitting, committed with all accepted; round 2 likewise,
-    committed with the last two rejected (their first rejection: counters go 0 -> 1).
-    Returns operation -> gas values (one per transaction; ``submit_update`` has round 1's
-    ``num_nodes`` submissions in node order).
+    On a fresh ledger: deploy (and, where the ledger has a separate aggregator key, fund it
+    and ``setAggregator``); enroll ``num_nodes`` nodes (one ``registerNodes``); every node
+    registers its data (node 0's is the first write of its digest), node 0 once more
+    (overwriting); round 1 with every node submitting, committed with all accepted; round 2
+    likewise, committed with the last two rejected (their first rejection: counters go
+    0 -> 1); then a two-step ownership transfer to node 0's key (``transferOwnership``,
+    ``acceptOwnership`` signed by it). Returns operation -> gas values (one per transaction;
+    ``submit_update`` has round 1's ``num_nodes`` submissions in node order).
     """
     if num_nodes < 3:
         raise ValueError(
             f"measure_gas needs num_nodes >= 3 (two rejected, one accepted); got {num_nodes}"
         )
-    identities = enroll_federation(ledger, num_nodes)
+    identities = enroll_federation(ledger, num_nodes, num_samples=num_samples)
     node = identities[0]
     x = np.arange(1000, dtype=np.float32).reshape(100, 10)
-    for timestamp in (1_700_000_000, 1_700_000_060):
-        raw = sign_data_tx(node, ledger.tx_context(node.address),
-                           data_digest(x, np.zeros(len(x), np.int64), timestamp, node.index), timestamp)
-        ledger.send_raw(raw, kind="register_data")
+    raw = sign_data_tx(node, ledger.tx_context(node.address),
+                       data_digest(x, np.zeros(len(x), np.int64), 1_700_000_060, node.index), 1_700_000_060,
+                       num_samples)
+    ledger.send_raw(raw, kind="register_data_again")
 
     everyone = range(num_nodes)
     for server_round, accepted in ((1, everyone), (2, range(num_nodes - 2))):
         ledger.open_round(server_round, GLOBAL_DIGEST, everyone)
         for raw in _sign_updates(ledger, identities, server_round, num_samples):
             ledger.send_raw(raw, kind=f"submit_update_{server_round}")
-        ledger.commit_round(server_round, GLOBAL_DIGEST, accepted, SCORES_DIGEST)
+        ledger.commit_round(server_round, GLOBAL_DIGEST, accepted, SCORES_DIGEST, EVALUATION_DIGEST)
+    ledger.transfer_ownership(node.address)  # type: ignore[attr-defined]
+    ledger.send_raw(ledger.sign_call(node, "acceptOwnership"), kind="accept_ownership")  # type: ignore[attr-defined]
 
     failed = [r for r in ledger.records if r.status != 1]
     if failed:
@@ -304,13 +321,16 @@ def measure_gas(ledger: Ledger, num_nodes: int, num_samples: int = 1000) -> dict
         gas.setdefault(record.kind, []).append(record.gas_used)
     return {
         "deploy": gas["deploy"],
+        **({"set_aggregator": gas["set_aggregator"]} if "set_aggregator" in gas else {}),
         "register_nodes": gas["register_nodes"],
         "register_data_first": gas["register_data"][:1],
-        "register_data_second": gas["register_data"][1:],
+        "register_data_second": gas["register_data_again"],
         "open_round": gas["open_round"][:1],
         "submit_update": gas["submit_update_1"],
         "commit_round_all_accepted": gas["commit_round"][:1],
         "commit_round_2_rejected": gas["commit_round"][1:],
+        "transfer_ownership": gas["transfer_ownership"],
+        "accept_ownership": gas["accept_ownership"],
     }
 
 
@@ -395,6 +415,10 @@ def _gas_rows(
         one("commit_round_2_rejected",
             f"commitRound, {num_nodes} submitted, 2 rejected "
             f"(first rejection each, no revocation)"),
+        *([one("set_aggregator", "setAggregator (the separate aggregator key, at deploy)")]
+          if "set_aggregator" in gas else []),
+        one("transfer_ownership", "transferOwnership (step one of two)"),
+        one("accept_ownership", "acceptOwnership by the new owner (step two)"),
     ]
 
 

@@ -100,7 +100,7 @@ def validate_federated(config: ExperimentConfig) -> None:
             f"attack: {config.num_malicious} malicious nodes but federation.num_nodes = {fed.num_nodes}"
         )
     try:
-        config.rule.check(fed.cohort_size)
+        config.rule.check_cohort(fed.cohort_size)
     except AggregatorError as err:
         raise ConfigError(
             f"aggregator.name = {config.aggregator.name!r} with a cohort of {fed.cohort_size} nodes "

@@ -40,15 +40,49 @@ LEGACY_KEYS = {
 LEGACY_VALUES = {("data", "split"): {"kdd-test": "official"}}
 
 
+FILE_RELATIVE_KEYS = ("data.data_dir",)
+"""Paths an experiment file gives relative to its own folder (not to the current directory)."""
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The raw table of an experiment file; a missing file or bad TOML is a ConfigError."""
+    """The raw table of an experiment file; a missing file or bad TOML is a ConfigError.
+
+    A relative ``data.data_dir`` (in ``[data]``, a scenario's ``set`` or a sweep axis) is
+    made absolute against the file's folder, so the experiment reads the same data from
+    any current directory.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return resolve_file_paths(raw, path.absolute().parent)
+
+
+def resolve_file_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``raw`` with every relative path of :data:`FILE_RELATIVE_KEYS` made absolute against ``folder``."""
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return str(folder / value)
+        return value
+
+    for dotted in FILE_RELATIVE_KEYS:
+        section, key = dotted.split(".")
+        table = raw.get(section)
+        if isinstance(table, dict) and key in table:
+            table[key] = absolute(table[key])
+        for scenario in raw.get("scenarios", []) if isinstance(raw.get("scenarios"), list) else []:
+            overrides = scenario.get("set") if isinstance(scenario, dict) else None
+            if isinstance(overrides, dict) and dotted in overrides:
+                overrides[dotted] = absolute(overrides[dotted])
+        sweep = raw.get("sweep")
+        for axes in (sweep.get("grid"), sweep.get("zip")) if isinstance(sweep, dict) else ():
+            if isinstance(axes, dict) and isinstance(axes.get(dotted), list):
+                axes[dotted] = [absolute(v) for v in axes[dotted]]
+    return raw
 
 
 def parse_experiment(raw: dict[str, Any]) -> ExperimentConfig:

@@ -24,6 +24,15 @@ from bflsim.config.typed import ConfigError, Params, build_record
 LabelMode = Literal["multiclass", "binary"]
 SplitMode = Literal["stratified", "official"]
 ScalerName = Literal["minmax", "standard"]
+ImputeMode = Literal["none", "median"]
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding, Keras' set_random_seed and scikit-learn take 32 bits
+
+
+def check_seed(key: str, seed: int) -> None:
+    """Refuse a seed outside 0..2**32-1, naming its key."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{key} must be an integer in 0..{MAX_SEED} (2**32 - 1); got {seed}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,9 @@ class SyntheticConfig:
     normal_fraction: float = 0.5
     seed: int = 7
 
+    def __post_init__(self) -> None:
+        check_seed("data.synthetic.seed", self.seed)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -46,6 +58,17 @@ class DataConfig:
     ship their own test set: NSL-KDD's KDDTrain+ / KDDTest+; the old name ``"kdd-test"`` is
     read as this) the model is tested on that set, and ``fractions[1]`` of the training file
     is held out for validation.
+
+    ``data_dir`` is this experiment's data directory; a relative one in an experiment file is
+    read against the file's folder. The data directory is ``--data-dir`` if given, else
+    ``data.data_dir``, else ``$BFLSIM_DATA_DIR``, else ``./data``.
+
+    Missing, NaN or infinite values in numeric columns are refused, naming the file, column,
+    count and first row, unless ``impute = "median"``: then each is filled with the
+    training-split median of its column and the counts are recorded in the run manifest.
+
+    A generic CSV without a header row is read with ``header = false`` and ``columns``, the
+    names of its columns in order (``label_column`` is one of them).
     """
 
     dataset: str = "synthetic"
@@ -63,9 +86,24 @@ class DataConfig:
     categorical_columns: tuple[str, ...] = ()
     drop_columns: tuple[str, ...] = ()
     normal_label: str | None = None
+    header: bool = True
+    columns: tuple[str, ...] = ()
+    impute: ImputeMode = "none"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
+        check_seed("data.seed", self.seed)
+        if not self.header and not self.columns:
+            raise ConfigError(
+                "data.header = false needs data.columns: the names of the file's columns, in order"
+            )
+        if self.columns and self.header:
+            raise ConfigError(
+                "data.columns names the columns of a CSV without a header row; set data.header = false "
+                "(a file with a header row names its own columns)"
+            )
+        if repeated := sorted({c for c in self.columns if self.columns.count(c) > 1}):
+            raise ConfigError(f"data.columns names {repeated} more than once; got {list(self.columns)}")
         if len(self.fractions) != 3 or any(not 0.0 <= f < 1.0 for f in self.fractions):
             raise ConfigError(
                 f"data.fractions must be three numbers in [0, 1) (train, validation, test); "
@@ -112,8 +150,9 @@ class TrainConfig:
             raise ConfigError(f"train.epochs must be >= 1; got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1; got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"train.learning_rate must be > 0; got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"train.learning_rate must be a finite number > 0; got {self.learning_rate}")
+        check_seed("train.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -149,6 +188,13 @@ class FederationConfig:
     before training in ``slow_rounds`` (every round when empty), so that with a small
     ``client_timeout`` the server stops waiting for them. Either way the node counts as a
     failure of that round.
+
+    ``min_node_rows``: every node must hold at least this many training rows, checked once the
+    data is loaded and partitioned, before any node starts (0 turns the check off). Ten by
+    default: a node with a handful of rows (Dirichlet with alpha = 0.001 gives 1-row nodes)
+    sends an update that reflects those few rows and nothing else, a degenerate experiment
+    that would otherwise run silently. It is an absolute count, not ``train.batch_size``:
+    nodes smaller than a batch are common in IoT settings and train fine on one short batch.
     """
 
     num_nodes: int = 10
@@ -167,10 +213,14 @@ class FederationConfig:
     delay_seconds: float = 0.0
     tamper_nodes: tuple[int, ...] = ()
     tamper_round: int = 1
+    min_node_rows: int = 10
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise ConfigError(f"federation.num_nodes must be >= 1; got {self.num_nodes}")
+        check_seed("federation.seed", self.seed)
+        if self.min_node_rows < 0:
+            raise ConfigError(f"federation.min_node_rows must be >= 0 (0 turns the check off); got {self.min_node_rows}")
         if self.rounds < 1:
             raise ConfigError(f"federation.rounds must be >= 1; got {self.rounds}")
         if not self.client_timeout > 0:
@@ -241,6 +291,7 @@ class AttackConfig:
     params: Params = field(default_factory=Params)
 
     def __post_init__(self) -> None:
+        check_seed("attack.seed", self.seed)
         if self.name != "none" and self.name not in ATTACKS:
             raise ConfigError(f"attack.name = {self.name!r} is not one of {['none', *ATTACKS]}")
         if self.num_malicious is not None and self.fraction is not None:
@@ -338,6 +389,10 @@ class LedgerConfig:
     variable named by ``operator_key_env`` (keys never go in experiment files), else the
     node's first unlocked account sends. ``none``: Standard FL, nothing is registered.
 
+    ``chain_id`` is the chain id of the anvil node started for the run (default 31337), or the
+    one the ``rpc`` endpoint must serve (checked before the run starts). The embedded chain
+    sets its own chain id, so ``chain_id`` is refused there rather than ignored.
+
     Every edge node signs with its own key (:func:`bflsim.ledger.identity.node_identities`);
     ``key_source`` says where it comes from. ``seed``: derived from ``key_seed`` (default
     ``federation.seed``), which the manifest records, so anyone holding the run folder can
@@ -374,7 +429,16 @@ class LedgerConfig:
         if not 0 <= self.max_rejections < 2**32:
             raise ConfigError(f"ledger.max_rejections must be in 0..2**32-1; got {self.max_rejections}")
         if self.key_seed is not None and not 0 <= self.key_seed < 2**64:
-            raise ConfigError(f"ledger.key_seed must fit in 64 bits; got {self.key_seed}")
+            raise ConfigError(f"ledger.key_seed must be an integer in 0..2**64 - 1; got {self.key_seed}")
+        if self.chain_id is not None and self.backend in ("embedded", "none"):
+            raise ConfigError(
+                f"ledger.chain_id = {self.chain_id} cannot apply to ledger.backend = {self.backend!r}"
+                + (": the embedded py-evm chain sets its own chain id (recorded in trail/chain.json). Remove ledger.chain_id, or use "
+                   "ledger.backend = 'anvil' (which starts a node with that chain id) or 'rpc'"
+                   if self.backend == "embedded" else ": nothing is registered. Remove ledger.chain_id")
+            )
+        if self.chain_id is not None and not 0 < self.chain_id < 2**64:
+            raise ConfigError(f"ledger.chain_id must be an integer in 1..2**64 - 1; got {self.chain_id}")
         if not self.receipt_timeout > 0:
             raise ConfigError(f"ledger.receipt_timeout must be > 0 seconds; got {self.receipt_timeout}")
         if self.key_source == "keystore" and not self.keystore:

@@ -8,6 +8,7 @@ parameters of a rule or attack record (``[aggregator.params]``, ``[attack.params
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -76,15 +77,20 @@ def build_record(
             expected = f"expected one of {takes}" if takes else f"{cls.name!r} takes no parameters"
             raise ConfigError(f"unknown key {prefix + '.' + key!r}; {expected}")
     hints = typing.get_type_hints(cls)
-    values = {key: coerce(hints[key], value, f"{prefix}.{key}") for key, value in params.items()}
+    # The record checks its own values, finiteness included, in its own words.
+    values = {key: coerce(hints[key], value, f"{prefix}.{key}", finite=False) for key, value in params.items()}
     try:
         return cls(**values, **fixed)
     except errors as err:
         raise ConfigError(f"{prefix}.{err}") from err
 
 
-def coerce(hint: Any, value: Any, key: str) -> Any:
-    """``value`` as the type ``hint`` says, or a :class:`ConfigError` naming ``key``."""
+def coerce(hint: Any, value: Any, key: str, *, finite: bool = True) -> Any:
+    """``value`` as the type ``hint`` says, or a :class:`ConfigError` naming ``key``.
+
+    TOML has ``inf`` and ``nan``; no setting of a section means either, so with ``finite``
+    they are refused here (a learning rate of inf would only fail once nodes train).
+    """
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, prefix=f"{key}.")
@@ -101,15 +107,17 @@ def coerce(hint: Any, value: Any, key: str) -> Any:
         args = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return coerce(args[0], value, key)
+        return coerce(args[0], value, key, finite=finite)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list; got {value!r}")
         item = get_args(hint)[0]
-        return tuple(coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(item, v, f"{key}[{i}]", finite=finite) for i, v in enumerate(value))
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number; got {value!r}")
+        if finite and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number; got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -11,8 +11,10 @@ Entry points::
 official test split, registered files, reference); ``FILE_SETS`` maps each name that
 ``bflsim data --download`` accepts to its registered files.
 
-The data directory is ``data.data_dir`` if set, else ``$BFLSIM_DATA_DIR``, else ``./data``;
-its layout mirrors ``shared/datasets`` (see :mod:`bflsim.data.registry`).
+The data directory of a run is ``--data-dir`` if given, else the experiment's
+``data.data_dir`` (a relative one read against the experiment file's folder), else
+``$BFLSIM_DATA_DIR``, else ``./data`` (:func:`run_data_dir`); its layout mirrors
+``shared/datasets`` (see :mod:`bflsim.data.registry`).
 """
 
 from bflsim.data.base import Dataset
@@ -25,10 +27,11 @@ from bflsim.data.datasets import (
 )
 from bflsim.data.download import download_dataset, fetch_file
 from bflsim.data.errors import DataError
-from bflsim.data.partition import label_counts, partition
-from bflsim.data.prepare import PreparedData, prepare_data
+from bflsim.data.partition import check_enough_rows, check_node_rows, label_counts, partition
+from bflsim.data.prepare import PreparedData, prepare_data, require_finite, run_data_dir
 from bflsim.data.registry import (
     DATA_DIR_ENV,
+    LOOKUP_ORDER,
     DataFile,
     DataReport,
     FileStatus,
@@ -44,6 +47,7 @@ __all__ = [
     "DATASET_FILES",
     "DATA_DIR_ENV",
     "FILE_SETS",
+    "LOOKUP_ORDER",
     "DataError",
     "DataFile",
     "DataReport",
@@ -52,6 +56,8 @@ __all__ = [
     "Mirror",
     "PreparedData",
     "check_data_config",
+    "check_enough_rows",
+    "check_node_rows",
     "data_report",
     "download_dataset",
     "fetch_file",
@@ -59,7 +65,9 @@ __all__ = [
     "label_counts",
     "partition",
     "prepare_data",
+    "require_finite",
     "resolve_data_dir",
+    "run_data_dir",
     "sha256_of",
     "verify_file",
 ]

@@ -32,6 +32,9 @@ class LabelledTable:
     normal_label: str | None
     sources: tuple[tuple[str, str], ...]  # (path, sha256) of every file read
     name: str = ""  # how messages refer to the table, e.g. "KDDTrain+"
+    # The file line of the first row when the table is one file's rows in order (2 after a
+    # header row, 1 without); None when rows do not map to lines (several files, rows dropped).
+    first_line: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.labels):

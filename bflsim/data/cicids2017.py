@@ -21,8 +21,9 @@ Both are brought to one schema: names stripped, original names renamed to the im
 Dst IP, Timestamp, Attempted Category; ``Dst Port`` and ``Protocol`` stay as numeric features)
 and labels normalised to the improved vocabulary :data:`LABELS`. The three Web Attack labels are
 kept apart (the stratified split keeps every class with at least three rows in each split).
-Infinite values are kept here; preprocessing turns them into NaN and fills them with the
-training-split median.
+Infinite and missing values are kept here; ``prepare_data`` refuses them unless
+``data.impute = "median"`` (the original files hold ``Infinity`` in two rate columns), and
+then preprocessing fills them with the training-split median.
 Rows with every field empty, an artefact of some original day files, are skipped.
 """
 

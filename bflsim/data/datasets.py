@@ -54,6 +54,11 @@ def check_data_config(config: DataConfig) -> None:
             f"data.dataset = {dataset.name!r} has none (datasets with one: {having}). "
             f"Use data.split = 'stratified'"
         )
+    if (config.columns or not config.header) and dataset.name != "csv":
+        raise DataError(
+            f"data.header and data.columns apply to data.dataset = 'csv'; data.dataset = {dataset.name!r} "
+            f"reads its own layout. Remove them"
+        )
     if dataset.check is not None:
         dataset.check(config)
 

@@ -10,17 +10,24 @@
 
 Every scheme returns disjoint index arrays that cover all rows, each sorted and non-empty,
 and the same arrays for the same seed.
+
+Before a federated run starts, :func:`check_enough_rows` and :func:`check_node_rows` refuse
+a federation the training split cannot feed: more nodes than rows, or a node left with
+fewer than ``federation.min_node_rows`` rows (Dirichlet with a tiny alpha), naming the keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bflsim.data.errors import DataError
+
+if TYPE_CHECKING:
+    from bflsim.config import FederationConfig
 
 PartitionScheme = Literal["iid", "dirichlet", "shards"]
 DIRICHLET_ATTEMPTS = 100
@@ -141,3 +148,46 @@ def label_counts(
     labels = np.asarray(labels)
     width = int(labels.max()) + 1 if num_classes is None else num_classes
     return np.stack([np.bincount(labels[part], minlength=width) for part in parts])
+
+
+def check_enough_rows(federation: FederationConfig, num_rows: int) -> None:
+    """Refuse more nodes than ``num_rows`` training rows can give ``federation.min_node_rows`` each
+    (at least one), naming ``federation.num_nodes`` and the number of rows."""
+    nodes, at_least = federation.num_nodes, max(1, federation.min_node_rows)
+    if nodes * at_least <= num_rows:
+        return
+    most = num_rows // at_least
+    wanted = ("every node needs at least one row" if federation.min_node_rows <= 1 else
+              f"federation.min_node_rows = {federation.min_node_rows} asks for {at_least} rows per node, "
+              f"{nodes * at_least} in all")
+    raise DataError(
+        f"federation.num_nodes = {nodes} but the training split has only {num_rows} rows: {wanted}. "
+        f"Use at most {most} nodes or more data"
+        + (" (or lower federation.min_node_rows)" if federation.min_node_rows > 1 else "")
+    )
+
+
+def check_node_rows(federation: FederationConfig, parts: Sequence[NDArray[np.int64]]) -> None:
+    """Refuse a partition that leaves a node fewer than ``federation.min_node_rows`` rows,
+    with the node sizes summarised and what to change."""
+    sizes = np.array([len(part) for part in parts])
+    small = np.flatnonzero(sizes < federation.min_node_rows)
+    if not len(small):
+        return
+    scheme = f"federation.partition = {federation.partition!r}"
+    if federation.partition == "dirichlet":
+        scheme += f" (federation.alpha = {federation.alpha})"
+        change = "raise federation.alpha (a less skewed split), use fewer nodes or more data"
+    elif federation.partition == "shards":
+        scheme += f" (federation.shards_per_node = {federation.shards_per_node})"
+        change = "use fewer nodes or more data"
+    else:
+        change = "use fewer nodes or more data"
+    order = small[np.argsort(sizes[small], kind="stable")]
+    shown = ", ".join(f"node {k}: {sizes[k]}" for k in order[:8]) + (" ..." if len(order) > 8 else "")
+    raise DataError(
+        f"{scheme} with federation.seed = {federation.seed} leaves {len(small)} of {len(sizes)} nodes "
+        f"with fewer than federation.min_node_rows = {federation.min_node_rows} training rows ({shown}); "
+        f"node sizes: min {sizes.min()}, median {int(np.median(sizes))}, max {sizes.max()}. "
+        f"To run it, {change}, or lower federation.min_node_rows (0 turns the check off)"
+    )

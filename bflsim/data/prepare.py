@@ -11,6 +11,11 @@ split and cuts train / val from the pool; only datasets whose record has
 ``load_official_test`` offer it. For NSL-KDD the pool is KDDTrain+ and the official test set
 KDDTest+, with attacks unseen in training.
 
+Missing, NaN and infinite values in numeric columns are refused, naming the file, column,
+count and first row (:func:`require_finite`), unless ``data.impute = "median"``: then each
+is filled with its column's training-split median and the counts per split and column are
+recorded (:attr:`PreparedData.imputed`, the ``imputed`` entry of the manifest's data).
+
 Class order: with ``label_mode = "binary"`` it is ``("normal", "attack")`` for every dataset.
 Otherwise the normal class comes first when known (NSL-KDD ``Normal``, CIC-IDS2017 ``BENIGN``,
 synthetic ``normal``, CSV ``data.normal_label``), then the other class names sorted.
@@ -18,7 +23,8 @@ synthetic ``normal``, CSV ``data.normal_label``), then the other class names sor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,7 +41,7 @@ from bflsim.data.datasets import (
     verify_sources,
 )
 from bflsim.data.errors import DataError
-from bflsim.data.preprocess import fit_preprocessor
+from bflsim.data.preprocess import fit_preprocessor, non_finite_counts
 from bflsim.data.registry import resolve_data_dir
 from bflsim.data.split import (
     SPLIT_NAMES,
@@ -68,6 +74,9 @@ class PreparedData:
     normal_class: int | None
     dataset: str
     sources: tuple[tuple[str, str], ...]
+    impute: str = "none"  # data.impute
+    # split -> column -> values filled (data.impute = "median"); empty when nothing was filled
+    imputed: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -75,8 +84,8 @@ class PreparedData:
             if x.ndim != 2 or x.shape[1] != len(self.feature_names) or len(x) != len(y):
                 raise ValueError(f"x_{split} {x.shape} / y_{split} {y.shape} do not match "
                                  f"{len(self.feature_names)} features")
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for item in fields(self):
+            value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
                 value.flags.writeable = False
 
@@ -101,7 +110,23 @@ class PreparedData:
             "rows": {split: len(y) for split, y in splits},
             "class_counts": {split: np.bincount(y, minlength=self.num_classes).tolist() for split, y in splits},
             "sources": [{"path": p, "sha256": d} for p, d in self.sources],
+        } | ({"imputed": self._imputed()} if self.impute != "none" else {})
+
+    def _imputed(self) -> dict:
+        counts = {split: dict(columns) for split, columns in self.imputed.items() if columns}
+        return {
+            "method": f"{self.impute} of the training split, per column",
+            "values": sum(n for columns in counts.values() for n in columns.values()),
+            "by_split": counts,
         }
+
+
+def run_data_dir(config: DataConfig, override: str | Path | None = None) -> Path | None:
+    """The data directory a run reads: ``override`` (``--data-dir``) if given, else
+    ``data.data_dir``, else ``$BFLSIM_DATA_DIR``, else ``./data``; None for generated data."""
+    if config.dataset == "synthetic":
+        return None
+    return resolve_data_dir(override if override is not None else config.data_dir)
 
 
 def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> PreparedData:
@@ -112,7 +137,7 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> Prep
     config
         The ``[data]`` table of an experiment.
     data_dir
-        Overrides ``config.data_dir``; otherwise ``$BFLSIM_DATA_DIR``, then ``./data``.
+        Overrides ``config.data_dir``; without either, ``$BFLSIM_DATA_DIR``, then ``./data``.
 
     Raises
     ------
@@ -126,10 +151,12 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> Prep
     dataset = DATASETS[config.dataset]
     pool = dataset.load(config, root)
     verify_sources(pool.sources, root)
+    require_finite(pool, config)
     held_out = None
     if uses_official_split(config):
         held_out = dataset.load_official_test(config, root)
         verify_sources(held_out.sources, root)
+        require_finite(held_out, config)
     normal = _normal_label(pool, config)
     splits = _split(config, pool, held_out, normal)
 
@@ -156,6 +183,32 @@ def prepare_data(config: DataConfig, data_dir: str | Path | None = None) -> Prep
         normal_class=class_names.index(normal) if normal is not None else None,
         dataset=config.dataset,
         sources=pool.sources + (held_out.sources if held_out is not None else ()),
+        impute=config.impute,
+        imputed={
+            name: {c: n for c, (n, _) in non_finite_counts(split.features, pool.categorical).items()}
+            for name, split in zip(SPLIT_NAMES, splits, strict=True)
+        },
+    )
+
+
+def require_finite(table: LabelledTable, config: DataConfig) -> None:
+    """Raise :class:`DataError` naming the first numeric column of ``table`` with missing, NaN
+    or infinite values (file, column, count, first row), unless ``data.impute`` fills them."""
+    if config.impute != "none":
+        return
+    bad = non_finite_counts(table.features, table.categorical)
+    if not bad:
+        return
+    column, (count, first) = next(iter(bad.items()))
+    where = table.sources[0][0] if len(table.sources) == 1 else table.name
+    row = (f"line {first + table.first_line}" if table.first_line is not None
+           else f"data row {first + 1} of {table.name}")
+    others = f"; {len(bad) - 1} more columns hold some too" if len(bad) > 1 else ""
+    raise DataError(
+        f"{where}: column {column!r} holds {count} missing, NaN or infinite values (first at {row}){others}. "
+        f"Fix the file{', list the column in data.drop_columns,' if config.dataset == 'csv' else ''} "
+        f"or set data.impute = 'median' to fill "
+        f"each with its column's training-split median (the counts are recorded in the run manifest)"
     )
 
 

@@ -6,7 +6,8 @@
   vocabulary (e.g. first seen in the test split) encodes as all zeros. A missing value is
   the category ``"<missing>"``.
 - Numeric columns: +-inf becomes NaN; NaN is filled with the training-split median of the
-  column (0 when the column has no finite value in training).
+  column (0 when the column has no finite value in training). ``prepare_data`` lets such
+  values through only with ``data.impute = "median"`` (:func:`non_finite_counts` finds them).
 - Scaling, numeric columns only (one-hot columns stay 0/1):
   ``minmax``: (x - min) / (max - min); ``standard``: (x - mean) / std. A column that is
   constant in training gets scale 1, so it maps to 0 there and never to NaN. Test rows may
@@ -15,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,6 +96,18 @@ def fit_preprocessor(
         else:
             names.append(column)
     return Preprocessor(columns, categories, numeric, fill, offset, scale, tuple(names))
+
+
+def non_finite_counts(frame: pd.DataFrame, categorical: Collection[str]) -> dict[str, tuple[int, int]]:
+    """Per numeric column (those not in ``categorical``) with missing, NaN or infinite values:
+    ``(how many, position of the first row)``; columns without any are left out."""
+    numeric = tuple(str(c) for c in frame.columns if c not in categorical)
+    bad = ~np.isfinite(_numeric_matrix(frame, numeric))
+    return {
+        column: (int(bad[:, j].sum()), int(np.argmax(bad[:, j])))
+        for j, column in enumerate(numeric)
+        if bad[:, j].any()
+    }
 
 
 def _numeric_matrix(frame: pd.DataFrame, columns: tuple[str, ...]) -> NDArray[np.float64]:

@@ -6,8 +6,10 @@ The data directory mirrors ``shared/datasets``; each file may be stored plain or
     <data dir>/cic-ids2017/improved_rnd_5000/<Label>_<n>.csv[.gz]     16 files, one per label
     <data dir>/unsw-nb15/UNSW_NB15_training-set.csv[.gz]
 
-The directory is chosen by :func:`resolve_data_dir`: an explicit argument (``data.data_dir``)
-wins over ``$BFLSIM_DATA_DIR``, which wins over ``./data``.
+The directory is chosen by :func:`resolve_data_dir`: an explicit argument wins over
+``$BFLSIM_DATA_DIR``, which wins over ``./data``. For a run the explicit argument is
+``--data-dir`` if given, else the experiment's ``data.data_dir``
+(:func:`bflsim.data.run_data_dir`); :data:`LOOKUP_ORDER` says so in messages.
 
 Every file is registered with the sha256 of its *uncompressed* content, so a plain download
 and a ``gzip -9 -n`` copy verify against the same digest. The digests, sizes and mirrors come
@@ -32,6 +34,10 @@ from bflsim.data.errors import DataError
 
 DATA_DIR_ENV = "BFLSIM_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
+LOOKUP_ORDER = (
+    f"--data-dir if given, else data.data_dir of the experiment (relative to its file), "
+    f"else ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}"
+)
 
 
 @dataclass(frozen=True)
@@ -130,11 +136,12 @@ def require_file(spec: DataFile, data_dir: str | Path) -> tuple[Path, str]:
     data_dir = resolve_data_dir(data_dir)
     path = locate(spec.relpath, data_dir)
     if path is None:
+        env = os.environ.get(DATA_DIR_ENV, "")
         raise DataError(
             f"missing data file {data_dir / spec.relpath} (or the same name with .gz). The data "
-            f"directory is data.data_dir if set, else ${DATA_DIR_ENV}, else ./data; point one "
-            f"of them at the folder that holds {spec.dataset}/, or fetch the files with "
-            f"`bflsim data --download {spec.dataset}`"
+            f"directory is {LOOKUP_ORDER} (${DATA_DIR_ENV} is "
+            f"{repr(env) if env else 'unset'}); point one of them at the folder that holds "
+            f"{spec.dataset}/, or fetch the files with `bflsim data --download {spec.dataset}`"
         )
     verify_file(path, spec)
     return path, spec.sha256

@@ -3,9 +3,10 @@
 Every loader returns a :class:`~bflsim.data.base.LabelledTable`: raw features (one column per
 input column, categorical columns as text) plus one class name per row.
 
-Generic CSV (``data.dataset = "csv"``): one header row; ``data.label_column`` holds the
-class; ``data.categorical_columns`` are one-hot encoded; ``data.drop_columns`` are ignored;
-every other column must be numeric. ``data.normal_label`` names the benign class.
+Generic CSV (``data.dataset = "csv"``): one header row, or none with ``data.header = false``
+and the column names in ``data.columns``; ``data.label_column`` holds the class;
+``data.categorical_columns`` are one-hot encoded; ``data.drop_columns`` are ignored; every
+other column must be numeric. ``data.normal_label`` names the benign class.
 A relative ``data.path`` is looked up in the current directory, then in the data directory.
 A UTF-8 byte-order mark is ignored. When ``data.path`` is a registered file (e.g. the
 UNSW-NB15 training set), ``prepare_data`` checks it against its registered digest.
@@ -40,6 +41,7 @@ def load_csv(config: DataConfig, data_dir: Path) -> LabelledTable:
         label_column=config.label_column,
         categorical_columns=config.categorical_columns,
         drop_columns=config.drop_columns,
+        columns=None if config.header else config.columns,
     )
     return LabelledTable(
         table.features,
@@ -48,6 +50,7 @@ def load_csv(config: DataConfig, data_dir: Path) -> LabelledTable:
         config.normal_label,
         ((str(path), sha256_of(path)),),
         name=path.name,
+        first_line=table.first_line,
     )
 
 
@@ -68,31 +71,40 @@ def read_labelled_csv(
     label_column: str,
     categorical_columns: Sequence[str] = (),
     drop_columns: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
 ) -> LabelledTable:
-    """Read a CSV with a header row into a :class:`LabelledTable` (no normal label, no sources)."""
-    header = _read_header(path)
+    """Read a CSV into a :class:`LabelledTable` (no normal label, no sources).
+
+    The file has one header row, or none when ``columns`` names its columns in order
+    (``data.header = false``, ``data.columns``).
+    """
+    header = _read_header(path) if columns is None else _check_columns(path, list(columns))
     named = {"data.label_column": [label_column], "data.categorical_columns": categorical_columns,
              "data.drop_columns": drop_columns}
-    for key, columns in named.items():
-        for column in columns:
+    header_key = "the header row" if columns is None else "data.columns"
+    for key, names in named.items():
+        for column in names:
             if column not in header:
                 raise DataError(
-                    f"{path}: no column {column!r} (from {key}); the columns are {header}"
+                    f"{path}: no column {column!r} (from {key}); the columns are {header} "
+                    f"(from {header_key})"
                 )
     text_columns = {label_column, *categorical_columns}
+    no_header = {} if columns is None else {"header": None, "names": list(columns)}
     try:
         frame = pd.read_csv(
             path,
             usecols=[c for c in header if c not in drop_columns],
             dtype={c: str for c in text_columns},
             encoding="utf-8-sig",
+            **no_header,
         )
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: cannot be read as CSV ({err})") from err
     labels = frame.pop(label_column)
     missing = labels.isna().to_numpy()
     if missing.any():
-        row = int(np.flatnonzero(missing)[0]) + 2  # 1-based, after the header line
+        row = int(np.flatnonzero(missing)[0]) + (1 if columns is None else 0) + 1  # 1-based
         raise DataError(
             f"{path}: {int(missing.sum())} rows have no value in label column "
             f"{label_column!r} (first at line {row})"
@@ -107,7 +119,30 @@ def read_labelled_csv(
         normal_label=None,
         sources=(),
         name=path.name,
+        first_line=1 if columns is not None else 2,
     )
+
+
+def _check_columns(path: Path, columns: list[str]) -> list[str]:
+    """``columns`` (``data.columns``), once the file's first row has as many fields and is not a header."""
+    try:
+        first = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path}: empty file; expected rows of {len(columns)} fields (data.columns)") from err
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"{path}: cannot be read as CSV ({err})") from err
+    fields = [str(v).strip() for v in first.iloc[0].tolist()]
+    if len(fields) != len(columns):
+        raise DataError(
+            f"{path}: the first row has {len(fields)} fields but data.columns names {len(columns)} "
+            f"columns {columns}; list one name per field, in order"
+        )
+    if fields == [c.strip() for c in columns]:
+        raise DataError(
+            f"{path}: the first row repeats data.columns, so the file has a header row; "
+            f"remove data.header = false and data.columns"
+        )
+    return columns
 
 
 def _read_header(path: Path) -> list[str]:

@@ -3,7 +3,8 @@
 :func:`prepare_run` and :func:`serve` are what a Flower ServerApp's ``main`` does, whichever
 way the app is started (``bflsim run`` on the Ray simulation backend, or ``flwr run .``); the
 caller holds the run folder open (:meth:`bflsim.runfolder.RunFolder.start`), which sets the
-run's status. After every round the global model is scored on the held-out test split and
+run's status. Every round's new global model is scored on the held-out test split once, by
+the strategy before it commits the round (the confusion matrix's digest goes on chain), and
 the round's rows reach the run folder before the next round starts.
 """
 
@@ -18,21 +19,27 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from bflsim.config import ExperimentConfig, to_wire
-from bflsim.data import PreparedData, resolve_data_dir
-from bflsim.edge_node import load_data
-from bflsim.hashing import digest_hex, weights_digest
-from bflsim.ledger.factory import open_ledger
-from bflsim.ledger.session import open_session
+from bflsim.data import PreparedData, check_enough_rows, check_node_rows, run_data_dir
+from bflsim.edge_node import load_data, node_partitions
+from bflsim.hashing import digest_hex, run_digest, weights_digest
+from bflsim.ledger.factory import check_ledger, open_ledger
+from bflsim.ledger.session import make_run_facts, open_session
 from bflsim.metrics import score_probabilities
 from bflsim.models import cached_model, initial_weights
 from bflsim.progress import Progress, format_seconds
 from bflsim.runfolder import RoundRecorder, RunFolder
+from bflsim.vectors import Weights
 from strategies.robust import RobustStrategy
 
 
 @dataclass
 class GlobalEvaluator:
-    """Scores the global model on the test split after each round and logs the rows."""
+    """Scores the global model on the test split, once per round, and logs the rows.
+
+    :meth:`score` is what the strategy calls before committing a round (it needs the
+    confusion matrix); calling the evaluator (Flower's ``evaluate_fn``) logs that round's rows
+    from the scores already computed, or scores the model itself (round 0).
+    """
 
     config: ExperimentConfig
     data: PreparedData
@@ -41,13 +48,27 @@ class GlobalEvaluator:
     progress: Progress
     started: float = field(default_factory=time.perf_counter)
     last: dict[str, float] = field(default_factory=dict)
+    _scored: dict[int, tuple[bytes, dict[str, float], Any]] = field(default_factory=dict)
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        data, name = self.data, self.config.models.names[0]
+    def score(self, server_round: int, weights: Weights) -> Any:
+        """The confusion matrix of ``weights`` on the test split (kept for the round's rows)."""
+        data = self.data
         model = cached_model(self.config.models, self.config.train, data.num_features, data.num_classes)
-        model.set_weights(arrays.to_numpy_ndarrays())
+        model.set_weights(weights)
         proba = model.predict(data.x_test, batch_size=4096, verbose=0)
         metrics, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
+        self._scored[server_round] = (weights_digest(weights), metrics, cm)
+        return cm
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        weights = arrays.to_numpy_ndarrays()
+        scored = self._scored.pop(server_round, None)
+        if scored is None or scored[0] != weights_digest(weights):  # not the model scored before the commit
+            self.score(server_round, weights)
+            scored = self._scored.pop(server_round)
+        _, metrics, cm = scored
+        data, name = self.data, self.config.models.names[0]
+        metrics = dict(metrics)
         elapsed = time.perf_counter() - self.started
         metrics["elapsed_seconds"] = elapsed
         if server_round > 0:
@@ -72,12 +93,33 @@ class GlobalEvaluator:
 
 
 def prepare_run(config: ExperimentConfig, data_dir: str | Path | None = None) -> tuple[str | None, dict[str, Any]]:
-    """Load the data (bad data fails here, before any node starts); return the data directory
-    the server and the nodes read (None for synthetic data) and the manifest's run facts."""
-    data_path = str(resolve_data_dir(data_dir)) if config.data.dataset != "synthetic" else None
+    """Load the data and check everything a run needs before Ray, the chain or the run folder
+    start: bad data, too few training rows for the nodes, a node left with fewer than
+    ``federation.min_node_rows`` rows, an RPC endpoint that is unreachable, on another chain
+    or cannot pay. Return the data directory the server and the nodes read (``--data-dir``,
+    else ``data.data_dir``, else ``$BFLSIM_DATA_DIR``, else ``./data``; None for synthetic
+    data) and the manifest's run facts."""
+    root = run_data_dir(config.data, data_dir)
+    data_path = str(root) if root is not None else None
     data = load_data(config.data, data_path)
+    check_enough_rows(config.federation, len(data.y_train))
+    check_node_rows(config.federation, node_partitions(config.data, config.federation, data_path))
+    check_ledger(config)
     malicious = "per round" if config.attack.redraw_each_round else config.malicious_nodes(1).tolist()
     return data_path, {"data": data.describe(), "malicious_nodes": malicious}
+
+
+def run_facts(config: ExperimentConfig, data: PreparedData, run: RunFolder) -> dict[str, str]:
+    """The run's facts and digest (``bflsim.ledger.session.make_run_facts``), written to the
+    manifest as ``run_facts`` / ``run_digest``; a run folder that has them keeps them."""
+    facts = run.manifest.get("run_facts")
+    if not facts:
+        facts = make_run_facts(
+            config, run_id=run.run_id, git_commit=run.manifest.get("git_commit"),
+            sources=run.manifest.get("data", {}).get("sources", []), x_test=data.x_test, y_test=data.y_test,
+        )
+        run.write_manifest(run_facts=facts, run_digest=digest_hex(run_digest(facts)))
+    return dict(facts)
 
 
 def describe(config: ExperimentConfig) -> str:
@@ -97,12 +139,13 @@ def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | 
     """
     data = load_data(config.data, data_dir)
     recorder = RoundRecorder(run, config)
+    facts = run_facts(config, data, run)
     with open_ledger(config.ledger) as ledger:
+        evaluator = GlobalEvaluator(config, data, run, recorder, progress)
         strategy = RobustStrategy(
             config.rule, config.aggregator.reject_factor, config.federation, to_wire(config), data_dir,
-            open_session(config, ledger, run.path), recorder,
+            open_session(config, ledger, run.path, facts), recorder, score=evaluator.score,
         )
-        evaluator = GlobalEvaluator(config, data, run, recorder, progress)
         result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(initial_weights(config.models, config.train, data.num_features,

@@ -5,8 +5,10 @@
 - :class:`NoLedger`: Standard FL, records nothing.
 
 Edge nodes sign their own transactions offline (:func:`sign_update_tx`, :func:`sign_data_tx`)
-from a :class:`TxContext` the server sends them, and the server relays the raw bytes
-(:meth:`Ledger.send_raw`). The identity/signing part imports eth-account only, so Ray
+from a :class:`TxContext` the server sends them (chain, registry, nonce, fees, run digest),
+and the server relays the raw bytes (:meth:`Ledger.send_raw`) once
+:func:`check_update_tx` finds them exactly what was asked for. The server itself holds two
+keys, the registry's owner and its aggregator. The identity/signing part imports eth-account only, so Ray
 workers can use it without web3; the web3 backends are imported on first use.
 """
 
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bflsim.ledger.base import (
     MAX_NODES,
+    REGISTRY_VERSION,
     ChainEvent,
     ChainIdMismatch,
     ContractNotFound,
@@ -38,6 +41,7 @@ from bflsim.ledger.identity import (
     NodeIdentity,
     SignedUpdate,
     TxContext,
+    check_update_tx,
     derive_identities,
     read_update_tx,
     sign_data_tx,
@@ -58,6 +62,7 @@ _LAZY = {
 __all__ = [
     "DATA_GAS_LIMIT",
     "MAX_NODES",
+    "REGISTRY_VERSION",
     "UPDATE_GAS_LIMIT",
     "AnvilNode",
     "ChainEvent",
@@ -78,6 +83,7 @@ __all__ = [
     "TransactionReverted",
     "TxContext",
     "TxRecord",
+    "check_update_tx",
     "derive_identities",
     "from_bitmap",
     "load_artifact",

@@ -19,6 +19,7 @@ from bflsim.runfolder.folder import RunStopped
 
 __all__ = [
     "MAX_NODES",
+    "REGISTRY_VERSION",
     "ChainEvent",
     "ChainIdMismatch",
     "ContractNotFound",
@@ -38,7 +39,14 @@ __all__ = [
 
 MAX_NODES = 255  # node indices 0..254: bit 255 of a round's pending word is its OPEN flag
 ARTIFACT_ENV = "BFLSIM_REGISTRY_ARTIFACT"
-_DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "FederatedRegistry.json"
+REGISTRY_VERSION = 2  # what runs deploy now; trail/chain.json says which one a run used
+_CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
+_DEFAULT_ARTIFACT = _CONTRACTS / "FederatedRegistry.json"
+# Registries of earlier versions, kept to audit the runs that used them (no registry_version
+# in their trail/chain.json: 1). v1: one key for owner and aggregator, no run digest, no
+# sample counts, no evaluation digest (source: git history, contracts/FederatedRegistry.sol
+# before registry v2; its sha256 is in the artifact).
+_OLD_ARTIFACTS = {1: _CONTRACTS / "FederatedRegistry.v1.json"}
 
 
 # ---- errors ----------------------------------------------------------------------------
@@ -107,6 +115,7 @@ class NodeInfo:
     rejections: int
     data_digest: bytes
     data_timestamp: int
+    num_samples: int = 0  # the registered size of the node's data batch
 
 
 @dataclass(frozen=True)
@@ -220,9 +229,14 @@ def _show(value: Any, abi_type: str) -> str:
     return str(value)
 
 
-def load_artifact(path: str | Path | None = None) -> RegistryArtifact:
+def load_artifact(path: str | Path | None = None, *, version: int | None = None) -> RegistryArtifact:
     """Read the compiled registry (default: contracts/FederatedRegistry.json in the repo,
-    or ``$BFLSIM_REGISTRY_ARTIFACT``)."""
+    or ``$BFLSIM_REGISTRY_ARTIFACT``); ``version`` 1 is the registry of runs made before v2."""
+    if version is not None and version != REGISTRY_VERSION:
+        if version not in _OLD_ARTIFACTS:
+            known = sorted([*_OLD_ARTIFACTS, REGISTRY_VERSION])
+            raise ValueError(f"registry_version must be one of {known}; got {version!r}")
+        path = _OLD_ARTIFACTS[version]
     path = Path(path or os.environ.get(ARTIFACT_ENV) or _DEFAULT_ARTIFACT)
     return _load_artifact(path.resolve())
 
@@ -249,7 +263,9 @@ def _load_artifact(path: Path) -> RegistryArtifact:
 
 
 class Ledger(ABC):
-    """A FederatedRegistry on some chain, driven by the server (owner + aggregator).
+    """A FederatedRegistry on some chain, driven by the server: the owner (deploys, registers
+    the nodes, names the aggregator) and the aggregator (opens and commits the rounds), two
+    keys where the backend has a second one.
 
     Transactions the server sends are recorded in :attr:`records` (kind, hash, gas, seconds,
     block). Nodes' own transactions are signed offline (``sign_update_tx``) and relayed with
@@ -274,7 +290,18 @@ class Ledger(ABC):
     @property
     @abstractmethod
     def operator(self) -> str:
-        """The server's account: owner and, unless changed, aggregator."""
+        """The server's owner account (deploys the registry and registers the nodes)."""
+
+    @property
+    def aggregator(self) -> str:
+        """The account that opens and commits rounds (the operator unless the backend has a
+        separate aggregator key)."""
+        return self.operator
+
+    @property
+    def run_digest(self) -> bytes:
+        """The run digest the registry was deployed with (zero before deploy/attach)."""
+        return bytes(32)
 
     @property
     @abstractmethod
@@ -282,8 +309,9 @@ class Ledger(ABC):
 
     # -- setup ---------------------------------------------------------------------------
     @abstractmethod
-    def deploy(self, max_rejections: int) -> str:
-        """Deploy a fresh registry owned by :attr:`operator`; returns its address."""
+    def deploy(self, max_rejections: int, run_digest: bytes = bytes(32)) -> str:
+        """Deploy a fresh registry for the run ``run_digest``, owned by :attr:`operator`, and
+        hand the rounds to :attr:`aggregator`; returns its address."""
 
     @abstractmethod
     def attach(self, address: str) -> None:
@@ -330,6 +358,7 @@ class Ledger(ABC):
         new_global_digest: bytes,
         accepted: Iterable[int],
         scores_digest: bytes,
+        evaluation_digest: bytes = bytes(32),
     ) -> TxRecord | None:
         """Close the round: submitters not in ``accepted`` get a rejection each."""
 

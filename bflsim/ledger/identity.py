@@ -45,18 +45,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA_GAS_LIMIT",
+    "REFUSAL_CHECKS",
     "UPDATE_GAS_LIMIT",
     "NodeIdentity",
+    "SignedTx",
     "SignedUpdate",
     "TxContext",
+    "check_update_tx",
     "derive_identities",
     "encode_register_data",
     "encode_submit_update",
     "expected_addresses",
     "keystore_identities",
     "node_identities",
+    "read_data_tx",
+    "read_tx",
     "read_update_tx",
     "sign_data_tx",
+    "sign_tx",
     "sign_update_tx",
 ]
 
@@ -65,8 +71,10 @@ __all__ = [
 UPDATE_GAS_LIMIT = 60_000
 DATA_GAS_LIMIT = 100_000
 
-SUBMIT_UPDATE_SIGNATURE = "submitUpdate(uint32,bytes32,uint32)"
-REGISTER_DATA_SIGNATURE = "registerData(bytes32,uint64)"
+SUBMIT_UPDATE_SIGNATURE = "submitUpdate(bytes32,uint32,bytes32,uint32)"
+REGISTER_DATA_SIGNATURE = "registerData(bytes32,uint64,uint32)"
+_SUBMIT_UPDATE_TYPES = ["bytes32", "uint32", "bytes32", "uint32"]
+_REGISTER_DATA_TYPES = ["bytes32", "uint64", "uint32"]
 _SUBMIT_UPDATE_SELECTOR = function_signature_to_4byte_selector(SUBMIT_UPDATE_SIGNATURE)
 _REGISTER_DATA_SELECTOR = function_signature_to_4byte_selector(REGISTER_DATA_SIGNATURE)
 
@@ -231,6 +239,8 @@ class TxContext:
 
     Fees: EIP-1559 (``max_fee_per_gas`` / ``max_priority_fee_per_gas``), or a legacy
     ``gas_price`` on chains without a base fee (then the 1559 fields are ignored).
+    ``run_digest`` is the registry's: every ``submitUpdate`` names it, so a signed update
+    belongs to one run and cannot be replayed into another.
     """
 
     chain_id: int
@@ -239,6 +249,7 @@ class TxContext:
     max_fee_per_gas: int = 0
     max_priority_fee_per_gas: int = 0
     gas_price: int | None = None
+    run_digest: bytes = bytes(32)
 
     def to_config(self, prefix: str = "chain.") -> dict[str, int | str]:
         """Flat str/int entries for a Flower ConfigRecord."""
@@ -248,10 +259,24 @@ class TxContext:
             f"{prefix}nonce": self.nonce,
             f"{prefix}max_fee_per_gas": self.max_fee_per_gas,
             f"{prefix}max_priority_fee_per_gas": self.max_priority_fee_per_gas,
+            f"{prefix}run_digest": self.run_digest,
         }
         if self.gas_price is not None:
             config[f"{prefix}gas_price"] = self.gas_price
         return config
+
+    def to_json(self) -> dict[str, int | str | None]:
+        """JSON-ready form (the trail keeps the context a refused node was given)."""
+        return {
+            "chain_id": self.chain_id, "contract_address": self.contract_address, "nonce": self.nonce,
+            "max_fee_per_gas": self.max_fee_per_gas, "max_priority_fee_per_gas": self.max_priority_fee_per_gas,
+            "gas_price": self.gas_price, "run_digest": "0x" + self.run_digest.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> TxContext:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{**data, "run_digest": bytes.fromhex(str(data["run_digest"]).removeprefix("0x"))})
 
     @classmethod
     def from_config(cls, config: Any, prefix: str = "chain.") -> TxContext:
@@ -264,6 +289,7 @@ class TxContext:
             max_fee_per_gas=int(config[f"{prefix}max_fee_per_gas"]),
             max_priority_fee_per_gas=int(config[f"{prefix}max_priority_fee_per_gas"]),
             gas_price=None if gas_price is None else int(gas_price),
+            run_digest=bytes(config.get(f"{prefix}run_digest", bytes(32))),
         )
 
 
@@ -274,17 +300,21 @@ def bytes32(value: bytes, name: str) -> bytes:
     return bytes(value)
 
 
-def encode_submit_update(server_round: int, update_digest: bytes, num_samples: int) -> bytes:
-    """Calldata of ``submitUpdate(round, updateDigest, numSamples)``."""
-    digest = bytes32(update_digest, "update_digest")
-    args = abi_encode(["uint32", "bytes32", "uint32"], [server_round, digest, num_samples])
-    return _SUBMIT_UPDATE_SELECTOR + args
+def encode_submit_update(run_digest: bytes, server_round: int, update_digest: bytes, num_samples: int) -> bytes:
+    """Calldata of ``submitUpdate(runDigest, round, updateDigest, numSamples)``."""
+    args = [bytes32(run_digest, "run_digest"), server_round, bytes32(update_digest, "update_digest"), num_samples]
+    return _SUBMIT_UPDATE_SELECTOR + abi_encode(_SUBMIT_UPDATE_TYPES, args)
 
 
-def encode_register_data(data_digest: bytes, timestamp: int) -> bytes:
-    """Calldata of ``registerData(digest, timestamp)``."""
-    digest = bytes32(data_digest, "data_digest")
-    return _REGISTER_DATA_SELECTOR + abi_encode(["bytes32", "uint64"], [digest, timestamp])
+def encode_register_data(data_digest: bytes, timestamp: int, num_samples: int) -> bytes:
+    """Calldata of ``registerData(digest, timestamp, numSamples)``."""
+    args = [bytes32(data_digest, "data_digest"), timestamp, num_samples]
+    return _REGISTER_DATA_SELECTOR + abi_encode(_REGISTER_DATA_TYPES, args)
+
+
+def sign_tx(identity: NodeIdentity, ctx: TxContext, data: bytes, gas: int) -> bytes:
+    """Raw signed transaction calling the registry of ``ctx`` with calldata ``data``."""
+    return _sign(identity, ctx, data, gas)
 
 
 def _sign(identity: NodeIdentity, ctx: TxContext, data: bytes, gas: int) -> bytes:
@@ -313,8 +343,10 @@ def sign_update_tx(
     *,
     gas: int = UPDATE_GAS_LIMIT,
 ) -> bytes:
-    """Raw signed ``submitUpdate`` transaction, built offline; relay it with ``send_raw``."""
-    return _sign(identity, ctx, encode_submit_update(server_round, update_digest, num_samples), gas)
+    """Raw signed ``submitUpdate`` transaction for ``ctx``'s run, built offline; relay it with
+    ``send_raw``."""
+    data = encode_submit_update(ctx.run_digest, server_round, update_digest, num_samples)
+    return _sign(identity, ctx, data, gas)
 
 
 def sign_data_tx(
@@ -322,11 +354,30 @@ def sign_data_tx(
     ctx: TxContext,
     data_digest: bytes,
     timestamp: int,
+    num_samples: int,
     *,
     gas: int = DATA_GAS_LIMIT,
 ) -> bytes:
-    """Raw signed ``registerData`` transaction, built offline; relay it with ``send_raw``."""
-    return _sign(identity, ctx, encode_register_data(data_digest, timestamp), gas)
+    """Raw signed ``registerData`` transaction (digest, timestamp and size of the node's data
+    batch), built offline; relay it with ``send_raw``."""
+    return _sign(identity, ctx, encode_register_data(data_digest, timestamp, num_samples), gas)
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """Every field of a raw signed transaction, decoded (nothing is sent)."""
+
+    sender: str
+    tx_type: int  # 0 legacy (EIP-155), 2 EIP-1559
+    chain_id: int | None  # None: a pre-EIP-155 legacy transaction, valid on any chain
+    nonce: int
+    gas: int
+    to: str | None  # None: contract creation
+    value: int
+    data: bytes
+    max_fee_per_gas: int | None = None
+    max_priority_fee_per_gas: int | None = None
+    gas_price: int | None = None
 
 
 @dataclass(frozen=True)
@@ -334,40 +385,164 @@ class SignedUpdate:
     """What a raw ``submitUpdate`` transaction commits its signer to."""
 
     sender: str
-    chain_id: int
+    chain_id: int | None
     contract_address: str
     nonce: int
     server_round: int
     update_digest: bytes
     num_samples: int
+    run_digest: bytes = bytes(32)
+    gas: int = 0
+    value: int = 0
+    tx: SignedTx | None = field(default=None, repr=False, compare=False)
+
+
+def _int(value: bytes) -> int:
+    return int.from_bytes(value, "big")
+
+
+def read_tx(raw_tx: bytes) -> SignedTx:
+    """Decode any legacy or EIP-1559 signed transaction, recovering its signer.
+
+    Raises ValueError (naming what is wrong) for bytes that are not such a transaction.
+    """
+    raw_tx = bytes(raw_tx)
+    try:
+        if raw_tx[:1] == b"\x02":  # chainId, nonce, tip, maxFee, gas, to, value, data, access list, v, r, s
+            fields = rlp.decode(raw_tx[1:])
+            if len(fields) != 12:
+                raise ValueError(f"an EIP-1559 transaction has 12 fields; got {len(fields)}")
+            chain_id, nonce, tip, max_fee, gas, to, value, data = fields[:8]
+            extra = {"max_fee_per_gas": _int(max_fee), "max_priority_fee_per_gas": _int(tip)}
+            tx_type, chain = 2, _int(chain_id)
+        elif raw_tx[:1] and raw_tx[0] >= 0xC0:  # nonce, gasPrice, gas, to, value, data, v, r, s
+            fields = rlp.decode(raw_tx)
+            if len(fields) != 9:
+                raise ValueError(f"a legacy transaction has 9 fields; got {len(fields)}")
+            nonce, gas_price, gas, to, value, data, v = fields[:7]
+            extra = {"gas_price": _int(gas_price)}
+            tx_type, chain = 0, (_int(v) - 35) // 2 if _int(v) >= 35 else None
+        else:
+            raise ValueError(f"not a legacy or EIP-1559 transaction (type byte {raw_tx[:1]!r})")
+        sender = Account.recover_transaction(raw_tx)
+    except ValueError:
+        raise
+    except Exception as err:
+        raise ValueError(f"not a valid signed transaction: {type(err).__name__}: {err}") from err
+    return SignedTx(
+        sender=sender, tx_type=tx_type, chain_id=chain, nonce=_int(nonce), gas=_int(gas),
+        to=to_checksum_address(to) if to else None, value=_int(value), data=bytes(data), **extra,
+    )
 
 
 def read_update_tx(raw_tx: bytes) -> SignedUpdate:
     """Decode a node's signed ``submitUpdate`` without sending it.
 
-    The server compares ``update_digest`` with the digest it recomputes from the update it
-    received, and ``sender`` with the node it expects, before relaying.
+    The calldata must be exactly a ``submitUpdate`` call (selector and four words). The server
+    compares every field with what it expects (:meth:`bflsim.ledger.session.ChainSession.relay_updates`)
+    before relaying.
     """
-    raw_tx = bytes(raw_tx)
-    if raw_tx[:1] == b"\x02":  # EIP-1559: chainId, nonce, tip, maxFee, gas, to, value, data, ...
-        fields = rlp.decode(raw_tx[1:])
-        chain_id, nonce, to, data = fields[0], fields[1], fields[5], fields[7]
-    elif raw_tx[:1] and raw_tx[0] >= 0xC0:  # legacy: nonce, gasPrice, gas, to, value, data, v
-        fields = rlp.decode(raw_tx)
-        nonce, to, data = fields[0], fields[3], fields[5]
-        chain_id = (int.from_bytes(fields[6], "big") - 35) // 2
-    else:
-        raise ValueError(f"not a legacy or EIP-1559 transaction (type byte {raw_tx[:1]!r})")
-    data = bytes(data)
-    if data[:4] != _SUBMIT_UPDATE_SELECTOR:
-        raise ValueError(f"not a submitUpdate call (selector 0x{data[:4].hex()})")
-    server_round, digest, num_samples = abi_decode(["uint32", "bytes32", "uint32"], data[4:])
+    tx = read_tx(raw_tx)
+    if tx.data[:4] != _SUBMIT_UPDATE_SELECTOR:
+        raise ValueError(f"not a submitUpdate call (selector 0x{tx.data[:4].hex()})")
+    if len(tx.data) != 4 + 32 * len(_SUBMIT_UPDATE_TYPES):
+        raise ValueError(f"submitUpdate calldata has {len(tx.data)} bytes, not {4 + 32 * len(_SUBMIT_UPDATE_TYPES)}")
+    if tx.to is None:
+        raise ValueError("a contract creation, not a submitUpdate call")
+    try:
+        run, server_round, digest, num_samples = abi_decode(_SUBMIT_UPDATE_TYPES, tx.data[4:], strict=True)
+    except Exception as err:
+        raise ValueError(f"submitUpdate arguments do not decode: {err}") from err
     return SignedUpdate(
-        sender=Account.recover_transaction(raw_tx),
-        chain_id=int.from_bytes(chain_id, "big") if isinstance(chain_id, bytes) else chain_id,
-        contract_address=to_checksum_address(to),
-        nonce=int.from_bytes(nonce, "big"),
-        server_round=server_round,
-        update_digest=bytes(digest),
-        num_samples=num_samples,
+        sender=tx.sender, chain_id=tx.chain_id, contract_address=tx.to, nonce=tx.nonce,
+        server_round=server_round, update_digest=bytes(digest), num_samples=num_samples,
+        run_digest=bytes(run), gas=tx.gas, value=tx.value, tx=tx,
     )
+
+
+# Why the server refuses a node's signed submitUpdate before relaying it (the ``refusal`` of a
+# trail update); "reverted" is a relayed one that failed on chain anyway.
+REFUSAL_CHECKS = (
+    "malformed", "signer", "chain_id", "to", "nonce", "fees", "gas", "value", "run_digest", "round",
+    "update_digest", "num_samples",
+)
+
+
+def check_update_tx(
+    raw_tx: bytes,
+    *,
+    node_address: str,
+    ctx: TxContext,
+    server_round: int,
+    update_digest: bytes,
+    num_samples: int,
+) -> tuple[str, str] | None:
+    """Why the server must not relay ``raw_tx`` as this node's update, or None if it may.
+
+    ``ctx`` is the context the server gave the node for the round (chain, registry, nonce,
+    fees, run digest); ``update_digest`` the digest of the weights the server received;
+    ``num_samples`` the node's registered sample count. Returns ``(check, reason)``, check one
+    of :data:`REFUSAL_CHECKS`. A transaction that passes every check can still revert only
+    if the chain's state differs from what the server read (it never relays such a claim as
+    accepted: only mined successes are).
+    """
+    try:
+        claim = read_update_tx(raw_tx)
+    except ValueError as err:
+        return "malformed", f"not a signed submitUpdate: {err}"
+    tx = claim.tx
+    assert tx is not None
+    expected_address = to_checksum_address(node_address)
+    checks: list[tuple[str, bool, str]] = [
+        ("signer", claim.sender == expected_address, f"signed by {claim.sender}, not by the node's key {expected_address}"),
+        ("chain_id", claim.chain_id == ctx.chain_id, f"signed for chain id {claim.chain_id}, not {ctx.chain_id}"),
+        ("to", claim.contract_address == to_checksum_address(ctx.contract_address),
+         f"sent to {claim.contract_address}, not to the registry {to_checksum_address(ctx.contract_address)}"),
+        ("nonce", claim.nonce == ctx.nonce, f"signed with nonce {claim.nonce}, not the node's next nonce {ctx.nonce}"),
+        ("fees", _fees_match(tx, ctx), f"fees {_fees(tx)} differ from the round's {_ctx_fees(ctx)}"),
+        ("gas", claim.gas == UPDATE_GAS_LIMIT, f"gas limit {claim.gas}, not {UPDATE_GAS_LIMIT}"),
+        ("value", claim.value == 0, f"sends {claim.value} wei; submitUpdate takes none"),
+        ("run_digest", claim.run_digest == ctx.run_digest,
+         f"signed for run 0x{claim.run_digest.hex()}, not this run's 0x{ctx.run_digest.hex()}"),
+        ("round", claim.server_round == server_round, f"signed for round {claim.server_round}, not {server_round}"),
+        ("update_digest", claim.update_digest == update_digest,
+         f"update digest mismatch: signed 0x{claim.update_digest.hex()}, received weights hash to 0x{update_digest.hex()}"),
+        ("num_samples", claim.num_samples == num_samples,
+         f"claims {claim.num_samples} samples; the node registered {num_samples} with its data"),
+    ]
+    for check, ok, reason in checks:
+        if not ok:
+            return check, f"submitUpdate {reason}"
+    return None
+
+
+def _fees(tx: SignedTx) -> str:
+    if tx.tx_type == 0:
+        return f"gas price {tx.gas_price}"
+    return f"max fee {tx.max_fee_per_gas}, tip {tx.max_priority_fee_per_gas}"
+
+
+def _ctx_fees(ctx: TxContext) -> str:
+    if ctx.gas_price is not None:
+        return f"gas price {ctx.gas_price}"
+    return f"max fee {ctx.max_fee_per_gas}, tip {ctx.max_priority_fee_per_gas}"
+
+
+def _fees_match(tx: SignedTx, ctx: TxContext) -> bool:
+    if ctx.gas_price is not None:
+        return tx.tx_type == 0 and tx.gas_price == ctx.gas_price
+    return (tx.tx_type == 2 and tx.max_fee_per_gas == ctx.max_fee_per_gas
+            and tx.max_priority_fee_per_gas == ctx.max_priority_fee_per_gas)
+
+
+def read_data_tx(raw_tx: bytes) -> tuple[SignedTx, bytes, int, int]:
+    """Decode a signed ``registerData``: the transaction, and the digest, timestamp and sample
+    count it registers. Raises ValueError for anything else."""
+    tx = read_tx(raw_tx)
+    if tx.data[:4] != _REGISTER_DATA_SELECTOR or len(tx.data) != 4 + 32 * len(_REGISTER_DATA_TYPES):
+        raise ValueError(f"not a registerData call (selector 0x{tx.data[:4].hex()}, {len(tx.data)} bytes)")
+    try:
+        digest, timestamp, num_samples = abi_decode(_REGISTER_DATA_TYPES, tx.data[4:], strict=True)
+    except Exception as err:
+        raise ValueError(f"registerData arguments do not decode: {err}") from err
+    return tx, bytes(digest), int(timestamp), int(num_samples)

@@ -37,7 +37,7 @@ class NoLedger(Ledger):
     def endpoint(self) -> str:
         return "none"
 
-    def deploy(self, max_rejections: int) -> str:
+    def deploy(self, max_rejections: int, run_digest: bytes = _ZERO_DIGEST) -> str:
         return _ZERO_ADDRESS
 
     def attach(self, address: str) -> None:
@@ -64,6 +64,7 @@ class NoLedger(Ledger):
         new_global_digest: bytes,
         accepted: Iterable[int],
         scores_digest: bytes,
+        evaluation_digest: bytes = _ZERO_DIGEST,
     ) -> None:
         return None
 

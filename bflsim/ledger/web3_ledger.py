@@ -1,9 +1,16 @@
 """Ledger backends over web3.py: the in-process py-evm chain and any JSON-RPC endpoint.
 
 Both drive the same ``Web3`` object, so one code path serves EthereumTesterProvider and
-anvil/geth (the web3.py/Ape idiom, STYLE.md). The server's own transactions are signed
-locally with its key (or, on RPC without a key, sent from the node's first unlocked account);
-nodes' transactions arrive already signed and are relayed unchanged.
+anvil/geth (the web3.py/Ape idiom, STYLE.md). The server holds two keys: the owner's
+(deploys the registry, funds and registers the nodes) and the aggregator's (opens and
+commits the rounds). Its transactions are signed locally (or, on RPC without a key, sent from
+the node's unlocked accounts); nodes' transactions arrive already signed and are relayed
+unchanged.
+
+Where the aggregator key comes from: on the embedded chain, eth-tester's second funded
+account; on anvil, its second development account; on another endpoint,
+:func:`derive_aggregator_key` of the operator key (funded by the owner at deploy), or the
+endpoint's second unlocked account without an operator key.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from bflsim.ledger.base import (
     load_artifact,
     to_bitmap,
 )
-from bflsim.ledger.identity import TxContext, bytes32
+from bflsim.ledger.identity import NodeIdentity, TxContext, bytes32, sign_tx
 
-__all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger"]
+__all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger", "check_rpc_endpoint", "derive_aggregator_key", "operator_gas_need"]
 
 _ROUND_STATUS = {0: "none", 1: "open", 2: "committed"}
 _GAS_MARGIN = 1.25  # on top of eth_estimateGas for the server's own transactions
@@ -76,11 +83,35 @@ def _error_name(reason: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _is_insufficient_funds(exc: BaseException) -> bool:
-    # anvil/geth: "insufficient funds for gas * price + value"; py-evm: "Sender does not have
-    # enough balance ..."
-    text = str(exc).lower()
-    return "insufficient funds" in text or "not have enough balance" in text
+def derive_aggregator_key(operator_key: bytes | str) -> bytes:
+    """The aggregator's key for an operator key: keccak256(tag || operator key), so that
+    nobody without the operator key can act as aggregator, and the operator needs to keep
+    one secret only."""
+    key = bytes.fromhex(operator_key.removeprefix("0x")) if isinstance(operator_key, str) else bytes(operator_key)
+    return keccak(b"bflsim/aggregator-key/v1" + key)
+
+
+# How nodes say "the sender cannot pay" (matched on the lower-cased error text):
+#   geth, erigon, reth, anvil:  "insufficient funds for gas * price + value", "insufficient funds
+#                               for transfer", "insufficient balance for transfer"
+#   nethermind:                 "InsufficientFunds, Account balance: ..., cumulative cost: ...",
+#                               "insufficient sender balance", "insufficient MaxFeePerGas for sender balance"
+#   besu:                       "Upfront cost exceeds account balance", "transaction up-front cost ...
+#                               exceeds transaction sender account balance ..."
+#   hardhat, ganache:           "sender doesn't have enough funds to send tx. The (max) upfront cost is ..."
+#   openethereum:               "Insufficient funds. The account you tried to send ...",
+#                               "Insufficient balance for transaction"
+#   arbitrum:                   "not enough funds for gas"
+#   py-evm (embedded):          "Sender does not have enough balance to cover transaction value and gas"
+_INSUFFICIENT_FUNDS = re.compile(
+    r"insufficient[ _]?funds|insufficient\b.*\bbalance|n(o|')t have enough (funds|balance)"
+    r"|doesnt have enough funds|not enough funds|up-?front cost exceeds|exceeds (transaction sender )?account balance"
+)
+
+
+def _is_insufficient_funds(exc: BaseException | str) -> bool:
+    """Whether a node's error says the sender cannot pay, in any common node's words."""
+    return _INSUFFICIENT_FUNDS.search(str(exc).lower()) is not None
 
 
 class Web3Ledger(Ledger):
@@ -93,6 +124,9 @@ class Web3Ledger(Ledger):
         endpoint: str,
         account: LocalAccount | None,
         sender: str,
+        aggregator_account: LocalAccount | None = None,
+        aggregator_sender: str | None = None,
+        aggregator_fund_wei: int = 10**18,
         artifact: RegistryArtifact | None = None,
         priority_fee_wei: int = 10**9,
         receipt_timeout: float = 120.0,
@@ -100,15 +134,20 @@ class Web3Ledger(Ledger):
         super().__init__()
         self.w3 = w3
         self._endpoint = endpoint
-        self._account = account
         self._sender = to_checksum_address(sender)
+        if aggregator_account is not None:
+            aggregator_sender = aggregator_account.address
+        self._aggregator = to_checksum_address(aggregator_sender) if aggregator_sender else self._sender
+        self._accounts = {self._sender: account, self._aggregator: aggregator_account if aggregator_sender else account}
+        self.aggregator_fund_wei = aggregator_fund_wei
+        self._run_digest = bytes(32)
         self.artifact = artifact or load_artifact()
         self.priority_fee_wei = priority_fee_wei
         self.receipt_timeout = receipt_timeout
         self._chain_id = int(w3.eth.chain_id)
         self._address: str | None = None
         self._contract: Any = None
-        self._nonce: int | None = None
+        self._nonces: dict[str, int] = {}  # next nonce of each of the server's accounts
 
     # -- chain ---------------------------------------------------------------------------
     @property
@@ -122,6 +161,14 @@ class Web3Ledger(Ledger):
     @property
     def operator(self) -> str:
         return self._sender
+
+    @property
+    def aggregator(self) -> str:
+        return self._aggregator
+
+    @property
+    def run_digest(self) -> bytes:
+        return self._run_digest
 
     @property
     def endpoint(self) -> str:
@@ -147,10 +194,14 @@ class Web3Ledger(Ledger):
         return f"{self._endpoint} (chain {self._chain_id})"
 
     def _transact(
-        self, kind: str, data: bytes, *, to: str | None, value: int = 0, gas: int | None = None
+        self, kind: str, data: bytes, *, to: str | None, value: int = 0, gas: int | None = None,
+        sender: str | None = None,
     ) -> TxRecord:
-        """Estimate, sign, send and wait for one of the server's own transactions."""
-        tx: dict[str, Any] = {"from": self._sender, "value": value, "data": data}
+        """Estimate, sign, send and wait for one of the server's own transactions (from the
+        owner, or ``sender``: the aggregator)."""
+        sender = sender or self._sender
+        account = self._accounts[sender]
+        tx: dict[str, Any] = {"from": sender, "value": value, "data": data}
         if to is not None:
             tx["to"] = to
         if gas is None:
@@ -159,25 +210,25 @@ class Web3Ledger(Ledger):
             except Exception as exc:  # noqa: BLE001 - classified below
                 self._raise_send_failure(kind, None, exc, tx)
         tx.update(gas=gas, chainId=self._chain_id, **self.fees())
-        if self._nonce is None:
-            self._nonce = self.w3.eth.get_transaction_count(self._sender, "pending")
-        tx["nonce"] = self._nonce
+        if sender not in self._nonces:
+            self._nonces[sender] = self.w3.eth.get_transaction_count(sender, "pending")
+        tx["nonce"] = self._nonces[sender]
         started = time.perf_counter()
         raw = None
         try:
-            if self._account is not None:
-                raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+            if account is not None:
+                raw = bytes(account.sign_transaction(tx).raw_transaction)
                 tx_hash = self.w3.eth.send_raw_transaction(raw)
             else:
                 tx_hash = self.w3.eth.send_transaction(tx)
         except Exception as exc:  # noqa: BLE001 - classified below
-            self._nonce = None  # resynchronise from the chain next time
+            self._nonces.pop(sender, None)  # resynchronise from the chain next time
             self._raise_send_failure(kind, None, exc, tx)
-        self._nonce += 1
+        self._nonces[sender] += 1
         record = self._wait(kind, bytes(tx_hash), started, raw)
         if record.status != 1:
             raise TransactionReverted(
-                f"{kind} transaction 0x{bytes(tx_hash).hex()} from {self._sender} reverted on "
+                f"{kind} transaction 0x{bytes(tx_hash).hex()} from {sender} reverted on "
                 f"{self._where()}: {record.error}",
                 kind=kind, tx_hash=record.tx_hash, error=_error_name(record.error), args=(),
             )
@@ -303,13 +354,18 @@ class Web3Ledger(Ledger):
         return [results[i] for i in range(len(raw_txs))]
 
     # -- setup ---------------------------------------------------------------------------
-    def deploy(self, max_rejections: int) -> str:
+    def deploy(self, max_rejections: int, run_digest: bytes = bytes(32)) -> str:
         if not 0 <= max_rejections < 2**32:
             raise ValueError(f"max_rejections must fit in uint32; got {max_rejections}")
-        data = self.artifact.bytecode + abi_encode(["uint32"], [max_rejections])
+        run_digest = bytes32(run_digest, "run_digest")
+        data = self.artifact.bytecode + abi_encode(["uint32", "bytes32"], [max_rejections, run_digest])
         record = self._transact("deploy", data, to=None)
         receipt = self.w3.eth.get_transaction_receipt(record.tx_hash)
         self._bind(receipt["contractAddress"])
+        self._run_digest = run_digest
+        if self._aggregator != self._sender:
+            self.fund([self._aggregator], self.aggregator_fund_wei)
+            self.set_aggregator(self._aggregator)
         return self._address  # type: ignore[return-value]
 
     def attach(self, address: str) -> None:
@@ -327,6 +383,8 @@ class Web3Ledger(Ledger):
                 f"from {self.artifact.path.name}, solc {self.artifact.compiler_version})"
             )
         self._bind(address)
+        if any(item.get("name") == "runDigest" for item in self.artifact.abi):  # v1 has none
+            self._run_digest = bytes(self._contract.functions.runDigest().call())
 
     def _bind(self, address: str) -> None:
         self._address = to_checksum_address(address)
@@ -353,8 +411,27 @@ class Web3Ledger(Ledger):
         return self._transact("register_nodes", data, to=self._address)
 
     def set_aggregator(self, address: str) -> TxRecord:
-        data = self._call_data("setAggregator", to_checksum_address(address))
-        return self._transact("set_aggregator", data, to=self._address)
+        """Name ``address`` aggregator on chain; the rounds are then sent from it if it is
+        one of this ledger's accounts (else from the owner, whose openRound would revert)."""
+        address = to_checksum_address(address)
+        data = self._call_data("setAggregator", address)
+        record = self._transact("set_aggregator", data, to=self._address)
+        if address in self._accounts:
+            self._aggregator = address
+        return record
+
+    def transfer_ownership(self, new_owner: str) -> TxRecord:
+        """Step one of the two-step ownership transfer (the new owner must call
+        ``acceptOwnership``; :meth:`sign_call` signs it offline)."""
+        data = self._call_data("transferOwnership", to_checksum_address(new_owner))
+        return self._transact("transfer_ownership", data, to=self._address)
+
+    def sign_call(self, identity: NodeIdentity, fn: str, *args: Any, gas: int = 300_000) -> bytes:
+        """A registry call ``fn(*args)`` signed offline with ``identity``'s key, to relay with
+        :meth:`send_raw` (the new owner's ``acceptOwnership``, or a call a test must make as
+        someone else)."""
+        ctx = self.tx_context(identity.address)
+        return sign_tx(identity, ctx, self._call_data(fn, *args), gas)
 
     # -- rounds --------------------------------------------------------------------------
     def tx_context(self, node_address: str) -> TxContext:
@@ -368,6 +445,7 @@ class Web3Ledger(Ledger):
             max_fee_per_gas=fees.get("maxFeePerGas", 0),
             max_priority_fee_per_gas=fees.get("maxPriorityFeePerGas", 0),
             gas_price=fees.get("gasPrice"),
+            run_digest=self._run_digest,
         )
 
     def tx_contexts(self, nodes: Mapping[int, str]) -> dict[int, TxContext]:
@@ -382,6 +460,7 @@ class Web3Ledger(Ledger):
                 max_fee_per_gas=fees.get("maxFeePerGas", 0),
                 max_priority_fee_per_gas=fees.get("maxPriorityFeePerGas", 0),
                 gas_price=fees.get("gasPrice"),
+                run_digest=self._run_digest,
             )
             for index, address in nodes.items()
         }
@@ -392,7 +471,7 @@ class Web3Ledger(Ledger):
         data = self._call_data(
             "openRound", server_round, bytes32(global_digest, "global_digest"), to_bitmap(cohort)
         )
-        return self._transact("open_round", data, to=self._address)
+        return self._transact("open_round", data, to=self._address, sender=self._aggregator)
 
     def commit_round(
         self,
@@ -400,6 +479,7 @@ class Web3Ledger(Ledger):
         new_global_digest: bytes,
         accepted: Iterable[int],
         scores_digest: bytes,
+        evaluation_digest: bytes = bytes(32),
     ) -> TxRecord:
         data = self._call_data(
             "commitRound",
@@ -407,16 +487,17 @@ class Web3Ledger(Ledger):
             bytes32(new_global_digest, "new_global_digest"),
             to_bitmap(accepted),
             bytes32(scores_digest, "scores_digest"),
+            bytes32(evaluation_digest, "evaluation_digest"),
         )
-        return self._transact("commit_round", data, to=self._address)
+        return self._transact("commit_round", data, to=self._address, sender=self._aggregator)
 
     # -- reads ---------------------------------------------------------------------------
     def node_info(self, address: str) -> NodeInfo:
         address = to_checksum_address(address)
         fields = self._require_contract().functions.nodeInfo(address).call()
-        registered, active, index, rejections, data_digest, data_timestamp = fields
+        registered, active, index, rejections, data_digest, data_timestamp, *rest = fields
         return NodeInfo(address, registered, active, index, rejections, bytes(data_digest),
-                        data_timestamp)
+                        data_timestamp, *rest)  # registry v1: no sample count
 
     def active_nodes(self) -> tuple[int, ...]:
         return from_bitmap(self._require_contract().functions.activeNodes().call())
@@ -470,8 +551,8 @@ class Web3Ledger(Ledger):
 class EmbeddedLedger(Web3Ledger):
     """An in-process py-evm chain (web3's EthereumTesterProvider): the default, offline.
 
-    The operator is the tester's first pre-funded account; node accounts are funded from it
-    (:meth:`enroll`).
+    The owner is the tester's first pre-funded account, the aggregator its second; node
+    accounts are funded from the owner (:meth:`enroll`).
     """
 
     def __init__(
@@ -480,13 +561,14 @@ class EmbeddedLedger(Web3Ledger):
         from web3 import EthereumTesterProvider
 
         provider = EthereumTesterProvider()
-        operator_key = provider.ethereum_tester.backend.account_keys[0].to_bytes()
-        account = Account.from_key(operator_key)
+        keys = provider.ethereum_tester.backend.account_keys
+        account = Account.from_key(keys[0].to_bytes())
         super().__init__(
             Web3(provider),
             endpoint="embedded py-evm",
             account=account,
             sender=account.address,
+            aggregator_account=Account.from_key(keys[1].to_bytes()),
             artifact=artifact,
             priority_fee_wei=priority_fee_wei,
             receipt_timeout=10.0,
@@ -503,8 +585,12 @@ class RpcLedger(Web3Ledger):
     chain_id : int, optional
         Expected chain id; a different one is an error (guards against the wrong network).
     private_key : bytes or hex str, optional
-        The operator's key, used to sign locally. Without it the node's first unlocked
-        account sends (anvil and geth --dev have some).
+        The operator's (owner's) key, used to sign locally. Without it the node's first
+        unlocked account sends (anvil and geth --dev have some).
+    aggregator_key : bytes or hex str, optional
+        The aggregator's key. Default: :func:`derive_aggregator_key` of ``private_key``
+        (funded by the owner at deploy), or without ``private_key`` the node's second
+        unlocked account (the first if it has one only).
     """
 
     def __init__(
@@ -513,6 +599,7 @@ class RpcLedger(Web3Ledger):
         chain_id: int | None = None,
         private_key: bytes | str | None = None,
         *,
+        aggregator_key: bytes | str | None = None,
         timeout: float = 10.0,
         artifact: RegistryArtifact | None = None,
         priority_fee_wei: int = 10**9,
@@ -534,9 +621,12 @@ class RpcLedger(Web3Ledger):
             raise ChainIdMismatch(
                 f"{url} serves chain id {actual_chain_id}, not the expected {chain_id}"
             )
+        aggregator: LocalAccount | None = None
+        aggregator_sender = None
         if private_key is not None:
             account: LocalAccount | None = Account.from_key(private_key)
             sender = account.address
+            aggregator = Account.from_key(aggregator_key or derive_aggregator_key(private_key))
         else:
             account = None
             accounts = w3.eth.accounts
@@ -545,12 +635,84 @@ class RpcLedger(Web3Ledger):
                     f"{url} has no unlocked accounts: pass private_key= for the operator"
                 )
             sender = accounts[0]
+            if aggregator_key is not None:
+                aggregator = Account.from_key(aggregator_key)
+            else:
+                aggregator_sender = accounts[1] if len(accounts) > 1 else accounts[0]
         super().__init__(
             w3,
             endpoint=url,
             account=account,
             sender=sender,
+            aggregator_account=aggregator,
+            aggregator_sender=aggregator_sender,
             artifact=artifact,
             priority_fee_wei=priority_fee_wei,
             receipt_timeout=receipt_timeout,
         )
+
+
+# --- pre-flight of an RPC endpoint, before a run starts ------------------------------------
+
+# Gas of the operator's own transactions, twice what results/bench/chain.csv measured (deploy
+# 998,702; registerNodes 54,375 per node; openRound 94,757; commitRound 95,945-116,473 for 10
+# nodes), so a grown contract or a busy node does not make the check pass a run that then fails.
+_GAS_DEPLOY = 2_000_000
+_GAS_REGISTER_BASE, _GAS_REGISTER_PER_NODE = 50_000, 110_000
+_GAS_FUND = 21_000  # a plain transfer to each node account
+_GAS_OPEN_ROUND, _GAS_COMMIT_ROUND, _GAS_COMMIT_PER_NODE = 200_000, 250_000, 30_000
+
+
+def operator_gas_need(num_nodes: int, rounds: int) -> int:
+    """Gas the operator's own transactions of a run take at most (deploy, fund and register the
+    nodes, open and commit every round), with a margin of two."""
+    setup = _GAS_DEPLOY + _GAS_REGISTER_BASE + num_nodes * (_GAS_REGISTER_PER_NODE + _GAS_FUND)
+    per_round = _GAS_OPEN_ROUND + _GAS_COMMIT_ROUND + num_nodes * _GAS_COMMIT_PER_NODE
+    return int((setup + rounds * per_round) * _GAS_MARGIN)
+
+
+def check_rpc_endpoint(
+    url: str,
+    *,
+    chain_id: int | None,
+    private_key: bytes | str | None,
+    node_addresses: Sequence[str],
+    rounds: int,
+    fund_wei: int = 10**18,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Refuse an endpoint a run could not finish on, before anything starts.
+
+    Raises :class:`EndpointUnreachable` (no answer), :class:`ChainIdMismatch` (another chain
+    than ``chain_id``), :class:`LedgerError` (no operator account) or
+    :class:`InsufficientFunds`: the operator's balance is below what the run needs, i.e.
+    :func:`operator_gas_need` at today's fee per gas plus what funding the ``node_addresses``
+    up to ``fund_wei`` each costs (:meth:`Ledger.enroll`; nodes pay their own transactions
+    from it). Returns what it found, for messages and the manifest.
+    """
+    ledger = RpcLedger(url, chain_id=chain_id, private_key=private_key, timeout=timeout)
+    w3 = ledger.w3
+    try:
+        fees = ledger.fees()
+        price = int(fees.get("maxFeePerGas", fees.get("gasPrice", 0)))
+        balance = int(w3.eth.get_balance(ledger.operator))
+        funding = sum(max(0, fund_wei - int(w3.eth.get_balance(to_checksum_address(a)))) for a in node_addresses)
+    except LedgerError:
+        raise
+    except Exception as exc:  # any failure here means the node cannot serve the run
+        raise EndpointUnreachable(
+            f"{url} answered eth_chainId but not the balance and fee queries: {type(exc).__name__}: {exc}"
+        ) from exc
+    gas = operator_gas_need(len(node_addresses), rounds)
+    need = gas * price + funding
+    facts = {"endpoint": url, "chain_id": ledger.chain_id, "operator": ledger.operator,
+             "balance_wei": balance, "need_wei": need, "gas": gas, "fee_per_gas_wei": price}
+    if balance < need:
+        raise InsufficientFunds(
+            f"the operator account {ledger.operator} on {url} (chain {ledger.chain_id}) holds {balance} wei "
+            f"({balance / 1e18:.6g} ETH) but this run needs about {need} wei ({need / 1e18:.6g} ETH): "
+            f"{gas} gas for the operator's transactions (deploy, {len(node_addresses)} nodes, {rounds} rounds) "
+            f"at {price} wei per gas, plus {funding} wei to fund the node accounts up to {fund_wei} wei each "
+            f"(they pay their own transactions). Fund the operator account, or run fewer rounds or nodes"
+        )
+    return facts

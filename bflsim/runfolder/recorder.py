@@ -4,7 +4,8 @@ The defence never reads who is malicious; the bookkeeping that scores it does. P
 (``split = "round"``): updates received, failures, poisoned updates received and accepted,
 the poisoned share of the aggregate, honest nodes rejected, and what the ledger session
 reports (gas, transactions, chain time). Per node (``split = "node"``): selected, score,
-weight, malicious; ``failed`` or ``integrity_failed`` for a node without a usable update.
+weight, malicious; ``failed`` or ``integrity_failed`` for a node without a usable update,
+and ``refused`` beside ``failed`` when the server refused the node's update.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class RoundRecorder:
             self.run.write_manifest(node_failures=self.node_failures)
         self.stats.failures = len(failed)
         return len(failed)
+
+    def record_refused(self, server_round: int, refused: Mapping[int, str]) -> None:
+        """Log each node whose update the server refused (``refused`` rows; the reason is in
+        the manifest's node failures and the trail)."""
+        for node in sorted(refused):
+            self.run.log({"refused": 1.0}, model=self.model, split="node", round=server_round, node=node)
 
     def record_unusable(self, server_round: int, received: int) -> None:
         """The round's counts when it cannot be aggregated (the run stops after it)."""

@@ -71,7 +71,14 @@ from bflsim.hashing import (
 )
 from bflsim.ledger.base import ChainEvent, LedgerError, from_bitmap
 from bflsim.ledger.factory import open_recorded_chain
-from bflsim.ledger.identity import expected_addresses, read_update_tx
+from bflsim.ledger.identity import (
+    UPDATE_GAS_LIMIT,
+    expected_addresses,
+    read_data_tx,
+    read_tx,
+    read_update_tx,
+)
+from bflsim.ledger.session import data_sources_digest
 from bflsim.metrics import score_probabilities
 from bflsim.runfolder import (
     BLOBS,
@@ -666,6 +673,9 @@ def _check_configuration(ctx: _Context, report: AuditReport) -> None:
                                 f"(config digest {config_digest(ctx.run.config)}, on chain {facts.get('config')})")
     if facts.get("git_commit", "") != (ctx.run.manifest.get("git_commit") or ""):
         verdict.problems.append(f"the manifest's git commit is not the recorded {facts.get('git_commit')!r}")
+    sources = (ctx.run.manifest.get("data") or {}).get("sources", [])
+    if facts.get("data", "") != data_sources_digest(sources):
+        verdict.problems.append("the run's recorded data facts are not the digest of the manifest's data files")
     if facts.get("run_id") not in (None, ctx.run.run_id):
         verdict.notes.append(f"recorded for run {facts.get('run_id')}, this folder's run id is {ctx.run.run_id}")
     if ctx.data_unchecked(verdict, "test split not recomputed"):
@@ -690,6 +700,7 @@ def _exclusions(ctx: _Context, setup: RoundVerdict) -> dict[int, int]:
     for node in ctx.addresses:
         if node not in data_events:
             out[node] = 0
+            _check_registration_refusal(ctx, node, setup)
     flagged = _integrity_failures(ctx.run)
     version = ctx.chain_info.get("data_digest", "v1")
     for node, server_round in sorted(flagged.items()):
@@ -707,6 +718,32 @@ def _exclusions(ctx: _Context, setup: RoundVerdict) -> dict[int, int]:
         setup.problems.append(f"the manifest excludes node {node} with no recorded cause (no data registration "
                               "failure, no integrity_failed row)")
     return out
+
+
+def _check_registration_refusal(ctx: _Context, node: int, setup: RoundVerdict) -> None:
+    """A node without registered data was left out of every round: its refused registerData
+    (trail round 0's ``refused_tx``), if stored, must really be wrong."""
+    trail0 = ctx.trail_rounds.get(0) or {}
+    raw = (trail0.get("refused_tx") or {}).get(str(node))
+    if not raw:
+        why = (trail0.get("failed") or {}).get(str(node), "no registration recorded")
+        setup.notes.append(f"node {node} registered no data ({str(why)[:80]})")
+        return
+    try:
+        tx, digest, timestamp, num_samples = read_data_tx(bytes.fromhex(str(raw).removeprefix("0x")))
+    except ValueError:
+        return  # not a registerData: rightly refused
+    if (tx.sender != ctx.addresses.get(node) or tx.chain_id != int(ctx.chain_info["chain_id"])
+            or str(tx.to).lower() != str(ctx.chain_info["contract"]).lower()):
+        return
+    if ctx.data_unchecked(setup, f"node {node}'s refused data registration not re-checked"):
+        return
+    x, y = node_data(ctx.config, node, 0, ctx.data_path)
+    version = ctx.chain_info.get("data_digest", "v1")
+    if data_digest(x, y if version != "v1" else None, timestamp, node, version=version) == digest and (
+            num_samples == len(y)):
+        setup.problems.append(f"node {node}'s data registration was refused, but its signed registerData names "
+                              "its partition's digest and size (framed)")
 
 
 def _integrity_failures(run: Run) -> dict[int, int]:
@@ -813,13 +850,15 @@ def _check_round(
 
 def _check_trail_decision(trail: dict[str, Any], decision: Any, commit: dict[str, Any], problems: list[str]) -> None:
     """The trail's record of the round is the re-run's decision (reports read the trail)."""
-    expected = {
+    expected: dict[str, Any] = {
         "selected": [int(i) for i in decision.selected],
         "rejected": [int(i) for i in decision.rejected],
         "accepted": [int(i) for i in decision.accepted],
         "scores_digest": digest_hex(decision.scores_digest),
         "new_global_digest": digest_hex(bytes(commit["newGlobalDigest"])),
     }
+    if "evaluationDigest" in commit:
+        expected["evaluation_digest"] = digest_hex(bytes(commit["evaluationDigest"]))
     for key, value in expected.items():
         if key in trail and trail[key] != value:
             problems.append(f"the trail's {key} {trail[key]} is not the re-run's {value}")
@@ -949,14 +988,20 @@ def _refusal_reason(
     sizes: dict[int, int] | None, verdict: RoundVerdict,
 ) -> str | None:
     """Why node ``node``'s update deserved refusal, found again from its stored signed
-    transaction and blob; None if nothing is wrong with it. A refusal that cannot be
-    re-checked (no signed bytes stored) is noted as unchecked and returns ``"unchecked"``."""
-    raw_hex = entry.get("raw_tx")
+    transaction (the trail's ``tx`` for one never relayed, else the relayed one), its blob,
+    its partition and the chain; None if nothing is wrong with it.
+
+    The trail's record of the context the node was given is not trusted where the audit can
+    establish it: chain, registry and run digest from the chain, the nonce from the node's
+    earlier transactions, the fees from the other nodes' transactions of the round. A refusal
+    that cannot be re-checked (no signed bytes, no blob) is noted as unchecked.
+    """
+    raw_hex = entry.get("tx") or entry.get("raw_tx")
     txs = _submit_txs(ctx, server_round, node)
     if not raw_hex and txs:
         raw_hex = txs[-1].get("raw")
     if any(int(t.get("status", 1)) != 1 for t in txs):
-        return "its submitUpdate failed on chain"
+        return "its submitUpdate reverted on chain"
     if not raw_hex:
         verdict.unchecked.append(f"node {node}'s refusal ({str(entry['refused'])[:60]}) cannot be re-checked: its "
                                  "signed transaction is not stored")
@@ -965,16 +1010,23 @@ def _refusal_reason(
         claim = read_update_tx(bytes.fromhex(str(raw_hex).removeprefix("0x")))
     except ValueError as err:
         return f"not a signed submitUpdate ({err})"
-    if claim.sender != ctx.addresses.get(node):
-        return f"signed by {claim.sender}"
-    if claim.chain_id != int(ctx.chain_info["chain_id"]):
-        return f"signed for chain {claim.chain_id}"
-    if claim.contract_address.lower() != str(ctx.chain_info["contract"]).lower():
-        return f"signed to {claim.contract_address}"
-    if claim.server_round != server_round:
-        return f"signed for round {claim.server_round}"
-    if on_chain is not None and on_chain[0] != claim.update_digest:
-        return "the chain holds another digest"
+    tx = claim.tx
+    run = _on_chain_run_digest(ctx)
+    wrong = [
+        (claim.sender != ctx.addresses.get(node), f"signed by {claim.sender}"),
+        (claim.chain_id != int(ctx.chain_info["chain_id"]), f"signed for chain {claim.chain_id}"),
+        (claim.contract_address.lower() != str(ctx.chain_info["contract"]).lower(), f"sent to {claim.contract_address}"),
+        (run is not None and claim.run_digest != run, "signed for another run"),
+        (claim.server_round != server_round, f"signed for round {claim.server_round}"),
+        (claim.gas != UPDATE_GAS_LIMIT, f"gas limit {claim.gas}"),
+        (claim.value != 0, f"sends {claim.value} wei"),
+        (claim.nonce != _expected_nonce(ctx, claim.sender, server_round), f"nonce {claim.nonce}"),
+        (tx is not None and not _round_fees_match(ctx, server_round, tx), "fees other than the round's"),
+        (on_chain is not None and on_chain[0] != claim.update_digest, "the chain holds another digest"),
+    ]
+    for bad, why in wrong:
+        if bad:
+            return why
     received = bytes.fromhex(str(entry.get("digest", "")).removeprefix("0x")) if entry.get("digest") else b""
     try:
         arrays = ctx.store.get(received) if len(received) == 32 else None
@@ -988,10 +1040,47 @@ def _refusal_reason(
         return "digest mismatch"
     if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in arrays):
         return "non-finite values"
-    expected = sizes.get(node) if sizes is not None else entry.get("num_samples")
+    registered = _registered_samples(ctx).get(node)
+    expected = registered if registered is not None else (sizes or {}).get(node, entry.get("num_samples"))
     if expected is not None and claim.num_samples != int(expected):
         return f"signed {claim.num_samples} samples, not {expected}"
+    if entry.get("num_samples") is not None and int(entry["num_samples"]) != claim.num_samples and (
+            sizes is None or int(entry["num_samples"]) != sizes.get(node)):
+        return f"reported {entry['num_samples']} samples, signed {claim.num_samples}"
     return None
+
+
+def _on_chain_run_digest(ctx: _Context) -> bytes | None:
+    configured = ctx.events["RunConfigured"].get("all", [])
+    return bytes(configured[0]["runDigest"]) if configured else None
+
+
+def _registered_samples(ctx: _Context) -> dict[int, int]:
+    """Each node's registered sample count (registry v2), from its last DataRegistered event."""
+    return {node: int(e["numSamples"]) for node, e in _latest_data_events(ctx).items() if "numSamples" in e}
+
+
+def _expected_nonce(ctx: _Context, sender: str, server_round: int) -> int:
+    """The nonce a node's round-``server_round`` submitUpdate must carry: its transactions mined
+    in earlier rounds (the replay checked them)."""
+    return sum(1 for t in ctx.transactions
+               if str(t.get("sender", "")).lower() == sender.lower() and int(t.get("round") or 0) < server_round)
+
+
+def _round_fees_match(ctx: _Context, server_round: int, tx: Any) -> bool:
+    """True when ``tx`` pays what another transaction the server relayed this round pays (all
+    nodes of a round are given the same fees); True too when there is none to compare."""
+    others = []
+    for t in ctx.transactions:
+        if t.get("kind") == "submit_update" and int(t.get("round") or 0) == server_round and t.get("raw"):
+            try:
+                others.append(read_tx(bytes.fromhex(t["raw"])))
+            except ValueError:
+                continue
+    if not others:
+        return True
+    fees = (tx.tx_type, tx.gas_price, tx.max_fee_per_gas, tx.max_priority_fee_per_gas)
+    return any(fees == (o.tx_type, o.gas_price, o.max_fee_per_gas, o.max_priority_fee_per_gas) for o in others)
 
 
 def _check_attack_updates(

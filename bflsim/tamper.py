@@ -32,10 +32,10 @@ from bflsim.aggregators import decide_round
 from bflsim.audit import AuditError, audit_run
 from bflsim.config import ExperimentConfig, with_overrides
 from bflsim.edge_node import load_data, node_partitions, poison, register_data, sign_update
-from bflsim.hashing import digest_hex, weights_digest
+from bflsim.hashing import digest_hex, evaluation_digest, run_digest, weights_digest
 from bflsim.ledger.factory import open_ledger
 from bflsim.ledger.identity import TxContext
-from bflsim.ledger.session import ChainSession, ReceivedUpdate
+from bflsim.ledger.session import ChainSession, ReceivedUpdate, make_run_facts
 from bflsim.metrics import score_probabilities
 from bflsim.models import cached_model, initial_weights
 from bflsim.plans import load_plan
@@ -337,7 +337,10 @@ def forge_run(
     with keys, open_ledger(config.ledger) as ledger:
         folder = RunFolder.create(parent, config, **facts)
         recorder = RoundRecorder(folder, config)
-        session = ChainSession(config, ledger, folder.path)
+        run_facts = make_run_facts(config, run_id=folder.run_id, git_commit=folder.manifest.get("git_commit"),
+                                   sources=facts["data"]["sources"], x_test=data.x_test, y_test=data.y_test)
+        folder.write_manifest(run_facts=run_facts, run_digest=digest_hex(run_digest(run_facts)))
+        session = ChainSession(config, ledger, folder.path, run_facts)
         folder.write_manifest(ledger=session.setup())
         nodes = list(range(fed.num_nodes))
         contexts = session.contexts(nodes)
@@ -345,9 +348,10 @@ def forge_run(
         for node in nodes:
             ctx = TxContext.from_config(contexts[node], prefix="")
             digests[node], signed[node] = register_data(config, node, ctx, int(time.time()), data_dir)
-        session.register_data(signed, digests)
+        session.register_data(signed, digests, {node: sizes[node] for node in nodes})
 
-        def evaluate(server_round: int, weights: list[np.ndarray]) -> None:
+        def evaluate(server_round: int, weights: list[np.ndarray]) -> bytes:
+            """Log the model's test rows (accuracy replaced when asked); its evaluation digest."""
             model.set_weights(weights)
             proba = model.predict(data.x_test, batch_size=4096, verbose=0)
             metrics, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
@@ -355,6 +359,7 @@ def forge_run(
                 metrics["accuracy"] = accuracy
             folder.log(metrics, model=name, split="test", round=server_round)
             folder.log_confusion(cm, data.class_names, model=name, split="test", round=server_round)
+            return evaluation_digest(server_round, cm)
 
         weights = initial_weights(config.models, config.train, data.num_features, data.num_classes)
         evaluate(0, weights)
@@ -376,15 +381,16 @@ def forge_run(
                 received.append(ReceivedUpdate(node, fabricated, sizes[node], raw))
             session.relay_updates(server_round, received)
             for update in received:
-                if update.node == frame:
-                    update.refused = f"update digest mismatch: signed 0x{'ab' * 32}, received weights differ"
+                if update.node == frame:  # what the server would write for a real digest mismatch
+                    update.refuse("update_digest", f"submitUpdate update digest mismatch: signed 0x{'ab' * 32}, "
+                                                   "received weights hash to something else")
             usable = [u for u in received if u.refused is None]
             decision = decide_round(config.rule, [u.node for u in usable], [u.weights for u in usable], weights,
                                     [u.num_samples for u in usable], config.aggregator.reject_factor)
-            recorder.record_decision(server_round, decision,
-                                     session.commit_round(server_round, cohort, received, decision))
             weights = decision.new_weights
-            evaluate(server_round, weights)
+            evaluation = evaluate(server_round, weights)  # scored before the commit, as the strategy does
+            recorder.record_decision(server_round, decision,
+                                     session.commit_round(server_round, cohort, received, decision, evaluation))
         folder.save_final_model(weights)
         folder.finish("complete", final_model_digest=digest_hex(weights_digest(weights)))
     return folder.path

@@ -113,6 +113,22 @@ def test_a_forgery_in_env_mode_fails_for_an_auditor_holding_the_secret(tmp_path,
     assert "node keys not checked here" in without.lines()[-1]
 
 
+def test_a_forgery_in_keystore_mode_fails_for_an_auditor_holding_the_keystore(tmp_path):
+    real = tmp_path / "real-keys"
+    keystore_identities(real, 7)  # the lab's keys; the forger never saw them
+    forged = forge_run(config_with(key_source="keystore", keystore=str(tmp_path / "forger-keys")), tmp_path / "runs")
+    path = forged / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["ledger"]["keystore"] = str(real)  # claims the lab's keystore
+    path.write_text(json.dumps(manifest))
+
+    report = audit_run(forged, rounds="none")
+
+    assert report.exit_code == 1
+    assert "are not the addresses of the run's keys" in report.rounds[0].line()
+    assert "checked against the keystore" in " ".join(report.trust)
+
+
 # --- tampering: each catch -----------------------------------------------------------------
 
 

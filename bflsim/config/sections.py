@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -445,6 +446,8 @@ class LedgerConfig:
             raise ConfigError("ledger.key_source = 'keystore' needs ledger.keystore, the folder of the nodes' key files")
         if self.keystore and self.key_source != "keystore":
             raise ConfigError(f"ledger.keystore applies to ledger.key_source = 'keystore'; got {self.key_source!r}")
+        if self.keystore:  # every process (Ray workers too) reads the same folder, whatever its cwd
+            object.__setattr__(self, "keystore", os.path.abspath(os.path.expanduser(self.keystore)))
         if not self.key_secret_env:
             raise ConfigError("ledger.key_secret_env must name an environment variable")
 

@@ -448,8 +448,10 @@ def _by_kind(events: list[ChainEvent]) -> dict[str, Any]:
 
 def _data_dir_candidates(run: Run, config: ExperimentConfig, explicit: str | Path | None) -> list[tuple[str, Path]]:
     """Where the run's data may be, most authoritative first: the folder given to the audit,
-    the folder the run recorded (resolved against its recorded working directory), the one
-    its source files lie in, then ``$BFLSIM_DATA_DIR`` / ./data."""
+    the folder the run recorded (``data_dir`` in the manifest, else ``data.data_dir``; a
+    relative one against the run's recorded ``cwd``, else the current directory), the one its
+    source files lie in, then ``$BFLSIM_DATA_DIR`` / ./data. Whichever loads must hold files
+    with the sha256 the manifest recorded."""
     if explicit is not None:
         return [("--data-dir", Path(explicit).expanduser().absolute())]
     manifest = run.manifest
@@ -460,10 +462,8 @@ def _data_dir_candidates(run: Run, config: ExperimentConfig, explicit: str | Pat
         if not value:
             return
         path = Path(value).expanduser()
-        if not path.is_absolute():
-            if cwd is None:
-                return
-            path = cwd / path
+        if not path.is_absolute():  # relative to the run's recorded working directory, else to ours
+            path = (cwd or Path.cwd()) / path
         if all(path != p for _, p in found):
             found.append((why, path))
 

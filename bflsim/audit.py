@@ -73,6 +73,7 @@ from bflsim.ledger.base import ChainEvent, LedgerError, from_bitmap
 from bflsim.ledger.factory import open_recorded_chain
 from bflsim.ledger.identity import (
     UPDATE_GAS_LIMIT,
+    TxContext,
     expected_addresses,
     read_data_tx,
     read_tx,
@@ -1021,7 +1022,8 @@ def _refusal_reason(
         (claim.gas != UPDATE_GAS_LIMIT, f"gas limit {claim.gas}"),
         (claim.value != 0, f"sends {claim.value} wei"),
         (claim.nonce != _expected_nonce(ctx, claim.sender, server_round), f"nonce {claim.nonce}"),
-        (tx is not None and not _round_fees_match(ctx, server_round, tx), "fees other than the round's"),
+        (tx is not None and not _round_fees_match(ctx, server_round, tx, entry.get("context")),
+         "fees other than the round's"),
         (on_chain is not None and on_chain[0] != claim.update_digest, "the chain holds another digest"),
     ]
     for bad, why in wrong:
@@ -1067,9 +1069,10 @@ def _expected_nonce(ctx: _Context, sender: str, server_round: int) -> int:
                if str(t.get("sender", "")).lower() == sender.lower() and int(t.get("round") or 0) < server_round)
 
 
-def _round_fees_match(ctx: _Context, server_round: int, tx: Any) -> bool:
+def _round_fees_match(ctx: _Context, server_round: int, tx: Any, context: dict[str, Any] | None) -> bool:
     """True when ``tx`` pays what another transaction the server relayed this round pays (all
-    nodes of a round are given the same fees); True too when there is none to compare."""
+    nodes of a round are given the same fees); with none to compare, what the trail says the
+    node was given (``context``), else True."""
     others = []
     for t in ctx.transactions:
         if t.get("kind") == "submit_update" and int(t.get("round") or 0) == server_round and t.get("raw"):
@@ -1077,9 +1080,14 @@ def _round_fees_match(ctx: _Context, server_round: int, tx: Any) -> bool:
                 others.append(read_tx(bytes.fromhex(t["raw"])))
             except ValueError:
                 continue
-    if not others:
-        return True
     fees = (tx.tx_type, tx.gas_price, tx.max_fee_per_gas, tx.max_priority_fee_per_gas)
+    if not others:
+        if not context:
+            return True
+        given = TxContext.from_json(context)
+        if given.gas_price is not None:
+            return fees[:2] == (0, given.gas_price)
+        return fees[0] == 2 and fees[2:] == (given.max_fee_per_gas, given.max_priority_fee_per_gas)
     return any(fees == (o.tx_type, o.gas_price, o.max_fee_per_gas, o.max_priority_fee_per_gas) for o in others)
 
 

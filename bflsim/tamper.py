@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ from bflsim.metrics import score_probabilities
 from bflsim.models import cached_model, initial_weights
 from bflsim.plans import load_plan
 from bflsim.runfolder import FINAL_MODEL, RoundRecorder, RunFolder, save_arrays
+from strategies.robust import refuse_unusable
 
 __all__ = ["CASES", "Case", "audit_table", "forge_run"]
 
@@ -316,6 +318,7 @@ def forge_run(
     accuracy: float | None = None,
     secret: str | None = None,
     data_dir: str | None = None,
+    misbehave: dict[int, str] | None = None,
 ) -> Path:
     """A complete run folder for ``config`` made without training (review finding H1).
 
@@ -324,7 +327,10 @@ def forge_run(
     the key secret the forger uses for ``key_source = "env"``, default: the environment's;
     without the real one the keys are not the run's). ``frame``: that honest node's update is relayed, then refused with a
     made-up digest mismatch. ``censor``: that node is left out of every cohort.
-    ``accuracy``: every logged test accuracy is replaced by it. Returns the folder.
+    ``accuracy``: every logged test accuracy is replaced by it. ``misbehave``: {node: how} for
+    round 1, nodes whose update the server rightly refuses: ``"round"`` (signed for round 2),
+    ``"digest"`` (signed another digest), ``"to"`` (signed to another address), ``"nan"``
+    (NaN in its weights). Returns the folder.
     """
     data = load_data(config.data, data_dir)
     fed = config.federation
@@ -377,8 +383,21 @@ def forge_run(
                     # what the attack sends needs no training: the forger sends exactly that
                     fabricated = poison(config, attack, node, server_round, weights, weights, cohort, data_dir)
                 ctx = TxContext.from_config(chain[node], prefix="")
-                raw = sign_update(config, node, ctx, server_round, fabricated, sizes[node])[1]
+                how = (misbehave or {}).get(node) if server_round == 1 else None
+                signed_round, signed_weights = server_round, fabricated
+                if how == "round":
+                    signed_round += 1
+                elif how == "digest":
+                    signed_weights = [w + np.float32(1.0) for w in fabricated]
+                elif how == "to":
+                    ctx = dataclasses.replace(ctx, contract_address="0x" + "12" * 20)
+                elif how == "nan":
+                    fabricated = [w.copy() for w in fabricated]
+                    fabricated[0].flat[0] = np.nan
+                    signed_weights = fabricated
+                raw = sign_update(config, node, ctx, signed_round, signed_weights, sizes[node])[1]
                 received.append(ReceivedUpdate(node, fabricated, sizes[node], raw))
+            refuse_unusable(received, dict(enumerate(sizes)))  # as the strategy does before relaying
             session.relay_updates(server_round, received)
             for update in received:
                 if update.node == frame:  # what the server would write for a real digest mismatch

@@ -257,6 +257,14 @@ def test_data_is_looked_for_where_the_runs_files_were(tmp_path):
     assert [str(p) for _, p in _data_dir_candidates(Run(tmp_path, manifest), config, "/x")] == ["/x"]
 
 
+@pytest.mark.parametrize("misbehave", [{4: "round", 5: "digest"}, {3: "to", 6: "nan"}])
+def test_updates_refused_for_true_reasons_pass_with_the_reasons_confirmed(tmp_path, misbehave):
+    report = audit_run(forge_run(config_with(), tmp_path, misbehave=misbehave), rounds="none")
+
+    assert report.exit_code == 0, "\n".join(report.lines())
+    assert "2 refused (reasons confirmed)" in report.rounds[1].line()
+
+
 # --- censoring and framing by the operator ---------------------------------------------------
 
 

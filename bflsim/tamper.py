@@ -4,7 +4,8 @@ Each tampering case copies a reference run folder and changes one thing (the rev
 table, T01-T11 and X01). :func:`forge_run` builds a whole run folder without any training,
 the way an operator holding the node keys could: fabricated updates signed with the run's
 keys, a fresh registry, metrics of the fabricated models, optionally an honest node framed
-or censored and accuracies edited (review finding H1). :func:`audit_table` audits every case
+or censored and accuracies edited (review finding H1), or nodes whose updates the server
+rightly refuses (to show the audit raises no false alarm). :func:`audit_table` audits every case
 and writes one row per (chain mode, key source, case) to ``audit_table.csv`` and
 ``audit_table.md``:
 
@@ -421,6 +422,10 @@ FORGERIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("F2", "forged run + an honest node censored (left out of every cohort)", {"censor": 3}),
     ("F3", "forged run + every test accuracy edited to 0.999", {"accuracy": 0.999}),
     ("H1", "forged run + framed node + edited accuracies (the review's H1)", {"frame": 3, "accuracy": 0.999}),
+    ("R1", ("forged run whose nodes 4, 5 are rightly refused in round 1 (signed for round 2; signed another "
+           "digest): no false alarm"), {"misbehave": {4: "round", 5: "digest"}}),
+    ("R2", ("forged run whose nodes 3, 6 are rightly refused in round 1 (signed to another address; NaN "
+           "weights): no false alarm"), {"misbehave": {3: "to", 6: "nan"}}),
 )
 
 

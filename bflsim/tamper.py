@@ -482,13 +482,20 @@ def audit_table(
                 case.change(target)
                 rows.append(_row(backend, key_source, case.name, case.what, target, env, data_dir))
             for name, what, options in FORGERIES:
-                # The forger holds the folder only: the seed is in it, the secret is not.
-                forged = forge_run(config, work / tag / name, secret=forger if key_source == "env" else None,
-                                   data_dir=data_dir, **options)
+                # The forger holds the folder only: the seed is in it, the secret is not. The R
+                # cases stand for genuine runs with refusals, so they are made with the secret.
+                genuine = name.startswith("R")
+                made_with = (secret if genuine else forger) if key_source == "env" else None
+                forged = forge_run(config, work / tag / name, secret=made_with, data_dir=data_dir, **options)
                 rows.append(_row(backend, key_source, name, what, forged, env, data_dir))
                 if key_source == "env" and name == "F0":
                     rows.append(_row(backend, key_source, "F0-nosecret", what + "; audited without the secret",
                                      forged, {SECRET_ENV: None}, data_dir))
+                    insider = forge_run(config, work / tag / "F0-insider", secret=secret, data_dir=data_dir,
+                                        **options)
+                    rows.append(_row(backend, key_source, "F0-insider", what + "; forged by the operator, who "
+                                     "holds the secret (the limit of a chain the operator runs)", insider, env,
+                                     data_dir))
     return _write_table(rows, out)
 
 

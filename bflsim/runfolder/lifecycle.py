@@ -41,6 +41,7 @@ __all__ = [
     "process_alive",
     "process_identity",
     "raise_on_signals",
+    "start_ticks",
     "status_line",
     "stop_leftovers",
 ]
@@ -102,7 +103,7 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2:].split()
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[19]) if fields else None  # field 22 of proc(5): start time since boot
 
@@ -122,7 +123,7 @@ def process_identity(token: str | None = None) -> dict[str, Any]:
     """This process as a manifest records it: token, pid, host, boot id and start time."""
     pid = os.getpid()
     return {"token": token or new_token(), "pid": pid, "host": socket.gethostname(), "boot_id": _boot_id(),
-            "start_ticks": _start_ticks(pid), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "start_ticks": start_ticks(pid), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def process_alive(entry: Mapping[str, Any]) -> bool | None:
@@ -144,7 +145,7 @@ def process_alive(entry: Mapping[str, Any]) -> bool | None:
     fields = _stat(pid)
     if fields is not None and fields[0] == "Z":
         return False  # a zombie has finished
-    recorded, now = entry.get("start_ticks"), _start_ticks(pid)
+    recorded, now = entry.get("start_ticks"), start_ticks(pid)
     return not (recorded is not None and now is not None and int(recorded) != now)
 
 
@@ -166,7 +167,7 @@ def descendants(pid: int | None = None) -> list[dict[str, Any]]:
     found, todo = [], list(children.get(root, []))
     while todo:
         child = todo.pop()
-        found.append({"pid": child, "start_ticks": _start_ticks(child), "name": names.get(child, "")})
+        found.append({"pid": child, "start_ticks": start_ticks(child), "name": names.get(child, "")})
         todo += children.get(child, [])
     return sorted(found, key=lambda p: p["pid"])
 

@@ -73,7 +73,7 @@ def interrupted_line(err: KeyboardInterrupt) -> str:
     if run_dir is None:
         return f"interrupted ({how})"
     rounds = getattr(err, "rounds_kept", 0)
-    kept = f"rounds 1-{rounds} are kept" if rounds else "no round was completed"
+    kept = {0: "no round was completed", 1: "round 1 is kept"}.get(rounds, f"rounds 1-{rounds} are kept")
     again = "re-run the same command" if getattr(err, "in_plan", False) else f"bflsim resume {run_dir}"
     return f"interrupted ({how}); {kept} in {run_dir}" + (f"; to carry on: {again}" if rounds else "")
 

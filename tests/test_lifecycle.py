@@ -387,3 +387,64 @@ def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp
 
         report = audit_run(resumed, check_data=False)
         assert report.ok, "\n".join(report.lines())
+
+
+def test_sigint_stops_a_sweep_within_seconds_and_running_it_again_resumes_the_point(tmp_path):
+    from bflsim.cli import main
+
+    experiment = tmp_path / "stop.toml"
+    experiment.write_text("""
+[experiment]
+name = "stop"
+kind = "federated"
+[data]
+dataset = "synthetic"
+[data.synthetic]
+num_samples = 1000
+[models]
+names = ["dnn"]
+[models.dnn]
+hidden_units = [8]
+dropout = 0.0
+[federation]
+num_nodes = 4
+rounds = 3
+slow_nodes = [1]
+delay_seconds = 4.0
+[aggregator]
+name = "fedavg"
+[backend]
+num_cpus = 2
+[[scenarios]]
+name = "only"
+""")
+    out, log = tmp_path / "runs", tmp_path / "log.txt"
+    command = [sys.executable, "-m", "bflsim.cli", "sweep", str(experiment), "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as sink:
+        # bflsim sets its own SIGINT handler, even where the shell left SIGINT ignored
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 240
+        while "round   1/3" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # into round 2, whose slow node holds it for seconds
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    seconds = time.monotonic() - sent
+
+    text = log.read_text()
+    point = out / "stop" / "only"
+    assert code == 130 and seconds < 20, text[-2000:]
+    assert "Traceback" not in text and "ERROR" not in text
+    assert text.strip().splitlines()[-1] == f"bflsim: interrupted (SIGINT); round 1 is kept in {point}; " \
+                                            "to carry on: re-run the same command"
+    assert read_manifest(point)["status"] == "interrupted" and read_checkpoint(point).server_round == 1
+
+    assert main(["sweep", str(experiment), "--out", str(out), "-q"]) == 0
+
+    manifest = read_manifest(point)
+    test_rows = pd.read_csv(point / "metrics.csv").query("split == 'test' and metric == 'accuracy'")
+    assert manifest["status"] == "complete" and manifest["resumed"][0]["from_round"] == 1
+    assert test_rows["round"].tolist() == [0, 1, 2, 3]
+    assert not list((out / "stop").glob("only.interrupted-*"))  # resumed in place, not run again

@@ -183,20 +183,23 @@ def stop_leftovers(manifest: Mapping[str, Any], *, grace: float = 3.0) -> list[d
     if process_alive(writer) is not False or writer.get("host") != socket.gethostname():
         return []
     if writer.get("boot_id") and writer["boot_id"] != _boot_id():
-        return []
-    alive = [p for p in manifest.get("helpers", []) if process_alive({**p, **_here(writer)})]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in alive:
+        return []  # rebooted: the recorded processes are long gone
+
+    def running(procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [p for p in procs if process_alive({**p, **_here(writer)})]
+
+    alive = running(list(manifest.get("helpers", [])))
+    remaining = alive
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        for proc in remaining:
             try:
                 os.kill(int(proc["pid"]), sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        deadline = time.monotonic() + grace
-        while sig == signal.SIGTERM and time.monotonic() < deadline and any(
-            process_alive({**p, **_here(writer)}) for p in alive
-        ):
+        deadline = time.monotonic() + wait
+        while (remaining := running(remaining)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not any(process_alive({**p, **_here(writer)}) for p in alive):
+        if not remaining:
             break
     return alive
 

@@ -77,9 +77,12 @@ class RunFolder:
     path: Path
     run_id: str
     manifest: dict[str, Any] = field(default_factory=dict)
-    token: str = field(default_factory=new_token)  # this writer's, as the manifest's writer.token
+    token: str = ""  # this writer's, as the manifest's writer.token (default: the manifest's, else new)
     closed: bool = False  # finished: nothing more is written
     resumed_from: ckpt.Checkpoint | None = None  # the checkpoint a resumed run carries on from
+
+    def __post_init__(self) -> None:
+        self.token = self.token or (self.manifest.get("writer") or {}).get("token") or new_token()
 
     @classmethod
     def create(
@@ -169,7 +172,7 @@ class RunFolder:
         if checkpoint is None:
             raise ValueError(f"{path}: no round was completed before the interruption (no {ckpt.STATE}); run it again")
         run = cls(path=path, run_id=str(manifest.get("run_id", path.name)), manifest=manifest,
-                  resumed_from=checkpoint)
+                  token=new_token(), resumed_from=checkpoint)  # a new writer: the old one's objects are stale
         dropped = ckpt.truncate_to(path, checkpoint)
         previous = {k: manifest.get(k) for k in ("status", "error", "finished", "writer")}
         for stale in ("finished", "error", "final_accuracy", "final_model_digest", "wall_seconds"):

@@ -146,7 +146,7 @@ def run_federated(
         started = time.perf_counter()
         quiet_flower()
         try:
-            start_ray(config, run)
+            start_ray(config, run, stop)
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,
@@ -178,9 +178,13 @@ def check_same_data(run: RunFolder, facts: dict[str, Any]) -> None:
                          f"(manifest 'data'); it cannot be resumed on this data")
 
 
-def start_ray(config: ExperimentConfig, run: RunFolder) -> None:
+def start_ray(config: ExperimentConfig, run: RunFolder, stop: threading.Event) -> None:
     """Start Ray as Flower would (Flower then uses it), restore the signal handlers Ray's
-    ``init`` replaced, and record the ids of the processes it started (manifest ``helpers``)."""
+    ``init`` replaced, and record the ids of the processes it started (manifest ``helpers``).
+
+    On a signal the run is marked ``interrupted`` and the server thread told to stop at once,
+    before Ray's teardown (which, under a second signal, can end the process itself).
+    """
     import ray
 
     if ray.is_initialized():
@@ -189,7 +193,12 @@ def start_ray(config: ExperimentConfig, run: RunFolder) -> None:
     pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
     os.environ["PYTHONPATH"] = pythonpath  # what Flower's Ray backend does, for the actors
     ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, logging_level=logging.WARNING, **init_args)
-    raise_on_signals(on_signal=silence_flower)
+    def on_signal(signum: int) -> None:
+        silence_flower()
+        stop.set()
+        run.interrupt(signum)
+
+    raise_on_signals(on_signal=on_signal)
     # Ray's Popen objects of processes it has already ended warn at exit; nothing is left running
     warnings.filterwarnings("ignore", message="subprocess .* is still running", category=ResourceWarning)
     record_helpers(run)

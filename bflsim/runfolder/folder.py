@@ -28,7 +28,9 @@ import csv
 import datetime as dt
 import json
 import platform
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +85,7 @@ class RunFolder:
 
     def __post_init__(self) -> None:
         self.token = self.token or (self.manifest.get("writer") or {}).get("token") or new_token()
+        self._lock = threading.RLock()  # the server thread writes while a signal may mark the run
 
     @classmethod
     def create(
@@ -215,6 +218,12 @@ class RunFolder:
             raise
         self.finish("complete")
 
+    def interrupt(self, signum: int) -> None:
+        """Mark the run ``interrupted`` now (from a signal handler, before any teardown that
+        might take the process down); later writes are refused, the lifecycle's too."""
+        if not self.closed:
+            self._finish_quietly("interrupted", error=f"interrupted ({signal.Signals(signum).name})")
+
     def _finish_quietly(self, status: str, **updates: Any) -> None:
         """:meth:`finish` while another exception is on its way (it must not be masked)."""
         try:
@@ -243,9 +252,10 @@ class RunFolder:
 
     def write_manifest(self, **updates: Any) -> None:
         """Merge ``updates`` into the manifest and rewrite it atomically."""
-        self.check_writer()
-        self.manifest.update(updates)
-        self._write_manifest()
+        with self._lock:
+            self.check_writer()
+            self.manifest.update(updates)
+            self._write_manifest()
 
     def _write_manifest(self) -> None:
         tmp = self.path / f"{MANIFEST}.{self.token}.tmp"
@@ -268,9 +278,10 @@ class RunFolder:
             (self.run_id, model, split, _blank(round), _blank(epoch), _blank(node), class_name, name, float(value))
             for name, value in metrics.items()
         ]
-        self.check_writer()
-        with open(self.metrics_path, "a", newline="") as fh:
-            csv.writer(fh).writerows(rows)
+        with self._lock:
+            self.check_writer()
+            with open(self.metrics_path, "a", newline="") as fh:
+                csv.writer(fh).writerows(rows)
 
     def log_confusion(
         self, cm: np.ndarray, class_names: tuple[str, ...], *, model: str, split: str, round: int | None = None
@@ -281,19 +292,22 @@ class RunFolder:
             for t in range(cm.shape[0])
             for p in range(cm.shape[1])
         ]
-        self.check_writer()
-        with open(self.confusion_path, "a", newline="") as fh:
-            csv.writer(fh).writerows(rows)
+        with self._lock:
+            self.check_writer()
+            with open(self.confusion_path, "a", newline="") as fh:
+                csv.writer(fh).writerows(rows)
 
     def save_final_model(self, weights: Weights) -> None:
-        self.check_writer()
-        save_arrays(self.path / FINAL_MODEL, weights)
+        with self._lock:
+            self.check_writer()
+            save_arrays(self.path / FINAL_MODEL, weights)
 
     def save_checkpoint(self, server_round: int, weights: Weights, state: Mapping[str, Any]) -> None:
         """What resuming after ``server_round`` needs (:mod:`bflsim.runfolder.checkpoint`):
         the global weights, the strategy's ``state``, the manifest's bookkeeping, file sizes."""
-        self.check_writer()
-        ckpt.write_checkpoint(self.path, server_round, weights, state, self.manifest)
+        with self._lock:
+            self.check_writer()
+            ckpt.write_checkpoint(self.path, server_round, weights, state, self.manifest)
         if "helpers" in self.manifest:  # Ray starts workers as the run goes: keep their ids too
             known = {p["pid"]: p for p in self.manifest["helpers"]}
             self.write_manifest(helpers=sorted({**known, **{p["pid"]: p for p in descendants()}}.values(),
@@ -303,10 +317,11 @@ class RunFolder:
         """Set the run's final status (only the lifecycle should call this); nothing is written after."""
         if status not in STATUSES[1:]:
             raise ValueError(f"run status must be one of {list(STATUSES[1:])}; got {status!r}")
-        self.check_writer(finishing=True)
-        self.manifest.update(status=status, finished=utc_now(), **updates)
-        self._write_manifest()
-        self.closed = True
+        with self._lock:
+            self.check_writer(finishing=True)
+            self.manifest.update(status=status, finished=utc_now(), **updates)
+            self._write_manifest()
+            self.closed = True
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,12 @@ def exit_code(err: BaseException) -> int:
     return 128 + (err.signum if isinstance(err, RunInterrupted) else int(signal.SIGINT))
 
 
-def raise_on_signals(on_signal: Callable[[], None] | None = None) -> None:
+def raise_on_signals(on_signal: Callable[[int], None] | None = None) -> None:
     """SIGINT and SIGTERM raise :class:`RunInterrupted` in the main thread (once: a second
     signal while the run is stopping is ignored, so the cleanup can finish).
 
-    ``on_signal`` runs first (e.g. to quiet the logs of threads that are about to fail).
+    ``on_signal(signum)`` runs first: mark the run folder, stop the server thread, quiet the
+    logs of threads that are about to fail, before the teardown that may itself fail.
     """
     if threading.current_thread() is not threading.main_thread():
         return
@@ -80,7 +81,7 @@ def raise_on_signals(on_signal: Callable[[], None] | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _stopping)
         if on_signal is not None:
-            on_signal()
+            on_signal(signum)
         raise RunInterrupted(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,8 @@
 
     bflsim demo                          quick end-to-end job on the synthetic default
     bflsim run EXPERIMENT.toml           run an experiment file (all its scenarios), write run folders
-    bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes
+    bflsim sweep EXPERIMENT.toml         run a grid of runs; skips complete points, resumes interrupted ones
+    bflsim resume RUN_DIR                carry on an interrupted run after its last completed round
     bflsim report RUN_DIR... --out DIR   tables and figures of finished runs
     bflsim data [--download NAME]        where datasets are looked for, what is there; exit 1 if a file is broken
     bflsim audit RUN_DIR                 check a ledger-backed run against its chain and data;
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
+import threading
+import time
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -23,7 +27,8 @@ from bflsim.config import ConfigError, parse_overrides
 from bflsim.plans import Plan, load_plan, plan_from_dict
 from bflsim.progress import Progress
 from bflsim.report import FIGURES
-from bflsim.runner import run_experiment, run_plan
+from bflsim.runfolder import exit_code, raise_on_signals
+from bflsim.runner import resume_run, run_experiment, run_plan
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -31,6 +36,7 @@ DEFAULT_RUNS_DIR = Path("runs")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    raise_on_signals()  # SIGINT and SIGTERM end a run as `interrupted`, without a traceback
     try:
         return args.handler(args)
     except (ConfigError, ValueError, FileNotFoundError) as err:
@@ -40,9 +46,37 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"bflsim: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("bflsim: interrupted; completed results are kept in the run folder", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"bflsim: {interrupted_line(err)}", file=sys.stderr)
+        if argv is None:  # the program itself, not a caller in the same process
+            exit_now_if_threads_linger(exit_code(err))
+        return exit_code(err)
+
+
+def exit_now_if_threads_linger(code: int, grace: float = 2.0) -> None:
+    """Exit at once when threads of the stopped run still wait (a Flower worker blocked on a
+    Ray task that ended with Ray): the interpreter would wait for them for ever. The run
+    folder is already closed and Ray shut down, so nothing is lost."""
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def interrupted_line(err: KeyboardInterrupt) -> str:
+    """One line: which signal, where the completed rounds are, how to carry on."""
+    how = err.args[0] if err.args else "SIGINT"
+    run_dir = getattr(err, "run_dir", None)
+    if run_dir is None:
+        return f"interrupted ({how})"
+    rounds = getattr(err, "rounds_kept", 0)
+    kept = {0: "no round was completed", 1: "round 1 is kept"}.get(rounds, f"rounds 1-{rounds} are kept")
+    again = "re-run the same command" if getattr(err, "in_plan", False) else f"bflsim resume {run_dir}"
+    return f"interrupted ({how}); {kept} in {run_dir}" + (f"; to carry on: {again}" if rounds else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run only this scenario or grid point (repeatable)")
         common(runner)
         runner.set_defaults(handler=cmd_run)
+
+    resume = sub.add_parser("resume", help="carry on an interrupted federated run after its last completed round")
+    resume.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>, or a sweep point's folder)")
+    common(resume)
+    resume.set_defaults(handler=cmd_resume)
 
     demo = sub.add_parser("demo", help="quick end-to-end job on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR)
@@ -148,6 +187,11 @@ def check_plan(plan: Plan, data_dir: str | None) -> None:
             if len(plan.points) == 1:
                 raise
             raise ConfigError(f"point {point.name!r} ({point.label}): {err}") from err
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    print(f"run folder: {resume_run(args.run, args.data_dir, args.quiet)}")
+    return 0
 
 
 def demo_plan() -> Plan:

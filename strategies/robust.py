@@ -17,6 +17,10 @@ the one asked for. A refusal is that node's alone: it is never relayed and never
 Before committing a round the strategy scores the new global model on the test split
 (``score``, the server's evaluator) and commits the digest of its confusion matrix with it.
 
+:meth:`RobustStrategy.start` is Flower's round loop that can also begin after round 1: a
+resumed run (:meth:`bflsim.runfolder.RunFolder.resume`) carries on from its checkpoint,
+with the strategy's own state (:meth:`RobustStrategy.checkpoint_state`) restored.
+
 The chain is the session's business (:mod:`bflsim.ledger.session`: deploy and enroll, data
 registration, open, relay and commit each round; a no-op for Standard FL), and the rows are
 the recorder's (:mod:`bflsim.runfolder.recorder`, the one part that knows who is malicious).
@@ -26,11 +30,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy import Result, Strategy
 from numpy.typing import NDArray
 
 from bflsim.aggregators import AggregatorError, Rule, decide_round
@@ -106,9 +111,52 @@ class RobustStrategy(Strategy):
         self.excluded: dict[int, str] = {}  # edge node -> why it takes no further part
         self.cohort: list[int] = []
         self.global_weights: list[np.ndarray] = []
+        self.resumed = False  # the registry and the nodes' data were set up before a checkpoint
 
     def summary(self) -> None:
         """Flower calls this at the start; the run's first progress line says the same."""
+
+    def start(  # type: ignore[override]
+        self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+        train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None, *,
+        first_round: int = 1, on_round_end: Callable[[int, ArrayRecord], None] | None = None,
+    ) -> Result:
+        """Flower's round loop (train, then the server-side evaluation) from ``first_round``.
+
+        ``initial_arrays`` is the global model before ``first_round``; the model before round
+        1 is evaluated as round 0 only when starting at 1. ``on_round_end(round, arrays)``
+        runs after each round's evaluation (the checkpoint). The nodes evaluate nothing
+        (:meth:`configure_evaluate`), so that half of Flower's loop is left out.
+        """
+        train_config = ConfigRecord() if train_config is None else train_config
+        result, arrays = Result(), initial_arrays
+        result.arrays = arrays
+        if evaluate_fn and first_round == 1 and (metrics := evaluate_fn(0, arrays)) is not None:
+            result.evaluate_metrics_serverapp[0] = metrics
+        for server_round in range(first_round, num_rounds + 1):
+            replies = grid.send_and_receive(self.configure_train(server_round, arrays, train_config, grid),
+                                            timeout=timeout)
+            new_arrays, train_metrics = self.aggregate_train(server_round, replies)
+            if new_arrays is not None:
+                result.arrays = arrays = new_arrays
+            if train_metrics is not None:
+                result.train_metrics_clientapp[server_round] = train_metrics
+            if evaluate_fn and (metrics := evaluate_fn(server_round, arrays)) is not None:
+                result.evaluate_metrics_serverapp[server_round] = metrics
+            if on_round_end is not None:
+                on_round_end(server_round, arrays)
+        return result
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What the next round needs besides the global model (the cohort and every random
+        draw are seeded from the round; the chain is rebuilt from the trail)."""
+        return {"excluded": {str(node): why for node, why in sorted(self.excluded.items())}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Carry on from :meth:`checkpoint_state`: the registry and the nodes' data are set up."""
+        self.excluded = {int(node): why for node, why in state.get("excluded", {}).items()}
+        self.resumed = True
 
     def _messages(self, nodes: Iterable[int], message_type: str, server_round: int,
                   chain: dict[int, dict] | None = None, arrays: ArrayRecord | None = None) -> list[Message]:
@@ -142,7 +190,7 @@ class RobustStrategy(Strategy):
                 f"only {len(self.edge_index)} of {expected} edge nodes said who they are"
                 + (f"; first error: {p.last_line(errors[0])}" if errors else "")
             )
-        if self.session.enabled:
+        if self.session.enabled and not self.resumed:
             self.recorder.record_ledger(self.session.setup())
             self.register_data(grid)
 

@@ -1,5 +1,6 @@
 """Federated report: Table 4, sweep summary and figures from small hand-made run folders."""
 
+import json
 import math
 
 import pandas as pd
@@ -120,8 +121,8 @@ def test_find_run_dirs_recurses_and_skips_centralized_runs(tmp_path):
 def test_find_run_dirs_lists_runs_in_the_order_they_were_started(tmp_path):
     later = fake_run(tmp_path / "a_no_attack")
     earlier = fake_run(tmp_path / "b_under_attack")
-    RunFolder(later, later.name, read_manifest(later)).write_manifest(started="2026-01-01T10:00:05+00:00")
-    RunFolder(earlier, earlier.name, read_manifest(earlier)).write_manifest(started="2026-01-01T10:00:01+00:00")
+    for path, started in ((later, "2026-01-01T10:00:05+00:00"), (earlier, "2026-01-01T10:00:01+00:00")):
+        (path / "manifest.json").write_text(json.dumps({**read_manifest(path), "started": started}))
 
     found = find_run_dirs(tmp_path)
 
@@ -343,8 +344,8 @@ def test_report_figure_choice_overrides_the_layout_heuristic(tmp_path):
 def test_the_confusion_figure_draws_the_last_evaluated_round(tmp_path, monkeypatch):
     import numpy as np
 
-    path = fake_run(tmp_path / "runs", num_malicious=1)
-    run = RunFolder(path, path.name, read_manifest(path))
+    path = fake_run(tmp_path / "runs", num_malicious=1, status="running")
+    run = RunFolder(path, path.name, read_manifest(path))  # the run's writer, still running
     run.log_confusion(np.array([[9, 1], [5, 5]]), ("normal", "attack"), model="cnn_lstm", split="test", round=1)
     run.log_confusion(np.array([[10, 0], [1, 9]]), ("normal", "attack"), model="cnn_lstm", split="test", round=2)
     drawn = []

@@ -83,7 +83,8 @@ def test_sweep_skips_complete_points_and_reruns_interrupted_ones(tmp_path):
     stamps = [(d / "manifest.json").stat().st_mtime_ns for d in first]
     interrupted = first[1] / "manifest.json"
     manifest = json.loads(interrupted.read_text())
-    interrupted.write_text(json.dumps({**manifest, "status": "running"}))
+    killed = {**manifest["writer"], "pid": 2**22 + 1}  # SIGKILLed: still `running`, its process gone
+    interrupted.write_text(json.dumps({**manifest, "status": "running", "writer": killed}))
 
     second = run_plan(plan, tmp_path, None, quiet=True)
 
@@ -93,6 +94,30 @@ def test_sweep_skips_complete_points_and_reruns_interrupted_ones(tmp_path):
     kept = list((tmp_path / "grid").glob("seed-2.interrupted-*"))
     assert len(kept) == 1 and (kept[0] / "metrics.csv").is_file()
     assert json.loads((second[0] / "manifest.json").read_text())["point"]["overrides"] == {"data.seed": 1}
+
+
+def test_a_point_run_with_another_config_is_moved_aside_and_run_again(tmp_path, capsys):
+    experiment = tmp_path / "grid.toml"
+    experiment.write_text(
+        '[experiment]\nname = "grid"\nkind = "centralized"\n[data]\ndataset = "synthetic"\n'
+        '[data.synthetic]\nnum_samples = 800\n[models]\nnames = ["decision_tree"]\n'
+        '[sweep]\ngrid = { "data.seed" = [1, 2] }\n'
+    )
+    out = tmp_path / "runs"
+    assert main(["sweep", str(experiment), "--out", str(out), "-q"]) == 0
+    first = json.loads((out / "grid" / "seed-1" / "manifest.json").read_text())
+    capsys.readouterr()
+
+    assert main(["sweep", str(experiment), "--out", str(out), "--set", "data.synthetic.num_samples=600"]) == 0
+
+    err = capsys.readouterr().err
+    again = json.loads((out / "grid" / "seed-1" / "manifest.json").read_text())
+    assert again["config"]["data"]["synthetic"]["num_samples"] == 600 and again["status"] == "complete"
+    assert again["config_digest"] != first["config_digest"]
+    assert f"config changed (stored {first['config_digest'][:10]}, requested {again['config_digest'][:10]}: " \
+           "data.synthetic.num_samples differs); kept as seed-1.interrupted-" in err
+    kept = sorted((out / "grid").glob("seed-*.interrupted-*"))
+    assert len(kept) == 2 and json.loads((kept[0] / "manifest.json").read_text())["writer"] == first["writer"]
 
 
 def test_cli_reports_a_bad_experiment_file_with_exit_code_2(tmp_path, capsys):

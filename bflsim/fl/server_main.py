@@ -27,7 +27,7 @@ from bflsim.ledger.session import make_run_facts, open_session
 from bflsim.metrics import score_probabilities
 from bflsim.models import cached_model, initial_weights
 from bflsim.progress import Progress, format_seconds
-from bflsim.runfolder import RoundRecorder, RunFolder
+from bflsim.runfolder import Checkpoint, RoundRecorder, RunFolder
 from bflsim.vectors import Weights
 from strategies.robust import RobustStrategy
 
@@ -130,29 +130,42 @@ def describe(config: ExperimentConfig) -> str:
     )
 
 
-def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | None, progress: Progress) -> None:
-    """Run all rounds; write the final model and its facts to the run folder.
+def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | None, progress: Progress,
+          checkpoint: Checkpoint | None = None) -> None:
+    """Run all rounds (after ``checkpoint``'s, when resuming); write the final model and its
+    facts to the run folder. A checkpoint is saved after every round.
 
     The ledger of ``[ledger]`` is open for the length of the run (an anvil started for it is
-    stopped after). A round the rule cannot aggregate or a chain that fails midway raises a
-    :class:`bflsim.runfolder.RunStopped`.
+    stopped after); a resumed run's chain is rebuilt from its trail first. A round the rule
+    cannot aggregate or a chain that fails midway raises a :class:`bflsim.runfolder.RunStopped`.
     """
     data = load_data(config.data, data_dir)
     recorder = RoundRecorder(run, config)
     facts = run_facts(config, data, run)
     with open_ledger(config.ledger) as ledger:
         evaluator = GlobalEvaluator(config, data, run, recorder, progress)
+        session = open_session(config, ledger, run.path, facts)
         strategy = RobustStrategy(
             config.rule, config.aggregator.reject_factor, config.federation, to_wire(config), data_dir,
-            open_session(config, ledger, run.path, facts), recorder, score=evaluator.score,
+            session, recorder, score=evaluator.score,
         )
+        if checkpoint is None:
+            first_round = 1
+            initial = initial_weights(config.models, config.train, data.num_features, data.num_classes)
+        else:
+            session.resume()
+            strategy.restore(checkpoint.state)
+            recorder.restore(run.manifest)
+            first_round, initial = checkpoint.server_round + 1, checkpoint.weights
         result = strategy.start(
             grid=grid,
-            initial_arrays=ArrayRecord(initial_weights(config.models, config.train, data.num_features,
-                                                       data.num_classes)),
+            initial_arrays=ArrayRecord(initial),
             num_rounds=config.federation.rounds,
             timeout=config.federation.client_timeout,
             evaluate_fn=evaluator,
+            first_round=first_round,
+            on_round_end=lambda server_round, arrays: run.save_checkpoint(
+                server_round, arrays.to_numpy_ndarrays(), strategy.checkpoint_state()),
         )
     final = result.arrays.to_numpy_ndarrays()
     run.save_final_model(final)

@@ -4,18 +4,36 @@ Each edge node is a virtual Flower SuperNode; Ray actors (``backend.client_num_c
 CPUs each) run the ClientApp, so with two cores two nodes train at once. A local Ray
 instance binds to 127.0.0.1 and is shut down afterwards; ``backend.ray_address`` joins an
 existing cluster instead (see the README).
+
+Stopping: SIGINT and SIGTERM raise :class:`bflsim.runfolder.RunInterrupted` in the main
+thread (:func:`bflsim.runfolder.raise_on_signals`, set again after Ray's ``init`` replaced
+the SIGTERM handler). On the way out the stop event is set; the ServerApp thread waits for
+replies through a :class:`StoppableGrid`, so it ends within a poll interval instead of
+after ``federation.client_timeout``, and is joined before the run folder is marked. Ray is
+shut down. The ids of the Ray processes this run started are kept in the manifest
+(``helpers``), so that the next command that finds the run dead ends the ones a SIGKILL left.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from bflsim.config import ExperimentConfig
 from bflsim.progress import Progress
-from bflsim.runfolder import RunFolder
+from bflsim.runfolder import RunFolder, RunInterrupted, descendants, raise_on_signals
+
+# How long the ServerApp thread may take to leave after the stop event (it polls every 0.1 s;
+# a round's local evaluation or a chain call in progress finishes first).
+SERVER_JOIN_SECONDS = 60.0
 
 
 def backend_config(config: ExperimentConfig) -> dict:
@@ -33,6 +51,44 @@ def backend_config(config: ExperimentConfig) -> dict:
     }
 
 
+class StoppableGrid:
+    """Flower's Grid, except that waiting for replies ends as soon as ``stop`` is set.
+
+    Flower's in-memory grid polls for replies until all have come or ``timeout`` passed; a
+    run stopped meanwhile would leave the ServerApp thread waiting (and later writing) for
+    up to ``federation.client_timeout``. Here the wait raises :class:`RunInterrupted`.
+    """
+
+    def __init__(self, grid: Any, stop: threading.Event, pull_interval: float = 0.1) -> None:
+        self._grid, self._stop, self._pull_interval = grid, stop, pull_interval
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise RunInterrupted()
+
+    def get_node_ids(self) -> Iterable[int]:
+        self._check()
+        return self._grid.get_node_ids()
+
+    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
+        self._check()
+        waiting = set(self._grid.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Any] = []
+        while waiting and (deadline is None or time.monotonic() < deadline):
+            self._check()
+            received = list(self._grid.pull_messages(waiting))
+            replies += received
+            waiting -= {m.metadata.reply_to_message_id for m in received}
+            if waiting:
+                self._stop.wait(self._pull_interval)
+        self._check()
+        return replies
+
+
 def run_federated(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -41,10 +97,13 @@ def run_federated(
     *,
     run_dir: Path | None = None,
     point: dict | None = None,
+    resume: bool = False,
 ) -> RunFolder:
     """Run every round of ``config`` and return the run folder (rows written per round).
 
     ``run_dir`` and ``point`` place the run at a plan point's folder (:mod:`bflsim.plans`).
+    With ``resume``, ``run_dir`` holds an interrupted run of ``config`` that carries on
+    after its last checkpoint (:meth:`bflsim.runfolder.RunFolder.resume`).
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -60,21 +119,34 @@ def run_federated(
 
     progress = progress or Progress(quiet=True)
     data_path, facts = prepare_run(config, data_dir)
-    with RunFolder.start(out_dir, config, path=run_dir, point=point, **facts) as run:
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume needs the run folder")
+        opened = RunFolder.resume(run_dir)
+    else:
+        opened = RunFolder.start(out_dir, config, path=run_dir, point=point, **facts)
+    with opened as run:
+        if resume:
+            check_same_data(run, facts)
+            progress.say(f"{run.path.name}: resuming after round {run.resumed_from.server_round}")
         progress.say(describe(config))
         errors: list[BaseException] = []
+        stop, served = threading.Event(), threading.Event()
         server_app = ServerApp()
 
         @server_app.main()
         def main(grid, context) -> None:
             try:
-                serve(grid, config, run, data_path, progress)
+                serve(StoppableGrid(grid, stop), config, run, data_path, progress, checkpoint=run.resumed_from)
             except BaseException as err:  # noqa: BLE001 - surfaced after the simulation returns
                 errors.append(err)
+            finally:
+                served.set()
 
         started = time.perf_counter()
         quiet_flower()
         try:
+            start_ray(config, run, stop)
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,
@@ -82,6 +154,10 @@ def run_federated(
                 backend_config=backend_config(config),
             )
         finally:
+            stop.set()  # the ServerApp thread stops waiting for replies and leaves
+            if not served.wait(SERVER_JOIN_SECONDS):
+                progress.say(f"the server thread did not stop within {SERVER_JOIN_SECONDS:g} s; "
+                             "it can no longer write to the run folder")
             shutdown_ray(config)
         if errors:
             raise errors[0]
@@ -91,9 +167,59 @@ def run_federated(
     return run
 
 
+def check_same_data(run: RunFolder, facts: dict[str, Any]) -> None:
+    """A resumed run must read the same data as before (same files, rows and classes)."""
+    def fingerprint(data: dict[str, Any]) -> dict[str, Any]:
+        data = json.loads(json.dumps(data))
+        return {**data, "sources": sorted(s.get("sha256") for s in data.get("sources", []))}
+
+    if fingerprint(run.manifest.get("data", {})) != fingerprint(facts["data"]):
+        raise ValueError(f"{run.path}: the data differs from what the run started with "
+                         f"(manifest 'data'); it cannot be resumed on this data")
+
+
+def start_ray(config: ExperimentConfig, run: RunFolder, stop: threading.Event) -> None:
+    """Start Ray as Flower would (Flower then uses it), restore the signal handlers Ray's
+    ``init`` replaced, and record the ids of the processes it started (manifest ``helpers``).
+
+    On a signal the run is marked ``interrupted`` and the server thread told to stop at once,
+    before Ray's teardown (which, under a second signal, can end the process itself).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    init_args = backend_config(config)["init_args"]
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["PYTHONPATH"] = pythonpath  # what Flower's Ray backend does, for the actors
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, logging_level=logging.WARNING, **init_args)
+    def on_signal(signum: int) -> None:
+        silence_flower()
+        stop.set()
+        run.interrupt(signum)
+
+    raise_on_signals(on_signal=on_signal)
+    # Ray's Popen objects of processes it has already ended warn at exit; nothing is left running
+    warnings.filterwarnings("ignore", message="subprocess .* is still running", category=ResourceWarning)
+    record_helpers(run)
+
+
+def record_helpers(run: RunFolder) -> None:
+    """Keep the ids and start times of this process's descendants (Ray's) in the manifest."""
+    if not run.closed:
+        run.write_manifest(helpers=descendants())
+
+
 def quiet_flower() -> None:
     """Flower logs every message at INFO; keep warnings and errors only."""
     logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
+def silence_flower() -> None:
+    """On a stop, the node tasks in flight fail as Ray shuts down; Flower would log each
+    with its traceback. The run is being interrupted: keep the terminal to one line."""
+    logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", category=ResourceWarning)
 
 
 def shutdown_ray(config: ExperimentConfig) -> None:

@@ -39,7 +39,7 @@ from bflsim.config import ExperimentConfig, config_digest
 from bflsim.hashing import digest_hex, run_digest, split_digest, weights_digest
 from bflsim.ledger.base import REGISTRY_VERSION, Ledger, LedgerError, TxRecord
 from bflsim.ledger.identity import TxContext, check_update_tx, node_identities, read_data_tx
-from bflsim.runfolder.trail import Trail
+from bflsim.runfolder.trail import Trail, read_chain, read_transactions
 from bflsim.vectors import Weights
 
 __all__ = [
@@ -118,6 +118,9 @@ class NoChainSession:
     enabled = False
 
     def setup(self) -> dict[str, Any] | None:
+        return None
+
+    def resume(self) -> None:
         return None
 
     def contexts(self, nodes: list[int]) -> dict[int, dict[str, Any]]:
@@ -204,6 +207,34 @@ class ChainSession:
             self._write_transactions(0)
             self.seconds = time.perf_counter() - started
             return info
+
+    def resume(self) -> None:
+        """Carry on an interrupted run's registry (its trail cut back to the checkpoint).
+
+        The embedded chain and an anvil started for the run died with it: the chain is
+        rebuilt by replaying the trail's transactions (:func:`bflsim.ledger.replay.replay_transactions`).
+        On an external endpoint the recorded registry is attached, and must not have opened
+        a round after the checkpoint's.
+        """
+        from bflsim.ledger.replay import replay_transactions
+
+        info = read_chain(self.run_dir)
+        if int(info["chain_id"]) != self.ledger.chain_id:
+            raise LedgerError(f"the run's chain id was {info['chain_id']}; {self.ledger.endpoint} serves "
+                              f"{self.ledger.chain_id}: the run cannot carry on there")
+        transactions = read_transactions(self.run_dir)
+        with _on_chain(self.ledger, "rebuilding the run's chain from its trail"):
+            if self.config.ledger.backend in ("embedded", "anvil"):
+                replay_transactions(self.ledger, transactions)
+            self.ledger.attach(str(info["contract"]))
+            for node, address in self.addresses.items():  # what every later update must claim
+                registered = self.ledger.node_info(address).num_samples
+                if registered:
+                    self.registered_samples[node] = registered
+            last = max((int(t["round"]) for t in transactions), default=0)
+            if self.config.ledger.backend == "rpc" and self.ledger.round_info(last + 1).status != "none":
+                raise LedgerError(f"round {last + 1} was opened on {self.ledger.endpoint} after the checkpoint; "
+                                  "the registry cannot open it again, so the run cannot be resumed")
 
     def contexts(self, nodes: list[int]) -> dict[int, dict[str, Any]]:
         """Each node's transaction context (to sign its next transaction), by node."""

@@ -1,4 +1,9 @@
-"""Finding run folders to report on."""
+"""Finding run folders to report on.
+
+A run's status is :attr:`bflsim.runfolder.Run.status`, which does not trust ``running``: a
+run whose process is gone (SIGKILL, crash) reads ``interrupted``
+(:func:`bflsim.runfolder.effective_status`), so a dead run is never reported as in progress.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,14 @@ def load_arrays(path: Path) -> list[np.ndarray]:
 
 
 class BlobStore:
-    """Weight lists on disk, one ``.npz`` per distinct digest (written once, atomically)."""
+    """Weight lists on disk, one ``.npz`` per distinct digest (written once, atomically).
 
-    def __init__(self, root: str | Path) -> None:
+    ``guard``: called before every write; it raises to refuse it (the run folder's writer check).
+    """
+
+    def __init__(self, root: str | Path, guard: Callable[[], None] | None = None) -> None:
         self.root = Path(root)
+        self.guard = guard
 
     def path(self, digest: bytes) -> Path:
         return self.root / f"{digest.hex()}.npz"
@@ -59,6 +63,8 @@ class BlobStore:
         """
         digest = weights_digest(arrays) if digest is None else digest
         if not self.path(digest).exists():
+            if self.guard is not None:
+                self.guard()
             save_arrays(self.path(digest), arrays)
         return digest
 

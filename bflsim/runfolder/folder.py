@@ -12,7 +12,12 @@ A run folder holds
 
 :meth:`RunFolder.start` is the lifecycle: ``running`` while its block runs, then
 ``complete``, ``stopped`` (a :class:`RunStopped`: the rule or the chain cannot go on; the
-completed rounds stand), ``interrupted`` (Ctrl-C) or ``failed`` (anything else).
+completed rounds stand), ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` (anything else).
+:meth:`RunFolder.resume` reopens an interrupted run at its last checkpoint
+(:mod:`bflsim.runfolder.checkpoint`). The manifest names its writer (a random token, the
+process id, host and start time; :mod:`bflsim.runfolder.lifecycle`): every write checks that
+the folder still holds this writer's running run, so a leftover thread of a finished or
+interrupted run cannot write into it, nor into a newer run at the same path.
 :func:`read_run` gives a folder back as a typed :class:`Run`. Figures and tables are pure
 functions of these files; nothing re-runs an experiment.
 """
@@ -23,7 +28,9 @@ import csv
 import datetime as dt
 import json
 import platform
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,8 +41,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bflsim.config import ExperimentConfig, parse_experiment, to_dict
+from bflsim.config import ExperimentConfig, config_digest, parse_experiment, to_dict
+from bflsim.runfolder import checkpoint as ckpt
 from bflsim.runfolder.blobs import load_arrays, save_arrays
+from bflsim.runfolder.lifecycle import (
+    RunInterrupted,
+    StaleWriter,
+    check_writer,
+    descendants,
+    effective_status,
+    new_token,
+    process_identity,
+    status_line,
+)
 from bflsim.runfolder.provenance import git_commit, package_versions, utc_now
 from bflsim.vectors import Weights
 
@@ -61,6 +79,13 @@ class RunFolder:
     path: Path
     run_id: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    token: str = ""  # this writer's, as the manifest's writer.token (default: the manifest's, else new)
+    closed: bool = False  # finished: nothing more is written
+    resumed_from: ckpt.Checkpoint | None = None  # the checkpoint a resumed run carries on from
+
+    def __post_init__(self) -> None:
+        self.token = self.token or (self.manifest.get("writer") or {}).get("token") or new_token()
+        self._lock = threading.RLock()  # the server thread writes while a signal may mark the run
 
     @classmethod
     def create(
@@ -91,8 +116,10 @@ class RunFolder:
             "run_id": run.run_id,
             "status": "running",
             "started": utc_now(),
+            "writer": process_identity(run.token),
             "command": sys.argv,
             "config": to_dict(config),
+            "config_digest": config_digest(config),
             "seeds": config.seeds(),
             "versions": package_versions(),
             "git_commit": git_commit(),
@@ -100,7 +127,7 @@ class RunFolder:
             **({"point": dict(point)} if point is not None else {}),
             **manifest,
         }
-        run.write_manifest()
+        run._write_manifest()
         with open(run.metrics_path, "w", newline="") as fh:
             csv.writer(fh).writerow(METRIC_COLUMNS)
         with open(run.confusion_path, "w", newline="") as fh:
@@ -120,18 +147,89 @@ class RunFolder:
     ) -> Iterator[RunFolder]:
         """Create the folder (:meth:`create`) and keep its status for the length of the block."""
         run = cls.create(parent, config, path=path, point=point, **manifest)
-        try:
+        with run.lifecycle():
             yield run
-        except KeyboardInterrupt:
-            run.finish("interrupted", error="interrupted (Ctrl-C)")
+
+    @classmethod
+    @contextmanager
+    def resume(cls, path: str | Path) -> Iterator[RunFolder]:
+        """Reopen the interrupted run at ``path`` at its last checkpoint (:attr:`resumed_from`);
+        keep its status as :meth:`start` does.
+
+        The run must be ``interrupted`` (by a signal, or its process gone) and hold a
+        checkpoint. Rows and trail lines written after the checkpoint (the round in progress
+        at the stop) are dropped; the manifest lists each resumption under ``resumed``.
+        """
+        path = Path(path)
+        manifest = read_manifest(path)
+        status = effective_status(manifest)
+        if status == "running":
+            writer = manifest.get("writer") or {}
+            raise RuntimeError(
+                f"{path}: the run is still running (pid {writer.get('pid')} on {writer.get('host')}); "
+                "stop it first (Ctrl-C or SIGTERM)"
+            )
+        if status != "interrupted":
+            raise ValueError(f"{path}: only an interrupted run can be resumed; this one is {status_line(manifest)}")
+        checkpoint = ckpt.read_checkpoint(path)
+        if checkpoint is None:
+            raise ValueError(f"{path}: no round was completed before the interruption (no {ckpt.STATE}); run it again")
+        run = cls(path=path, run_id=str(manifest.get("run_id", path.name)), manifest=manifest,
+                  token=new_token(), resumed_from=checkpoint)  # a new writer: the old one's objects are stale
+        dropped = ckpt.truncate_to(path, checkpoint)
+        previous = {k: manifest.get(k) for k in ("status", "error", "finished", "writer")}
+        for stale in ("finished", "error", "final_accuracy", "final_model_digest", "wall_seconds"):
+            run.manifest.pop(stale, None)
+        for key in ckpt.BOOKKEEPING:  # the bookkeeping as it was at the checkpoint
+            run.manifest.pop(key, None)
+        run.manifest.update(checkpoint.manifest)
+        run.manifest["resumed"] = [
+            *manifest.get("resumed", []),
+            {"at": utc_now(), "from_round": checkpoint.server_round, "dropped_lines": dropped,
+             "command": sys.argv, "previous": previous},
+        ]
+        run.manifest.update(status="running", writer=process_identity(run.token))
+        run._write_manifest()
+        with run.lifecycle():
+            yield run
+
+    @contextmanager
+    def lifecycle(self) -> Iterator[None]:
+        """``running`` while the block runs, then the status of what ended it."""
+        try:
+            yield
+        except KeyboardInterrupt as err:
+            how = err.args[0] if isinstance(err, RunInterrupted) else "SIGINT"
+            self._finish_quietly("interrupted", error=f"interrupted ({how})")
+            if not hasattr(err, "run_dir"):  # for the one line the command line prints
+                checkpoint = ckpt.read_checkpoint(self.path)
+                err.run_dir = self.path  # type: ignore[attr-defined]
+                err.rounds_kept = checkpoint.server_round if checkpoint else 0  # type: ignore[attr-defined]
+                err.in_plan = "point" in self.manifest  # type: ignore[attr-defined]
+            raise
+        except StaleWriter:
+            self.closed = True
             raise
         except RunStopped as err:
-            run.finish("stopped", error=str(err))
+            self._finish_quietly("stopped", error=str(err))
             raise
         except BaseException as err:
-            run.finish("failed", error=f"{type(err).__name__}: {err}")
+            self._finish_quietly("failed", error=f"{type(err).__name__}: {err}")
             raise
-        run.finish("complete")
+        self.finish("complete")
+
+    def interrupt(self, signum: int) -> None:
+        """Mark the run ``interrupted`` now (from a signal handler, before any teardown that
+        might take the process down); later writes are refused, the lifecycle's too."""
+        if not self.closed:
+            self._finish_quietly("interrupted", error=f"interrupted ({signal.Signals(signum).name})")
+
+    def _finish_quietly(self, status: str, **updates: Any) -> None:
+        """:meth:`finish` while another exception is on its way (it must not be masked)."""
+        try:
+            self.finish(status, **updates)
+        except StaleWriter:
+            self.closed = True
 
     @property
     def metrics_path(self) -> Path:
@@ -145,10 +243,22 @@ class RunFolder:
     def figures_dir(self) -> Path:
         return self.path / FIGURES
 
+    def check_writer(self, *, finishing: bool = False) -> None:
+        """Refuse (:class:`~bflsim.runfolder.lifecycle.StaleWriter`) unless this writer still owns the running run."""
+        if self.closed:
+            raise StaleWriter(f"{self.path}: the run has finished ({self.manifest.get('status')}); "
+                              "nothing more is written to it")
+        check_writer(self.path, self.token, finishing=finishing)
+
     def write_manifest(self, **updates: Any) -> None:
         """Merge ``updates`` into the manifest and rewrite it atomically."""
-        self.manifest.update(updates)
-        tmp = self.path / f"{MANIFEST}.tmp"
+        with self._lock:
+            self.check_writer()
+            self.manifest.update(updates)
+            self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        tmp = self.path / f"{MANIFEST}.{self.token}.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=2, default=_json_default) + "\n")
         tmp.replace(self.path / MANIFEST)
 
@@ -168,8 +278,10 @@ class RunFolder:
             (self.run_id, model, split, _blank(round), _blank(epoch), _blank(node), class_name, name, float(value))
             for name, value in metrics.items()
         ]
-        with open(self.metrics_path, "a", newline="") as fh:
-            csv.writer(fh).writerows(rows)
+        with self._lock:
+            self.check_writer()
+            with open(self.metrics_path, "a", newline="") as fh:
+                csv.writer(fh).writerows(rows)
 
     def log_confusion(
         self, cm: np.ndarray, class_names: tuple[str, ...], *, model: str, split: str, round: int | None = None
@@ -180,17 +292,36 @@ class RunFolder:
             for t in range(cm.shape[0])
             for p in range(cm.shape[1])
         ]
-        with open(self.confusion_path, "a", newline="") as fh:
-            csv.writer(fh).writerows(rows)
+        with self._lock:
+            self.check_writer()
+            with open(self.confusion_path, "a", newline="") as fh:
+                csv.writer(fh).writerows(rows)
 
     def save_final_model(self, weights: Weights) -> None:
-        save_arrays(self.path / FINAL_MODEL, weights)
+        with self._lock:
+            self.check_writer()
+            save_arrays(self.path / FINAL_MODEL, weights)
+
+    def save_checkpoint(self, server_round: int, weights: Weights, state: Mapping[str, Any]) -> None:
+        """What resuming after ``server_round`` needs (:mod:`bflsim.runfolder.checkpoint`):
+        the global weights, the strategy's ``state``, the manifest's bookkeeping, file sizes."""
+        with self._lock:
+            self.check_writer()
+            ckpt.write_checkpoint(self.path, server_round, weights, state, self.manifest)
+        if "helpers" in self.manifest:  # Ray starts workers as the run goes: keep their ids too
+            known = {p["pid"]: p for p in self.manifest["helpers"]}
+            self.write_manifest(helpers=sorted({**known, **{p["pid"]: p for p in descendants()}}.values(),
+                                               key=lambda p: p["pid"]))
 
     def finish(self, status: str, **updates: Any) -> None:
-        """Set the run's final status (only :meth:`start` should call this)."""
+        """Set the run's final status (only the lifecycle should call this); nothing is written after."""
         if status not in STATUSES[1:]:
             raise ValueError(f"run status must be one of {list(STATUSES[1:])}; got {status!r}")
-        self.write_manifest(status=status, finished=utc_now(), **updates)
+        with self._lock:
+            self.check_writer(finishing=True)
+            self.manifest.update(status=status, finished=utc_now(), **updates)
+            self._write_manifest()
+            self.closed = True
 
 
 @dataclass(frozen=True)
@@ -210,7 +341,12 @@ class Run:
 
     @property
     def status(self) -> str:
-        return str(self.manifest.get("status"))
+        """The manifest's status, ``interrupted`` for a ``running`` run whose process is gone."""
+        return effective_status(self.manifest)
+
+    @property
+    def status_line(self) -> str:
+        return status_line(self.manifest)
 
     @property
     def point(self) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class RoundRecorder:
         self.stats = RoundStats()
         self.node_failures: list[dict] = []
 
+    def restore(self, manifest: Mapping[str, object]) -> None:
+        """Carry on a resumed run's node notes (its manifest as at the checkpoint)."""
+        self.node_failures = list(manifest.get("node_failures") or [])  # type: ignore[call-overload]
+
     def start_round(self) -> None:
         self.stats = RoundStats()
 

@@ -34,7 +34,7 @@ from bflsim.config import DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
 from bflsim.ledger.identity import TxContext, node_identities, sign_data_tx, sign_update_tx
-from bflsim.models import cached_model, configure_tensorflow, reset_optimizer
+from bflsim.models import cached_model, configure_tensorflow, reseed_layers, reset_optimizer
 from bflsim.vectors import Weights, flatten, unflatten
 
 
@@ -194,7 +194,9 @@ def fit(
     model = cached_model(config.models, config.train, data.num_features, data.num_classes)
     model.set_weights(global_weights)
     reset_optimizer(config.models, config.train, data.num_features, data.num_classes)
-    keras.utils.set_random_seed(_seed(config.train.seed, server_round, node))
+    seed = _seed(config.train.seed, server_round, node)
+    keras.utils.set_random_seed(seed)
+    reseed_layers(model, seed)
     history = model.fit(
         features, labels, epochs=config.federation.local_epochs, batch_size=config.train.batch_size,
         shuffle=True, verbose=0,

@@ -280,6 +280,22 @@ def reset_optimizer(models: ModelsConfig, train: TrainConfig, num_features: int,
         variable.assign(value)
 
 
+def reseed_layers(model: Any, seed: int) -> None:
+    """Restart every seeded layer's random stream (Keras ``SeedGenerator``: dropout) from ``seed``.
+
+    A seed generator's counter advances with every call and lives in the layer, so a cached
+    model's dropout masks would otherwise depend on what the process trained before (which
+    node a Ray actor happened to run): a run would not reproduce, nor would a resumed one.
+    Layer ``i`` restarts from ``(seed + 7919 * i) mod 2**31``, counter 0.
+    """
+    for position, layer in enumerate(model.layers):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            state = generator.state
+            start = (seed + 7919 * position) % 2**31
+            state.assign(np.array([start, 0], dtype=state.dtype))
+
+
 def initial_weights(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> Weights:
     """The global model before round 1: a function of ``train.seed`` alone."""
     configure_tensorflow()

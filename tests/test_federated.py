@@ -68,6 +68,22 @@ def test_honest_node_trains_and_malicious_node_sends_noise():
     assert noise.std() == pytest.approx(5.0, rel=0.05)
 
 
+def test_a_nodes_training_does_not_depend_on_what_the_process_trained_before():
+    # A DNN with dropout: the layers' random streams restart from (train.seed, round, node),
+    # so which node a Ray actor ran before cannot change this node's update.
+    config = config_with(models={"names": ["dnn"], "dnn": {"hidden_units": [16], "dropout": 0.3}})
+    data = load_data(config.data)
+    start = [w.copy() for w in cached_model(config.models, config.train, data.num_features,
+                                            data.num_classes).get_weights()]
+
+    first = train_locally(config, 2, 1, start).weights
+    train_locally(config, 3, 1, start)
+    train_locally(config, 4, 1, start)
+    again = train_locally(config, 2, 1, start).weights
+
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
 @pytest.fixture(scope="module")
 def krum_run(tmp_path_factory):
     from bflsim.fl.simulation import run_federated

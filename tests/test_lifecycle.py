@@ -1,8 +1,7 @@
 """Run lifecycle: one writer per folder, dead runs recognised, signals, checkpoints and resume.
 
-Unit tests first (no Ray); then a federated run stopped after round 2 of 4 and resumed,
-compared with an uninterrupted run (embedded chain and no ledger), and a real ``bflsim run``
-stopped with SIGINT.
+Unit tests first (no Ray), then a real ``bflsim sweep`` stopped with SIGINT and resumed;
+tests/test_resume.py compares a resumed run with an uninterrupted one.
 """
 
 import json
@@ -17,7 +16,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_anvil
 
 from bflsim.config import config_digest, parse_experiment, with_overrides
 from bflsim.runfolder import (
@@ -318,79 +316,6 @@ def test_an_interrupted_point_with_a_checkpoint_resumes_and_a_live_one_is_left_a
     assert "resuming after round 2" in examine_point(interrupted.path, CONFIG).why
     assert examine_point(live.path, CONFIG).action == "busy"
     assert examine_point(tmp_path / "none", CONFIG).action == "run"
-
-
-# --- end to end: stopped after round 2 of 4, resumed, equal to an uninterrupted run ------------
-
-FEDERATED = {
-    "experiment": {"name": "resume", "kind": "federated"},
-    "data": {"dataset": "synthetic", "synthetic": {"num_samples": 1200}},
-    "models": {"names": ["dnn"], "dnn": {"hidden_units": [16], "dropout": 0.0}},
-    "train": {"batch_size": 64, "learning_rate": 0.01},
-    "federation": {"num_nodes": 6, "rounds": 4},
-    "attack": {"name": "gaussian", "num_malicious": 1, "params": {"mode": "replace", "sigma": 5.0}},
-    "aggregator": {"name": "krum"},
-    "ledger": {"max_rejections": 2},  # the attacker is revoked in round 2: the chain decides round 3's cohort
-    "backend": {"num_cpus": 2},
-}
-TIMING = {"elapsed_seconds", "round_seconds", "ledger_seconds", "chain_latency_seconds"}
-
-
-def comparable(run_dir):
-    metrics = pd.read_csv(run_dir / "metrics.csv").drop(columns="run_id")
-    return metrics[~metrics["metric"].isin(TIMING)].reset_index(drop=True)
-
-
-def trail_rounds(run_dir):
-    if not (run_dir / "trail").is_dir():
-        return []
-    lines = (run_dir / "trail" / "rounds.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["round"] > 0]  # round 0: data digests carry a timestamp
-
-
-@pytest.mark.parametrize("backend", ["embedded", "none", "anvil"])
-def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch, backend):
-    from bflsim.fl import server_main
-    from bflsim.fl.simulation import run_federated
-
-    if backend == "anvil":
-        require_anvil()
-
-    config = parse_experiment({**FEDERATED, "ledger": {**FEDERATED["ledger"], "backend": backend}})
-    reference = run_federated(config, tmp_path / "whole").path
-    evaluate = server_main.GlobalEvaluator.__call__
-
-    def stop_in_round_3(self, server_round, arrays):  # after round 3's commit, before its checkpoint
-        if server_round == 3:
-            raise RunInterrupted(signal.SIGINT)
-        return evaluate(self, server_round, arrays)
-
-    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", stop_in_round_3)
-    with pytest.raises(RunInterrupted):
-        run_federated(config, tmp_path / "parts")
-    [stopped] = (tmp_path / "parts").iterdir()
-    assert read_manifest(stopped)["status"] == "interrupted" and read_checkpoint(stopped).server_round == 2
-    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", evaluate)
-
-    resumed = run_federated(config, tmp_path / "parts", run_dir=stopped, resume=True).path
-
-    manifest, whole = read_manifest(resumed), read_manifest(reference)
-    assert manifest["status"] == "complete" and manifest["resumed"][0]["from_round"] == 2
-    assert manifest["resumed"][0]["dropped_lines"]["metrics.csv"] > 0  # round 3's rows before the stop
-    pd.testing.assert_frame_equal(comparable(resumed), comparable(reference))
-    assert manifest["final_model_digest"] == whole["final_model_digest"]
-    assert trail_rounds(resumed) == trail_rounds(reference)
-    assert manifest.get("excluded_nodes") == whole.get("excluded_nodes")
-    if backend != "none":  # the chain was rebuilt from the trail and carried on: the audit replays it all
-        assert len(trail_rounds(resumed)) == 4
-        rows = comparable(resumed)
-        active = rows[(rows["split"] == "round") & (rows["metric"] == "active_nodes")]["value"].tolist()
-        assert active[-1] < 6  # a revocation before the stop shaped the resumed rounds' cohorts
-        assert manifest["ledger"]["contract"] == whole["ledger"]["contract"]
-        from bflsim.audit import audit_run
-
-        report = audit_run(resumed, check_data=False)
-        assert report.ok, "\n".join(report.lines())
 
 
 def test_sigint_stops_a_sweep_within_seconds_and_running_it_again_resumes_the_point(tmp_path):

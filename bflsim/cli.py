@@ -221,8 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if (run_dir / "trail").is_dir():
             report = audit_run(run_dir)
             ok &= report.ok
-            print(f"audit:   {run_dir.name}: {report.lines()[-1]} ({len(report.rounds) - 1} rounds; "
-                  f"bflsim audit {run_dir})")
+            print(f"audit:   {run_dir.name}: {report.lines()[-1]} (bflsim audit {run_dir})")
     return 0 if ok else 1
 
 

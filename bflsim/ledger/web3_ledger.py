@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -560,7 +561,8 @@ class EmbeddedLedger(Web3Ledger):
     ) -> None:
         from web3 import EthereumTesterProvider
 
-        provider = EthereumTesterProvider()
+        with warnings.catch_warnings():  # eth-tester sets warnings.simplefilter("default") for the process
+            provider = EthereumTesterProvider()
         keys = provider.ethereum_tester.backend.account_keys
         account = Account.from_key(keys[0].to_bytes())
         super().__init__(

@@ -28,8 +28,15 @@ def write_bench_csv(out_dir: str | Path, name: str, rows: list[tuple], packages:
         writer = csv.writer(fh)
         writer.writerow(BENCH_COLUMNS)
         for row in rows:
-            writer.writerow([row[0], row[1], f"{row[2]:.6g}", *row[3:]])
+            writer.writerow([row[0], row[1], _number(row[2]), *row[3:]])
     (out_dir / f"{name}.meta.txt").write_text(
         f"measured {utc_now()} on {os.cpu_count()} cores with {package_versions(packages)}\n"
     )
     return path
+
+
+def _number(value: float) -> str:
+    """Six significant digits, but a whole number (gas, counts) in full: 1266581, not 1.26658e+06."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"

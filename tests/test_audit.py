@@ -242,7 +242,7 @@ def test_rows_for_an_uncommitted_round_in_a_complete_run_fail(copy_of):
 
 
 def test_data_is_looked_for_where_the_runs_files_were(tmp_path):
-    from bflsim.audit import _data_dir_candidates
+    from bflsim.audit.context import _data_dir_candidates
     from bflsim.runfolder import Run
 
     raw = json.loads(json.dumps(RAW))

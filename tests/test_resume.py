@@ -30,11 +30,20 @@ FEDERATED = {
     "backend": {"num_cpus": 2},
 }
 TIMING = {"elapsed_seconds", "round_seconds", "ledger_seconds", "chain_latency_seconds"}
+# Every submitUpdate carries the run digest, whose random run nonce differs between two runs:
+# calldata costs 4 gas per zero byte and 16 per other byte, so a round's gas differs by a
+# multiple of 12, at most 12 x 32 per submission (checked apart from the other rows).
+RUN_SPECIFIC = {"gas_used"}
 
 
 def comparable(run_dir):
     metrics = pd.read_csv(run_dir / "metrics.csv").drop(columns="run_id")
-    return metrics[~metrics["metric"].isin(TIMING)].reset_index(drop=True)
+    return metrics[~metrics["metric"].isin(TIMING | RUN_SPECIFIC)].reset_index(drop=True)
+
+
+def round_gas(run_dir):
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    return metrics[metrics["metric"] == "gas_used"].set_index("round")["value"]
 
 
 def trail_rounds(run_dir):
@@ -74,6 +83,8 @@ def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp
     assert manifest["status"] == "complete" and manifest["resumed"][0]["from_round"] == 2
     assert manifest["resumed"][0]["dropped_lines"]["metrics.csv"] > 0  # round 3's rows before the stop
     pd.testing.assert_frame_equal(comparable(resumed), comparable(reference))
+    gas_apart = (round_gas(resumed) - round_gas(reference)).abs()
+    assert ((gas_apart % 12 == 0) & (gas_apart <= 12 * 32 * 6)).all(), gas_apart
     assert manifest["final_model_digest"] == whole["final_model_digest"]
     assert trail_rounds(resumed) == trail_rounds(reference)
     assert manifest.get("excluded_nodes") == whole.get("excluded_nodes")

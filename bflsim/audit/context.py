@@ -15,6 +15,7 @@ from bflsim.config import ExperimentConfig
 from bflsim.data import DataError, PreparedData, resolve_data_dir
 from bflsim.edge_node import load_data, node_partitions
 from bflsim.ledger.base import ChainEvent, LedgerError
+from bflsim.ledger.replay import NotReplayable, replay_findings
 from bflsim.runfolder import (
     BlobError,
     BlobStore,
@@ -154,36 +155,16 @@ def _blob(store: BlobStore, digest: bytes, what: str, problems: list[str]) -> li
 
 def _replay(ledger: Any, info: dict[str, Any], transactions: list[dict[str, Any]],
             blame: dict[int, list[str]]) -> None:
-    """Send every recorded signed transaction again; each must hash and end as recorded.
-
-    A divergence is blamed on the round its transaction belongs to (0: set-up).
-    """
-    w3 = ledger.w3
+    """Send every recorded signed transaction again (:func:`bflsim.ledger.replay.replay_findings`);
+    each must hash, use gas and end as recorded. A divergence is blamed on the round its
+    transaction belongs to (0: set-up)."""
     if ledger.chain_id != int(info["chain_id"]):
         blame[0].append(f"the replay chain has id {ledger.chain_id}, the run's had {info['chain_id']}")
-    for position, tx in enumerate(transactions):
-        if not tx.get("raw"):
-            raise AuditError(
-                f"transaction {tx['tx_hash']} ({tx['kind']}) was sent without keeping its signed bytes; "
-                "audit this run against its live endpoint with --rpc-url"
-            )
-        problems = blame[int(tx.get("round") or 0)]
-        raw = bytes.fromhex(tx["raw"])
-        try:
-            tx_hash = "0x" + bytes(w3.eth.send_raw_transaction(raw)).hex()
-            receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
-        except Exception as err:  # noqa: BLE001 - a refused replay is the finding
-            problems.append(f"transaction {position} ({tx['kind']}, round {tx['round']}) refused on replay: "
-                            f"{str(err)[:160]}")
-            continue
-        if tx_hash != tx["tx_hash"]:
-            problems.append(f"transaction {position} ({tx['kind']}) hashes to {tx_hash}, recorded {tx['tx_hash']}")
-        if "gas_used" in tx and int(receipt["gasUsed"]) != int(tx["gas_used"]):
-            problems.append(f"transaction {position} ({tx['kind']}, round {tx['round']}) used {receipt['gasUsed']} gas "
-                            f"on replay, the trail records {tx['gas_used']}")
-        if int(receipt["status"]) != int(tx["status"]):
-            problems.append(f"transaction {tx['tx_hash']} ({tx['kind']}, round {tx['round']}) ended with status "
-                            f"{receipt['status']} on replay, {tx['status']} in the run")
+    try:
+        for _, tx, finding in replay_findings(ledger, transactions):
+            blame[int(tx.get("round") or 0)].append(finding)
+    except NotReplayable as err:
+        raise AuditError(f"{err}; audit this run against its live endpoint with --rpc-url") from err
     for server_round, problems in list(blame.items()):
         if len(problems) > 5:
             blame[server_round] = problems[:5] + [f"... and {len(problems) - 5} more"]

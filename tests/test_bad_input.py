@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_anvil
 
 from bflsim.cli import main
 from bflsim.config import ConfigError, parse_experiment, read_toml
@@ -319,17 +318,6 @@ def test_other_node_errors_are_not_read_as_insufficient_funds(message):
 
 def test_the_gas_need_grows_with_nodes_and_rounds():
     assert operator_gas_need(10, 5) > operator_gas_need(10, 1) > operator_gas_need(2, 1) > 2_000_000
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    require_anvil()
-    from bflsim.ledger import AnvilNode
-
-    node = AnvilNode()
-    node.start()
-    yield node
-    node.stop()
 
 
 def test_rpc_pre_flight_on_anvil_passes_a_funded_operator_and_names_an_unfunded_one(anvil):

@@ -5,7 +5,7 @@ import socket
 import time
 
 import pytest
-from conftest import require_anvil
+from conftest import port_is_open, require_anvil
 from eth_account import Account
 
 from bflsim.ledger import (
@@ -25,22 +25,6 @@ from bflsim.ledger.factory import ANVIL_OPERATOR_KEY
 from bflsim.ledger.web3_ledger import derive_aggregator_key
 
 ANVIL_CHAIN_ID = 31337
-
-
-def port_is_open(port):
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    require_anvil()
-    node = AnvilNode()
-    node.start()
-    yield node
-    node.stop()
-    assert not node.running and not port_is_open(node.port)
 
 
 @pytest.fixture

@@ -31,11 +31,11 @@ GLOBAL = [np.zeros((3, 2), np.float32)]
 EVALUATION = b"\xe7" * 32
 
 
-def start_session(tmp_path, name="run"):
+def start_session(tmp_path, name="run", run_facts=None):
     """A deployed registry with every node enrolled and its data (SAMPLES rows) registered."""
     config = ledger_config(federation={"tamper_nodes": []}, aggregator={"name": "fedavg"}, attack={"num_malicious": 0})
     run = RunFolder.create(tmp_path / name, config)
-    session = ChainSession(config, EmbeddedLedger(), run.path)
+    session = ChainSession(config, EmbeddedLedger(), run.path, run_facts)
     session.setup()
     nodes = list(range(NUM_NODES))
     contexts = {i: TxContext.from_config(c, prefix="") for i, c in session.contexts(nodes).items()}
@@ -166,13 +166,27 @@ def test_a_registration_claiming_another_size_is_refused(tmp_path):
     assert read_rounds(session.run_dir)[0]["refused_tx"] == {"1": signed[1].hex()}
 
 
+def facts_without_zero_bytes(name):
+    """Run facts whose run digest has no zero byte. The digest is deploy calldata (4 gas per
+    zero byte, 16 per other): two runs whose digests have as many zero bytes use the same gas,
+    so the base fee, and with it the fees each node is given, are the same in both."""
+    for nonce in range(1, 100):
+        facts = {"config": "0x00", "run_id": name, "run_nonce": f"0x{nonce:064x}"}
+        if 0 not in run_digest(facts):
+            return facts
+    raise AssertionError("no nonce below 100 gives a run digest without zero bytes")
+
+
 def test_an_update_signed_in_another_run_is_refused_and_reverts(tmp_path):
-    run_a, run_b = start_session(tmp_path, "a"), start_session(tmp_path, "b")
+    run_a = start_session(tmp_path, "a", facts_without_zero_bytes("a"))
+    run_b = start_session(tmp_path, "b", facts_without_zero_bytes("b"))
     for session in (run_a, run_b):
         session.open_round(1, GLOBAL, [0, 1])
     replayed = update(run_a, 0)  # node 0's round-1 update of run A
     assert (run_a.ledger.address, run_a.ledger.chain_id) == (run_b.ledger.address, run_b.ledger.chain_id)
-    assert given(run_a, 0).nonce == given(run_b, 0).nonce  # only the run digest tells them apart
+    a, b = given(run_a, 0), given(run_b, 0)
+    assert (a.nonce, a.max_fee_per_gas, a.max_priority_fee_per_gas) == (
+        b.nonce, b.max_fee_per_gas, b.max_priority_fee_per_gas)  # only the run digest tells them apart
 
     run_b.relay_updates(1, [replayed])
 

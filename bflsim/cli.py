@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="override a config value in every run, e.g. --set train.epochs=2 (TOML value syntax)")
         runner.add_argument("--only", action="append", default=[], metavar="POINT",
                             help="run only this scenario or grid point (repeatable)")
+        runner.add_argument("--parallel", type=parallel_count, default="auto", metavar="N|auto",
+                            help="federated points run at once (default auto: as many as the cores hold "
+                                 "when every point is small, else one at a time with all cores)")
         common(runner)
         runner.set_defaults(handler=cmd_run)
 
@@ -144,12 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger"), default="centralized",
+    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger", "throughput"),
+                       default="centralized",
                        help="centralized: training/inference; federated: Flower/Ray vs plain loop; "
-                            "chain: hashing, signing, finality, Krum, gas (Table 6); ledger: a round with/without it")
+                            "chain: hashing, signing, finality, Krum, gas (Table 6); ledger: a round with/without it; "
+                            "throughput: a whole sweep against its compute floor, nodes, memory, Krum (~15 min)")
     bench.add_argument("--experiment", type=Path, default=None,
-                       help="federated/ledger suites: the experiment run both ways "
-                            "(default experiments/bench_federated.toml, experiments/bench_ledger.toml)")
+                       help="federated/ledger/throughput suites: the experiment to run (default "
+                            "experiments/bench_federated.toml, experiments/bench_ledger.toml, "
+                            "experiments/sweep_attackers.toml)")
     bench.add_argument("--no-anvil", action="store_true", help="chain suite: embedded chain only")
     common(bench)
     bench.set_defaults(handler=cmd_bench)
@@ -166,9 +172,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(plan.points) == 1 and not plan.points[0][0].overrides and args.command == "run":
         print(f"run folder: {run_experiment(plan.points[0][1], args.out, args.data_dir, args.quiet)}")
         return 0
-    for run_dir in run_plan(plan, args.out, args.data_dir, args.quiet):
+    for run_dir in run_plan(plan, args.out, args.data_dir, args.quiet, parallel=args.parallel):
         print(f"run folder: {run_dir}")
     return 0
+
+
+def parallel_count(text: str) -> int | str:
+    """``--parallel``: a whole number >= 1, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto'; got {text!r}")
+    return value
 
 
 def check_plan(plan: Plan, data_dir: str | None) -> None:
@@ -271,6 +290,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.suite == "ledger":
         experiment = args.experiment or Path("experiments/bench_ledger.toml")
         path = run_ledger_bench(args.out, experiment, data_dir=args.data_dir, progress=progress)
+    elif args.suite == "throughput":
+        from bflsim.bench.throughput import run_throughput_bench
+
+        experiment = args.experiment or Path("experiments/sweep_attackers.toml")
+        path = run_throughput_bench(args.out, experiment, data_dir=args.data_dir, progress=progress)
     elif args.suite == "chain":
         from bflsim.bench.chain import run_chain_bench
 

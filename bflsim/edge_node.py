@@ -34,7 +34,7 @@ from bflsim.config import DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
 from bflsim.ledger.identity import TxContext, node_identities, sign_data_tx, sign_update_tx
-from bflsim.models import cached_model, configure_tensorflow, reseed_layers, reset_optimizer
+from bflsim.models import configure_tensorflow, train_weights
 from bflsim.vectors import Weights, flatten, unflatten
 
 
@@ -63,7 +63,7 @@ def load_data(data: DataConfig, data_dir: str | None = None) -> PreparedData:
     return prepare_data(data, data_dir)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=16)
 def node_partitions(
     data: DataConfig, federation: FederationConfig, data_dir: str | None = None
 ) -> tuple[NDArray[np.int64], ...]:
@@ -184,24 +184,15 @@ def fit(
     Deterministic from ``(train.seed, server_round, node)``. With ``attack``, the node trains
     on the data the attack's ``poison_data`` gives it instead of its own.
     """
-    import keras
-
     data = load_data(config.data, data_dir)
     features, labels = node_data(config, node, server_round, data_dir)
     if attack is not None:
         rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
         features, labels = attack.poison_data(features, labels, data.num_classes, rng)
-    model = cached_model(config.models, config.train, data.num_features, data.num_classes)
-    model.set_weights(global_weights)
-    reset_optimizer(config.models, config.train, data.num_features, data.num_classes)
-    seed = _seed(config.train.seed, server_round, node)
-    keras.utils.set_random_seed(seed)
-    reseed_layers(model, seed)
-    history = model.fit(
-        features, labels, epochs=config.federation.local_epochs, batch_size=config.train.batch_size,
-        shuffle=True, verbose=0,
+    return train_weights(
+        config.models, config.train, global_weights, features, labels, data.num_classes,
+        epochs=config.federation.local_epochs, seed=_seed(config.train.seed, server_round, node),
     )
-    return [np.asarray(w, dtype=np.float32) for w in model.get_weights()], float(history.history["loss"][-1])
 
 
 def poison(

@@ -7,11 +7,14 @@ layer, trained with categorical cross-entropy (integer labels, so the sparse for
 Every model is one :class:`Model` record in :data:`MODELS`, an explicit registry from the
 name used in experiment files; Keras and scikit-learn models share the small
 :class:`Classifier` interface so the runner never asks which kind it holds. A federated run
-keeps one compiled Keras model per process (:func:`cached_model`).
+keeps one Keras model per process and architecture (:func:`cached_model`), with one local
+training epoch and one forward pass compiled as TensorFlow graphs, traced once and reused by
+every node, round and sweep point the process serves (:func:`train_weights`, :func:`predict`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -203,6 +206,29 @@ def _linear_svm(seed: int) -> Any:
     return LinearSVC(C=1.0, max_iter=5000, random_state=seed)
 
 
+def dnn_macs(num_features: int, num_classes: int, models: ModelsConfig) -> int:
+    """Multiply-adds of one row's forward pass through the DNN."""
+    sizes = [num_features, *models.dnn.hidden_units, num_classes]
+    return sum(a * b for a, b in itertools.pairwise(sizes))
+
+
+def cnn_lstm_macs(num_features: int, num_classes: int, models: ModelsConfig) -> int:
+    """Multiply-adds of one row's forward pass through the CNN-LSTM (convolution, every LSTM
+    step's four gates, the softmax layer)."""
+    cfg = models.cnn_lstm
+    steps = num_features // cfg.pool_size
+    return (num_features * cfg.conv_filters * cfg.kernel_size
+            + steps * 4 * cfg.lstm_units * (cfg.conv_filters + cfg.lstm_units)
+            + cfg.lstm_units * num_classes)
+
+
+def training_flops(models: ModelsConfig, num_features: int, num_classes: int, rows: int) -> float:
+    """Rough arithmetic of training the federated model on ``rows`` rows once: 2 flops per
+    multiply-add, times 3 for the forward and backward passes."""
+    macs = MODELS[models.names[0]].macs
+    return 0.0 if macs is None else 6.0 * macs(num_features, num_classes, models) * rows
+
+
 @dataclass(frozen=True)
 class Model:
     """One detector of the registry: its name in experiment files, its label, how to build it.
@@ -217,11 +243,12 @@ class Model:
     build: Callable[..., Any]
     federated: bool
     reference: str = ""
+    macs: Callable[[int, int, ModelsConfig], int] | None = None  # one row's forward pass (federated models)
 
 
 CNN_LSTM = Model("cnn_lstm", "CNN-LSTM", build_cnn_lstm, federated=True,
-                 reference="the reference paper's hybrid: Conv1D -> MaxPool -> LSTM -> softmax")
-DNN = Model("dnn", "DNN", build_dnn, federated=True)
+                 reference="the reference paper's hybrid: Conv1D -> MaxPool -> LSTM -> softmax", macs=cnn_lstm_macs)
+DNN = Model("dnn", "DNN", build_dnn, federated=True, macs=dnn_macs)
 DECISION_TREE = Model("decision_tree", "Decision tree", _decision_tree, federated=False)
 RANDOM_FOREST = Model("random_forest", "Random forest", _random_forest, federated=False)
 LINEAR_SVM = Model("linear_svm", "Linear SVM", _linear_svm, federated=False)
@@ -249,10 +276,21 @@ def make_classifier(
 
 # --- the federated model, one per process ---------------------------------------------------
 
-_CACHE: dict[str, tuple[Any, list[np.ndarray]]] = {}
+
+@dataclass
+class _Compiled:
+    """A cached Keras model with its fresh optimizer state and its compiled loops (traced once)."""
+
+    model: Any
+    fresh_state: list[np.ndarray]
+    epoch: Any  # tf.function(x, y, order, batch_size) -> mean loss over the epoch
+    forward: Any  # tf.function(x) -> class probabilities
 
 
-def _cached(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> tuple[Any, list]:
+_CACHE: dict[str, _Compiled] = {}
+
+
+def _cached(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> _Compiled:
     key = json.dumps([models.names[0], to_dict(models), num_features, num_classes, train.learning_rate],
                      sort_keys=True)
     if key not in _CACHE:
@@ -260,8 +298,46 @@ def _cached(models: ModelsConfig, train: TrainConfig, num_features: int, num_cla
         model = MODELS[models.names[0]].build(num_features, num_classes, models, train.learning_rate, seed=train.seed)
         model.optimizer.build(model.trainable_variables)
         fresh_state = [np.array(v.numpy()) for v in model.optimizer.variables]
-        _CACHE[key] = (model, fresh_state)
+        _CACHE[key] = _Compiled(model, fresh_state, *_compile_loops(model))
     return _CACHE[key]
+
+
+def _compile_loops(model: Any) -> tuple[Any, Any]:
+    """One training epoch and one forward pass as ``tf.function`` graphs, traced once per model.
+
+    The epoch is what Keras ``fit`` does for one epoch (mini-batches in the given order,
+    sparse categorical cross-entropy averaged over each batch, one Adam step per batch; the
+    reported loss is the mean over the epoch's rows, as ``fit``'s history), without ``fit``'s
+    per-call set-up (data adapter, callbacks, a new iterator and step function): 134 ms per
+    call for one node's 440 rows with the sweep's DNN, against 2.6 ms for this loop.
+    Shapes are left open, so every node, round and sweep point reuses the same trace.
+    """
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    optimizer, variables = model.optimizer, model.trainable_variables
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32),
+    ])
+    def epoch(x, y, order, batch_size):
+        rows = tf.shape(order)[0]
+        total = tf.constant(0.0, tf.float32)
+        for start in tf.range(0, rows, batch_size):
+            batch = order[start:start + batch_size]
+            with tf.GradientTape() as tape:
+                loss = loss_fn(tf.gather(y, batch), model(tf.gather(x, batch), training=True))
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            total += loss * tf.cast(tf.shape(batch)[0], tf.float32)
+        return total / tf.cast(rows, tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def forward(x):
+        return model(x, training=False)
+
+    return epoch, forward
 
 
 def cached_model(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> Any:
@@ -270,14 +346,50 @@ def cached_model(models: ModelsConfig, train: TrainConfig, num_features: int, nu
     Building and tracing a Keras model costs seconds; edge nodes and the server's evaluator
     reuse one per architecture and set its weights (and :func:`reset_optimizer`) per call.
     """
-    return _cached(models, train, num_features, num_classes)[0]
+    return _cached(models, train, num_features, num_classes).model
 
 
 def reset_optimizer(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> None:
     """Restore the cached model's fresh optimizer state (step count, moments): each round starts afresh."""
-    model, fresh_state = _cached(models, train, num_features, num_classes)
-    for variable, value in zip(model.optimizer.variables, fresh_state, strict=True):
+    cached = _cached(models, train, num_features, num_classes)
+    for variable, value in zip(cached.model.optimizer.variables, cached.fresh_state, strict=True):
         variable.assign(value)
+
+
+def train_weights(
+    models: ModelsConfig, train: TrainConfig, weights: Weights, x: NDArray[np.float32], y: NDArray[np.int64],
+    num_classes: int, epochs: int, seed: int,
+) -> tuple[Weights, float]:
+    """Train the cached model from ``weights`` on ``(x, y)`` for ``epochs`` epochs; the new weights
+    and the last epoch's mean loss.
+
+    A fresh optimizer (as every local round starts), dropout restarted from ``seed``
+    (:func:`reseed_layers`) and the rows shuffled every epoch by a generator seeded with
+    ``seed``: the same call gives the same weights, whatever the process ran before.
+    """
+    cached = _cached(models, train, x.shape[1], num_classes)
+    cached.model.set_weights(weights)
+    reset_optimizer(models, train, x.shape[1], num_classes)
+    reseed_layers(cached.model, seed)
+    rng = np.random.default_rng(seed)
+    features, labels = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+    loss = float("nan")
+    for _ in range(epochs):
+        order = rng.permutation(len(labels)).astype(np.int32)
+        loss = float(cached.epoch(features, labels, order, np.int32(train.batch_size)))
+    return [np.asarray(w, dtype=np.float32) for w in cached.model.get_weights()], loss
+
+
+def predict(
+    models: ModelsConfig, train: TrainConfig, weights: Weights, x: NDArray[np.float32], num_classes: int,
+    batch_size: int = 4096,
+) -> NDArray[np.float32]:
+    """Class probabilities of the cached model with ``weights`` on ``x`` (inference, no dropout)."""
+    cached = _cached(models, train, x.shape[1], num_classes)
+    cached.model.set_weights(weights)
+    features = np.asarray(x, dtype=np.float32)
+    parts = [cached.forward(features[i:i + batch_size]).numpy() for i in range(0, len(features), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, num_classes), dtype=np.float32)
 
 
 def reseed_layers(model: Any, seed: int) -> None:

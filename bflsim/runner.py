@@ -20,6 +20,7 @@ So re-running the same command resumes a sweep. A single run resumes with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +86,113 @@ def resume_run(run_dir: Path, data_dir: str | None, quiet: bool) -> Path:
     return run_experiment(stored_config(manifest), run_dir.parent, data_dir, quiet, run_dir=run_dir, resume=True)
 
 
-def run_plan(plan: Plan, out: Path, data_dir: str | None, quiet: bool) -> list[Path]:
+SMALL_POINT_FLOPS = 1e12
+"""A federated point whose training is estimated below this (about a minute of arithmetic on
+two cores) is small: with ``parallel="auto"`` such points run several at once."""
+
+
+def run_plan(plan: Plan, out: Path, data_dir: str | None, quiet: bool, parallel: int | str = "auto") -> list[Path]:
     """Run every point of a plan under ``out/<experiment>/``: skip complete ones, resume
-    interrupted ones, re-run stale ones (:func:`examine_point`)."""
+    interrupted ones, re-run stale ones (:func:`examine_point`).
+
+    Federated points share one Ray runtime (:func:`plan_runtime`). ``parallel`` points run at
+    once (:func:`bflsim.fl.parallel.run_parallel`); ``"auto"`` picks as many as the cores
+    hold when every point is small (:func:`auto_parallel`), else one at a time with all cores.
+    A point that fails is recorded failed and the others go on; the error at the end names
+    every failed point.
+    """
     progress = Progress(quiet=quiet)
-    root = Path(out) / plan.name
-    done, failed = [], []
+    out = Path(out)
+    workers = choose_parallel(plan, data_dir, parallel)
+    todo, done, failed = _examine_points(plan, out, progress)
+    if workers > 1 and len(todo) > 1:
+        done += _run_parallel(plan, out, data_dir, todo, workers, progress, failed)
+    else:
+        with plan_runtime(plan):
+            done += _run_sequential(plan, out, data_dir, quiet, todo, progress, failed)
+    if failed:
+        names = ", ".join(p.name for p, _ in failed)
+        raise RuntimeError(f"{len(failed)} of {len(plan.points)} runs failed ({names}); re-run the same command to retry them")
+    return done
+
+
+def choose_parallel(plan: Plan, data_dir: str | None, parallel: int | str) -> int:
+    """How many points run at once: ``parallel`` checked against the cores (a clear error when
+    they cannot hold it), or :func:`auto_parallel`."""
+    configs = [config for _, config in plan.points]
+    if parallel == "auto":
+        return auto_parallel(configs, data_dir)
+    parallel = int(parallel)
+    if parallel > 1 and any(c.kind != "federated" for c in configs):
+        raise ValueError(f"--parallel {parallel}: only federated points run in parallel; "
+                         f"{plan.name} has centralized ones")
+    from bflsim.fl.parallel import check_parallel
+
+    for config in configs:
+        check_parallel(config, parallel)
+    return parallel
+
+
+def auto_parallel(configs: list[ExperimentConfig], data_dir: str | None) -> int:
+    """As many points at once as the cores hold (``backend.num_cpus`` over
+    ``backend.client_num_cpus``) when every point is federated, on a local Ray cluster, with no
+    RPC ledger, and small (:data:`SMALL_POINT_FLOPS`); else 1."""
+    if len(configs) < 2 or any(c.kind != "federated" for c in configs):
+        return 1
+    from bflsim.fl.parallel import ray_cpus
+    from bflsim.fl.runtime import backend_config
+
+    first = configs[0]
+    if any(backend_config(c) != backend_config(first) for c in configs) or first.backend.ray_address:
+        return 1
+    if any(c.ledger.backend == "rpc" for c in configs):
+        return 1
+    slots = int(ray_cpus(first) // first.backend.client_num_cpus)
+    if slots < 2 or max(point_flops(c, data_dir) for c in configs) > SMALL_POINT_FLOPS:
+        return 1
+    return min(slots, len(configs))
+
+
+def point_flops(config: ExperimentConfig, data_dir: str | None) -> float:
+    """Estimated arithmetic of a federated point's local training (every node, epoch and round)."""
+    from bflsim.data import run_data_dir
+    from bflsim.edge_node import load_data
+    from bflsim.models import training_flops
+
+    root = run_data_dir(config.data, data_dir)
+    data = load_data(config.data, str(root) if root is not None else None)  # as prepare_run loads it: cached
+    fed = config.federation
+    rows = len(data.y_train) * fed.local_epochs * fed.rounds
+    return training_flops(config.models, data.num_features, data.num_classes, rows)
+
+
+def plan_runtime(plan: Plan) -> contextlib.AbstractContextManager:
+    """One Ray runtime for every federated point of the plan (:class:`bflsim.fl.runtime.Runtime`:
+    Ray, the actors and their caches stay warm between points), when they all ask for the same
+    backend; otherwise each point opens its own."""
+    federated = [config for _, config in plan.points if config.kind == "federated"]
+    if len(federated) < 2:
+        return contextlib.nullcontext()
+    from bflsim.fl.runtime import Runtime, backend_config
+
+    if any(backend_config(c) != backend_config(federated[0]) for c in federated[1:]):
+        return contextlib.nullcontext()
+    return Runtime(federated[0])
+
+
+@dataclass(frozen=True)
+class _Todo:
+    index: int
+    point: Any
+    config: ExperimentConfig
+    run_dir: Path
+    resume: bool
+
+
+def _examine_points(plan: Plan, out: Path, progress: Progress) -> tuple[list[_Todo], list[Path], list]:
+    """The points to run (old runs of other configs moved aside), the complete ones, the busy ones."""
+    root = out / plan.name
+    todo, done, failed = [], [], []
     for index, (point, config) in enumerate(plan.points, start=1):
         tag = f"[{index}/{len(plan.points)}] {point.label}"
         run_dir = root / point.name
@@ -107,16 +209,43 @@ def run_plan(plan: Plan, out: Path, data_dir: str | None, quiet: bool) -> list[P
             progress.say(f"{tag}: {state.why}; kept as {move_aside(run_dir).name}")
         elif state.action == "resume":
             progress.say(f"{tag}: {state.why}")
+        todo.append(_Todo(index, point, config, run_dir, state.action == "resume"))
+    return todo, done, failed
+
+
+def _run_sequential(plan: Plan, out: Path, data_dir: str | None, quiet: bool, todo: list[_Todo],
+                    progress: Progress, failed: list) -> list[Path]:
+    done = []
+    for item in todo:
+        tag = f"[{item.index}/{len(plan.points)}] {item.point.label}"
         progress.say(tag)
         try:
-            done.append(run_experiment(config, out, data_dir, quiet, run_dir=run_dir, point=point.as_dict(),
-                                       resume=state.action == "resume"))
+            done.append(run_experiment(item.config, out, data_dir, quiet, run_dir=item.run_dir,
+                                       point=item.point.as_dict(), resume=item.resume))
         except (ValueError, RuntimeError) as err:
             progress.say(f"{tag}: failed: {err}")
-            failed.append((point, err))
-    if failed:
-        names = ", ".join(p.name for p, _ in failed)
-        raise RuntimeError(f"{len(failed)} of {len(plan.points)} runs failed ({names}); re-run the same command to retry them")
+            failed.append((item.point, err))
+    return done
+
+
+def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo], workers: int,
+                  progress: Progress, failed: list) -> list[Path]:
+    from bflsim.fl.parallel import PointTask, run_parallel
+
+    progress.say(f"{len(todo)} runs, {workers} at a time")
+    tasks = [PointTask(t.index, t.config, out, data_dir, t.run_dir, t.point.as_dict(), t.resume) for t in todo]
+    by_index = {t.index: t for t in todo}
+    done = []
+    for result in run_parallel(tasks, workers):
+        item = by_index[result.index]
+        tag = f"[{item.index}/{len(plan.points)}] {item.point.label}"
+        if result.error is not None:
+            progress.say(f"{tag}: failed after {result.seconds:.0f} s: {result.error}")
+            failed.append((item.point, RuntimeError(result.error)))
+            continue
+        accuracy = "" if result.final_accuracy is None else f", accuracy {result.final_accuracy:.4f}"
+        progress.say(f"{tag}: complete in {result.seconds:.1f} s{accuracy}")
+        done.append(result.path)
     return done
 
 

@@ -39,7 +39,7 @@ from bflsim.ledger.factory import open_ledger
 from bflsim.ledger.identity import TxContext
 from bflsim.ledger.session import ChainSession, ReceivedUpdate, make_run_facts
 from bflsim.metrics import score_probabilities
-from bflsim.models import cached_model, initial_weights
+from bflsim.models import initial_weights, predict
 from bflsim.plans import load_plan
 from bflsim.runfolder import FINAL_MODEL, RoundRecorder, RunFolder, save_arrays
 from strategies.robust import refuse_unusable
@@ -338,7 +338,6 @@ def forge_run(
     sizes = [len(rows) for rows in node_partitions(config.data, fed, data_dir)]
     rng = np.random.default_rng(2026)
     name = config.models.names[0]
-    model = cached_model(config.models, config.train, data.num_features, data.num_classes)
     facts = {"data": data.describe(), "malicious_nodes": config.malicious_nodes(1).tolist()}
     keys = _env(config.ledger.key_secret_env, secret) if secret is not None else contextlib.nullcontext()
     with keys, open_ledger(config.ledger) as ledger:
@@ -359,8 +358,7 @@ def forge_run(
 
         def evaluate(server_round: int, weights: list[np.ndarray]) -> bytes:
             """Log the model's test rows (accuracy replaced when asked); its evaluation digest."""
-            model.set_weights(weights)
-            proba = model.predict(data.x_test, batch_size=4096, verbose=0)
+            proba = predict(config.models, config.train, weights, data.x_test, data.num_classes)
             metrics, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
             if accuracy is not None:
                 metrics["accuracy"] = accuracy

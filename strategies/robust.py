@@ -58,8 +58,9 @@ class FederationMismatch(RuntimeError):
 def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settle: float = 2.0) -> list[int]:
     """The Flower node ids of the federation, which must have ``num_nodes`` SuperNodes.
 
-    The simulation runtime registers all its SuperNodes at once, so a count that holds for
-    ``settle`` seconds is the federation's size; another size raises :class:`FederationMismatch`.
+    The simulation runtime registers all its SuperNodes at once, so the expected count seen
+    twice in a row, or another count that holds for ``settle`` seconds, is the federation's
+    size; another size raises :class:`FederationMismatch`.
     """
     deadline = time.monotonic() + timeout
     count, since = -1, time.monotonic()
@@ -68,9 +69,11 @@ def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settl
         now = time.monotonic()
         if len(node_ids) != count:
             count, since = len(node_ids), now
-        if (count > 0 and now - since >= settle) or now > deadline:
+        elif count == num_nodes or (count > 0 and now - since >= settle):
             break
-        time.sleep(0.25)
+        if now > deadline:
+            break
+        time.sleep(0.05 if count == num_nodes else 0.25)
     if count != num_nodes:
         raise FederationMismatch(
             f"the federation has {count} SuperNodes but federation.num_nodes = {num_nodes}: "

@@ -49,10 +49,9 @@ def _check_evaluation(
     if ctx.data_unchecked(verdict, "global models not re-evaluated"):
         return
     assert ctx.data is not None
-    from bflsim.models import cached_model, initial_weights
+    from bflsim.models import initial_weights, predict
 
     data = ctx.data
-    model = cached_model(ctx.config.models, ctx.config.train, data.num_features, data.num_classes)
     last_committed = max(committed, default=0)
     checked = []
     for server_round in rounds:
@@ -66,8 +65,7 @@ def _check_evaluation(
                 continue
         else:
             continue
-        model.set_weights(weights)
-        proba = model.predict(data.x_test, batch_size=4096, verbose=0)
+        proba = predict(ctx.config.models, ctx.config.train, weights, data.x_test, data.num_classes)
         scores, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
         rows = tested[tested["round"] == server_round]
         if rows.empty:

@@ -5,7 +5,9 @@ machines are shared). One module per suite:
 - :mod:`.runs`: whole ``bflsim run`` processes side by side: Flower/Ray against the plain
   loop (``--suite federated``), with and without the ledger (``--suite ledger``);
 - :mod:`.chain`: hashing, signing, finality, Krum and gas (paper Table 6, ``--suite chain``);
-- :mod:`.plain_loop`: the single-process loop the federated suite compares against.
+- :mod:`.throughput`: a whole sweep against its compute floor, wall time against nodes, the
+  memory of a 1,000-node federation, Krum against a Gram matrix (``--suite throughput``);
+- :mod:`.plain_loop`: the single-process loop the federated and throughput suites compare against.
 """
 
 from __future__ import annotations

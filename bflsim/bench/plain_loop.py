@@ -6,7 +6,7 @@ this process (:func:`bflsim.edge_node.train_locally`, the code a ClientApp runs)
 the round with :func:`bflsim.aggregators.decide_round` (the strategy's and the audit's), and
 scores the global model on the test split.
 
-    python -m bflsim.bench.plain_loop EXPERIMENT.toml [--set KEY=VALUE ...]
+    python -m bflsim.bench.plain_loop EXPERIMENT.toml [--set KEY=VALUE ...] [--all-points] [--only POINT]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bflsim.aggregators import decide_round
 from bflsim.config import ExperimentConfig, parse_overrides
 from bflsim.edge_node import load_data, train_locally
 from bflsim.metrics import score_probabilities
-from bflsim.models import cached_model, initial_weights
+from bflsim.models import initial_weights, predict
 from bflsim.plans import load_plan, with_point_overrides
 
 
@@ -28,28 +28,30 @@ def run_plain(config: ExperimentConfig, data_dir: str | None = None) -> dict[str
     """Train all rounds in-process; return final accuracy and timings."""
     started = time.perf_counter()
     data = load_data(config.data, data_dir)
-    model = cached_model(config.models, config.train, data.num_features, data.num_classes)
     weights = initial_weights(config.models, config.train, data.num_features, data.num_classes)
     fed = config.federation
     loop_started = time.perf_counter()
     accuracy = float("nan")
     poisoned_accepted = 0
+    train_seconds = 0.0
     for server_round in range(1, fed.rounds + 1):
         cohort = fed.sample_cohort(server_round, range(fed.num_nodes))
+        started_training = time.perf_counter()
         results = [train_locally(config, node, server_round, weights, data_dir, cohort) for node in cohort]
+        train_seconds += time.perf_counter() - started_training
         decision = decide_round(
             config.rule, cohort, [r.weights for r in results], weights, [r.num_examples for r in results],
             config.aggregator.reject_factor,
         )
         weights = decision.new_weights
         poisoned_accepted += len(set(decision.selected) & set(config.malicious_nodes(server_round).tolist()))
-        model.set_weights(weights)
-        proba = model.predict(data.x_test, batch_size=4096, verbose=0)
+        proba = predict(config.models, config.train, weights, data.x_test, data.num_classes)
         accuracy = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)[0]["accuracy"]
     return {
         "final_accuracy": accuracy,
         "poisoned_accepted": poisoned_accepted,
         "loop_seconds": time.perf_counter() - loop_started,
+        "train_seconds": train_seconds,
         "setup_seconds": loop_started - started,
     }
 
@@ -59,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--data-dir")
+    parser.add_argument("--all-points", action="store_true",
+                        help="every point of the plan, one JSON line each (one process: traced once)")
+    parser.add_argument("--only", action="append", default=[], metavar="POINT")
     args = parser.parse_args(argv)
-    config = load_plan(args.experiment).points[0][1]
-    if args.set:
-        config = with_point_overrides(config, parse_overrides(args.set))
-    print(json.dumps(run_plain(config, args.data_dir)))
+    plan = load_plan(args.experiment)
+    if args.only:
+        plan = plan.only(args.only)
+    points = plan.points if args.all_points else plan.points[:1]
+    for point, config in points:
+        if args.set:
+            config = with_point_overrides(config, parse_overrides(args.set))
+        print(json.dumps({"point": point.name, **run_plain(config, args.data_dir)}), flush=True)
     return 0
 
 

@@ -25,7 +25,7 @@ from bflsim.hashing import digest_hex, run_digest, weights_digest
 from bflsim.ledger.factory import check_ledger, open_ledger
 from bflsim.ledger.session import make_run_facts, open_session
 from bflsim.metrics import score_probabilities
-from bflsim.models import cached_model, initial_weights
+from bflsim.models import initial_weights, predict
 from bflsim.progress import Progress, format_seconds
 from bflsim.runfolder import Checkpoint, RoundRecorder, RunFolder
 from bflsim.vectors import Weights
@@ -53,9 +53,7 @@ class GlobalEvaluator:
     def score(self, server_round: int, weights: Weights) -> Any:
         """The confusion matrix of ``weights`` on the test split (kept for the round's rows)."""
         data = self.data
-        model = cached_model(self.config.models, self.config.train, data.num_features, data.num_classes)
-        model.set_weights(weights)
-        proba = model.predict(data.x_test, batch_size=4096, verbose=0)
+        proba = predict(self.config.models, self.config.train, weights, data.x_test, data.num_classes)
         metrics, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
         self._scored[server_round] = (weights_digest(weights), metrics, cm)
         return cm

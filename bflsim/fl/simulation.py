@@ -2,24 +2,25 @@
 
 Each edge node is a virtual Flower SuperNode; Ray actors (``backend.client_num_cpus``
 CPUs each) run the ClientApp, so with two cores two nodes train at once. A local Ray
-instance binds to 127.0.0.1 and is shut down afterwards; ``backend.ray_address`` joins an
-existing cluster instead (see the README).
+instance binds to 127.0.0.1; ``backend.ray_address`` joins an existing cluster instead (see
+the README). A run joins the :class:`bflsim.fl.runtime.Runtime` open in the process (a
+sweep's: Ray and the actors stay warm between points) or opens and closes its own.
 
 Stopping: SIGINT and SIGTERM raise :class:`bflsim.runfolder.RunInterrupted` in the main
 thread (:func:`bflsim.runfolder.raise_on_signals`, set again after Ray's ``init`` replaced
 the SIGTERM handler). On the way out the stop event is set; the ServerApp thread waits for
 replies through a :class:`StoppableGrid`, so it ends within a poll interval instead of
-after ``federation.client_timeout``, and is joined before the run folder is marked. Ray is
-shut down. The ids of the Ray processes this run started are kept in the manifest
+after ``federation.client_timeout``, and is joined before the run folder is marked. The ids of the Ray processes this run started are kept in the manifest
 (``helpers``), so that the next command that finds the run dead ends the ones a SIGKILL left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import sys
+import signal
 import threading
 import time
 import warnings
@@ -28,27 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from bflsim.config import ExperimentConfig
+from bflsim.fl.runtime import Runtime, active_runtime
 from bflsim.progress import Progress
 from bflsim.runfolder import RunFolder, RunInterrupted, descendants, raise_on_signals
 
 # How long the ServerApp thread may take to leave after the stop event (it polls every 0.1 s;
 # a round's local evaluation or a chain call in progress finishes first).
 SERVER_JOIN_SECONDS = 60.0
-
-
-def backend_config(config: ExperimentConfig) -> dict:
-    """Flower's Ray backend settings for this experiment."""
-    backend = config.backend
-    init_args: dict = {"include_dashboard": False, "log_to_driver": False}
-    if backend.ray_address:
-        init_args["address"] = backend.ray_address
-    else:
-        init_args["num_cpus"] = backend.num_cpus or os.cpu_count() or 1
-        init_args["_node_ip_address"] = "127.0.0.1"
-    return {
-        "client_resources": {"num_cpus": backend.client_num_cpus, "num_gpus": 0.0},
-        "init_args": init_args,
-    }
 
 
 class StoppableGrid:
@@ -59,7 +46,7 @@ class StoppableGrid:
     up to ``federation.client_timeout``. Here the wait raises :class:`RunInterrupted`.
     """
 
-    def __init__(self, grid: Any, stop: threading.Event, pull_interval: float = 0.1) -> None:
+    def __init__(self, grid: Any, stop: threading.Event, pull_interval: float = 0.02) -> None:
         self._grid, self._stop, self._pull_interval = grid, stop, pull_interval
 
     def __getattr__(self, name: str) -> Any:
@@ -145,20 +132,26 @@ def run_federated(
 
         started = time.perf_counter()
         quiet_flower()
-        try:
-            start_ray(config, run, stop)
-            run_simulation(
-                server_app=server_app,
-                client_app=client_app,
-                num_supernodes=config.federation.num_nodes,
-                backend_config=backend_config(config),
-            )
-        finally:
-            stop.set()  # the ServerApp thread stops waiting for replies and leaves
-            if not served.wait(SERVER_JOIN_SECONDS):
-                progress.say(f"the server thread did not stop within {SERVER_JOIN_SECONDS:g} s; "
-                             "it can no longer write to the run folder")
-            shutdown_ray(config)
+        with contextlib.ExitStack() as stack:
+            runtime = active_runtime()
+            if runtime is None:
+                runtime = stack.enter_context(Runtime(config))
+            runtime.check(config)
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                watch_signals(run, stop)
+                run_simulation(
+                    server_app=server_app,
+                    client_app=client_app,
+                    num_supernodes=config.federation.num_nodes,
+                    backend_config=runtime.backend,
+                )
+            finally:
+                stop.set()  # the ServerApp thread stops waiting for replies and leaves
+                if not served.wait(SERVER_JOIN_SECONDS):
+                    progress.say(f"the server thread did not stop within {SERVER_JOIN_SECONDS:g} s; "
+                                 "it can no longer write to the run folder")
+                restore_signals(previous)  # this run's handler no longer applies
         if errors:
             raise errors[0]
         if "final_model_digest" not in run.manifest:
@@ -178,30 +171,26 @@ def check_same_data(run: RunFolder, facts: dict[str, Any]) -> None:
                          f"(manifest 'data'); it cannot be resumed on this data")
 
 
-def start_ray(config: ExperimentConfig, run: RunFolder, stop: threading.Event) -> None:
-    """Start Ray as Flower would (Flower then uses it), restore the signal handlers Ray's
-    ``init`` replaced, and record the ids of the processes it started (manifest ``helpers``).
-
-    On a signal the run is marked ``interrupted`` and the server thread told to stop at once,
-    before Ray's teardown (which, under a second signal, can end the process itself).
+def watch_signals(run: RunFolder, stop: threading.Event) -> None:
+    """On SIGINT/SIGTERM mark the run ``interrupted`` and tell the server thread to stop at
+    once, before Ray's teardown (which, under a second signal, can end the process itself);
+    set after Ray's ``init``, which replaces the SIGTERM handler. Records the ids of the Ray
+    processes this command started (manifest ``helpers``).
     """
-    import ray
-
-    if ray.is_initialized():
-        return
-    init_args = backend_config(config)["init_args"]
-    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
-    os.environ["PYTHONPATH"] = pythonpath  # what Flower's Ray backend does, for the actors
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, logging_level=logging.WARNING, **init_args)
     def on_signal(signum: int) -> None:
         silence_flower()
         stop.set()
         run.interrupt(signum)
 
     raise_on_signals(on_signal=on_signal)
-    # Ray's Popen objects of processes it has already ended warn at exit; nothing is left running
-    warnings.filterwarnings("ignore", message="subprocess .* is still running", category=ResourceWarning)
     record_helpers(run)
+
+
+def restore_signals(handlers: dict[int, Any]) -> None:
+    """Put back the handlers a run replaced (in the main thread; elsewhere none were set)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def record_helpers(run: RunFolder) -> None:
@@ -211,8 +200,26 @@ def record_helpers(run: RunFolder) -> None:
 
 
 def quiet_flower() -> None:
-    """Flower logs every message at INFO; keep warnings and errors only."""
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    """Flower logs every message at INFO; keep warnings and errors only (or less, when the
+    process asked for less), and its notice that ``run_simulation`` is deprecated once."""
+    logger = logging.getLogger("flwr")
+    logger.setLevel(max(logger.level, logging.WARNING))
+    if not any(isinstance(f, _OnceFilter) for f in logger.filters):
+        logger.addFilter(_OnceFilter("DEPRECATED FEATURE"))
+
+
+class _OnceFilter(logging.Filter):
+    """Lets the first record containing ``text`` through, and drops the later ones."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.text not in record.getMessage():
+            return True
+        seen, self.seen = self.seen, True
+        return not seen
 
 
 def silence_flower() -> None:
@@ -220,10 +227,3 @@ def silence_flower() -> None:
     with its traceback. The run is being interrupted: keep the terminal to one line."""
     logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
     warnings.filterwarnings("ignore", category=ResourceWarning)
-
-
-def shutdown_ray(config: ExperimentConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()

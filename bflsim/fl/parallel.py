@@ -1,0 +1,170 @@
+"""Several federated runs at once: worker processes that share one Ray cluster.
+
+A small run (the attacker sweep's: 20 nodes, 440 rows each, a DNN) spends most of its
+wall time waiting: for Flower's message queues, for the round's slowest node, for the
+engine to wind down. Two such runs side by side fill the cores that one leaves idle.
+
+:func:`run_parallel` starts Ray once (all the cores, bound to 127.0.0.1) and a pool of
+``parallel`` worker processes. Each worker attaches to that cluster and keeps a warm
+:class:`bflsim.fl.runtime.Runtime` with its share of the ClientApp actors (the cores over
+``parallel``, over ``backend.client_num_cpus``), then runs whole plan points one after
+another, each through :func:`bflsim.fl.simulation.run_federated`: Flower's simulation
+engine on Ray, exactly as a point run alone. Ray places every actor on the CPUs it holds;
+the pool only decides which point a worker runs next.
+
+Results come back as each point ends. A point that fails is recorded failed in its run
+folder (its own lifecycle) and the others go on. SIGINT/SIGTERM: each worker marks the run
+it holds ``interrupted`` (a terminal's Ctrl-C reaches the whole process group; a SIGTERM to
+this process is passed on), the points not started are dropped, Ray is shut down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bflsim.config import ExperimentConfig
+from bflsim.fl.runtime import Runtime, backend_config, start_ray
+from bflsim.models import configure_tensorflow
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """One plan point for a worker: what :func:`run_federated` needs."""
+
+    index: int
+    config: ExperimentConfig
+    out: Path
+    data_dir: str | None
+    run_dir: Path
+    point: dict
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """How a point ended: its folder, or the error that ended it."""
+
+    index: int
+    path: Path
+    seconds: float
+    final_accuracy: float | None = None
+    error: str | None = None
+
+
+def ray_cpus(config: ExperimentConfig) -> float:
+    """The CPUs the local Ray cluster gets: ``backend.num_cpus``, else every core."""
+    return float(config.backend.num_cpus or os.cpu_count() or 1)
+
+
+def check_parallel(config: ExperimentConfig, parallel: int) -> int:
+    """The number of actors each of ``parallel`` workers gets; refuses what cannot be scheduled.
+
+    Every worker needs at least one actor of ``backend.client_num_cpus`` CPUs on the cluster's
+    ``backend.num_cpus`` (all cores when unset).
+    """
+    cpus, per_client = ray_cpus(config), config.backend.client_num_cpus
+    source = "backend.num_cpus" if config.backend.num_cpus else f"all {os.cpu_count()} cores"
+    if per_client > cpus:
+        raise ValueError(f"backend.client_num_cpus = {per_client:g} cannot be scheduled: Ray has {cpus:g} CPUs "
+                         f"({source})")
+    if parallel < 1:
+        raise ValueError(f"--parallel must be >= 1; got {parallel}")
+    if parallel * per_client > cpus:
+        raise ValueError(
+            f"--parallel {parallel}: {parallel} runs at once need at least {parallel} x backend.client_num_cpus "
+            f"{per_client:g} = {parallel * per_client:g} CPUs; Ray has {cpus:g} ({source}); "
+            f"use --parallel {max(1, int(cpus // per_client))} or fewer"
+        )
+    if config.backend.ray_address and parallel > 1:
+        raise ValueError(f"--parallel {parallel} starts its own local Ray cluster; backend.ray_address = "
+                         f"{config.backend.ray_address!r} joins another one: run the points one at a time")
+    if config.ledger.backend == "rpc" and parallel > 1:
+        raise ValueError(f"--parallel {parallel}: ledger.backend = 'rpc' sends every run's transactions from one "
+                         f"operator account, whose nonces two runs at once would race; use --parallel 1")
+    return max(1, int(cpus / parallel // per_client))
+
+
+def run_parallel(tasks: Sequence[PointTask], parallel: int) -> Iterator[PointResult]:
+    """Run ``tasks`` on ``parallel`` workers sharing one Ray cluster; yield each result as it ends."""
+    if not tasks:
+        return
+    first = tasks[0].config
+    actors = check_parallel(first, parallel)
+    backend = backend_config(first)
+    start_ray(backend["init_args"])
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    pool = ProcessPoolExecutor(
+        max_workers=min(parallel, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker, initargs=(address, actors, first),
+    )
+    futures: dict[Future, PointTask] = {}
+    try:
+        futures = {pool.submit(_run_point, task): task for task in tasks}
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException as err:
+        if getattr(err, "signum", None) == signal.SIGTERM:
+            _signal_workers(pool, signal.SIGTERM)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        ray.shutdown()
+
+
+def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    for process in list((pool._processes or {}).values()):
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signum)
+
+
+# --- in a worker process ----------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(address: str, actors: int, config: ExperimentConfig) -> None:
+    """Attach to the sweep's Ray cluster with a warm runtime of ``actors`` actors."""
+    import logging
+
+    # Between runs a signal ends the worker at once (it holds no run); during a run
+    # run_federated's own handler marks the run interrupted first.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_now)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    configure_tensorflow()  # quiet TensorFlow before anything imports it
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # one deprecation notice per run otherwise
+    runtime = Runtime(config, actors=actors, address=address)
+    runtime.__enter__()
+    _WORKER["runtime"] = runtime
+    atexit.register(runtime.close)
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)
+
+
+def _run_point(task: PointTask) -> PointResult:
+    from bflsim.fl.simulation import run_federated
+    from bflsim.progress import Progress
+
+    started = time.perf_counter()
+    try:
+        run = run_federated(task.config, task.out, task.data_dir, Progress(quiet=True), run_dir=task.run_dir,
+                            point=task.point, resume=task.resume)
+    except (ValueError, RuntimeError) as err:
+        return PointResult(task.index, task.run_dir, time.perf_counter() - started, error=str(err))
+    accuracy = run.manifest.get("final_accuracy")
+    return PointResult(task.index, run.path, time.perf_counter() - started,
+                       None if accuracy is None else float(accuracy))

@@ -1,0 +1,175 @@
+"""Throughput: compiled local training is Keras' maths, a sweep's runs share one warm Ray
+runtime, points run in parallel with the same results, and impossible parallelism is refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bflsim.config import parse_experiment
+from bflsim.fl.parallel import check_parallel
+from bflsim.models import (
+    _cached,
+    cnn_lstm_macs,
+    dnn_macs,
+    initial_weights,
+    predict,
+    train_weights,
+    training_flops,
+)
+from bflsim.plans import plan_from_dict
+from bflsim.runner import auto_parallel, run_plan
+
+SMALL = {
+    "experiment": {"name": "fast", "kind": "federated"},
+    "data": {"dataset": "synthetic", "synthetic": {"num_samples": 900}},
+    "models": {"names": ["dnn"], "dnn": {"hidden_units": [16], "dropout": 0.0}},
+    "train": {"batch_size": 32, "learning_rate": 0.01},
+    "federation": {"num_nodes": 6, "rounds": 2},
+    "attack": {"name": "gaussian", "fraction": 0.0},
+    "aggregator": {"name": "krum"},
+    "ledger": {"backend": "none"},
+}
+
+
+def small(**sections):
+    raw = json.loads(json.dumps(SMALL))
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return parse_experiment(raw)
+
+
+def _data(rows=200, features=12, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
+    return x, y % classes
+
+
+def test_a_compiled_epoch_is_the_same_maths_as_keras_fit():
+    config = small()
+    x, y = _data()
+    start = initial_weights(config.models, config.train, x.shape[1], 3)
+    cached = _cached(config.models, config.train, x.shape[1], 3)
+
+    import keras
+
+    # Keras fit, no shuffle: the batches in row order, a fresh optimizer
+
+    keras_model = keras.models.clone_model(cached.model)
+    keras_model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate),
+                        loss="sparse_categorical_crossentropy")
+    keras_model.set_weights(start)
+    history = keras_model.fit(x, y, epochs=1, batch_size=config.train.batch_size, shuffle=False, verbose=0)
+
+    cached.model.set_weights(start)
+    for variable, value in zip(cached.model.optimizer.variables, cached.fresh_state, strict=True):
+        variable.assign(value)
+    loss = float(cached.epoch(x, y, np.arange(len(y), dtype=np.int32), np.int32(config.train.batch_size)))
+
+    for ours, theirs in zip(cached.model.get_weights(), keras_model.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert loss == pytest.approx(history.history["loss"][-1], rel=1e-4)
+
+
+def test_local_training_is_deterministic_and_independent_of_what_ran_before():
+    config = small(models={"names": ["dnn"], "dnn": {"hidden_units": [16], "dropout": 0.3}})
+    x, y = _data()
+    start = initial_weights(config.models, config.train, x.shape[1], 3)
+
+    first, loss = train_weights(config.models, config.train, start, x, y, 3, epochs=2, seed=7)
+    train_weights(config.models, config.train, start, x[:50], y[:50], 3, epochs=1, seed=99)  # something else
+    again, loss_again = train_weights(config.models, config.train, start, x, y, 3, epochs=2, seed=7)
+    other, _ = train_weights(config.models, config.train, start, x, y, 3, epochs=2, seed=8)
+
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True)) and loss == loss_again
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))  # shuffle and dropout follow the seed
+    assert not all(np.array_equal(a, b) for a, b in zip(first, start, strict=True))
+
+
+def test_compiled_prediction_matches_keras_predict():
+    config = small()
+    x, _ = _data(rows=5000)
+    weights = initial_weights(config.models, config.train, x.shape[1], 3)
+    model = _cached(config.models, config.train, x.shape[1], 3).model
+    model.set_weights(weights)
+
+    ours = predict(config.models, config.train, weights, x, 3, batch_size=1024)
+
+    np.testing.assert_allclose(ours, model.predict(x, batch_size=4096, verbose=0), rtol=1e-5, atol=1e-6)
+    assert ours.shape == (5000, 3)
+
+
+def test_flop_estimates_count_every_layer():
+    config = small(models={"names": ["dnn"], "dnn": {"hidden_units": [128, 64]}})
+    assert dnn_macs(122, 5, config.models) == 122 * 128 + 128 * 64 + 64 * 5
+    cnn = parse_experiment({**SMALL, "models": {"names": ["cnn_lstm"]}}).models
+    # conv 122 x 64 filters x 3; 61 LSTM steps x 4 gates x 64 x (64 + 64); softmax 64 x 5
+    assert cnn_lstm_macs(122, 5, cnn) == 122 * 64 * 3 + 61 * 4 * 64 * 128 + 64 * 5
+    assert training_flops(cnn, 122, 5, 10) == 6.0 * cnn_lstm_macs(122, 5, cnn) * 10
+
+
+def test_parallelism_the_cores_cannot_hold_is_refused_with_the_numbers():
+    two = small(backend={"num_cpus": 2})
+    assert check_parallel(two, 2) == 1 and check_parallel(two, 1) == 2
+    with pytest.raises(ValueError, match=r"--parallel 3: 3 runs at once need at least 3 x backend.client_num_cpus 1 "
+                                         r"= 3 CPUs; Ray has 2 \(backend.num_cpus\); use --parallel 2 or fewer"):
+        check_parallel(two, 3)
+    with pytest.raises(ValueError, match=r"backend.client_num_cpus = 4 cannot be scheduled: Ray has 2 CPUs"):
+        check_parallel(small(backend={"num_cpus": 2, "client_num_cpus": 4.0}), 1)
+    with pytest.raises(ValueError, match="ledger.backend = 'rpc'"):
+        check_parallel(small(backend={"num_cpus": 2}, ledger={"backend": "rpc", "rpc_url": "http://127.0.0.1:1"}), 2)
+
+
+def test_auto_runs_small_points_side_by_side_and_big_ones_one_at_a_time():
+    small_points = [small(backend={"num_cpus": 2}), small(backend={"num_cpus": 2}, train={"seed": 2})]
+    big = {"names": ["cnn_lstm"], "cnn_lstm": {"conv_filters": 64, "lstm_units": 64}}
+    big_points = [small(backend={"num_cpus": 2}, models=big, federation={"num_nodes": 6, "rounds": 5000}),
+                  small(backend={"num_cpus": 2}, models=big, federation={"num_nodes": 6, "rounds": 5000},
+                        train={"seed": 2})]
+
+    assert auto_parallel(small_points, None) == 2
+    assert auto_parallel(big_points, None) == 1
+    assert auto_parallel(small_points[:1], None) == 1
+    assert auto_parallel([small(backend={"num_cpus": 1}), small(backend={"num_cpus": 1})], None) == 1
+
+
+def _grid(**extra):
+    raw = json.loads(json.dumps(SMALL))
+    raw["backend"] = {"num_cpus": 2}
+    raw["sweep"] = {"grid": {"aggregator": [{"name": "krum"}, {"name": "median"}], "train.seed": [1, 2]}}
+    raw.update(extra)
+    return plan_from_dict(raw)
+
+
+def _digests(folders):
+    return {f.name: json.loads((f / "manifest.json").read_text())["final_model_digest"] for f in folders}
+
+
+def test_a_sweep_in_parallel_equals_one_point_at_a_time(tmp_path):
+    plan = _grid()
+
+    together = run_plan(plan, tmp_path / "parallel", None, quiet=True, parallel=2)
+    apart = run_plan(plan, tmp_path / "sequential", None, quiet=True, parallel=1)
+
+    assert len(together) == 4
+    assert _digests(together) == _digests(apart)
+    for folder in together:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["status"] == "complete" and manifest["point"]["name"] == folder.name
+
+
+def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path):
+    raw = json.loads(json.dumps(SMALL))
+    raw["backend"] = {"num_cpus": 2}
+    # every node crashes in round 2 of the seed-2 points: those runs fail, the others complete
+    raw["sweep"] = {"grid": {"train.seed": [1, 2], "federation.crash_nodes": [[], [0, 1, 2, 3, 4, 5]]}}
+    raw["federation"] = {**raw["federation"], "crash_rounds": [2]}
+    plan = plan_from_dict(raw)
+
+    with pytest.raises(RuntimeError, match=r"2 of 4 runs failed \(seed-1_crash-nodes-\[0, 1, 2, 3, 4, 5\], "
+                                           r"seed-2_crash-nodes-\[0, 1, 2, 3, 4, 5\]\)"):
+        run_plan(plan, tmp_path, None, quiet=True, parallel=2)
+
+    statuses = {d.name: json.loads((d / "manifest.json").read_text())["status"] for d in (tmp_path / "fast").iterdir()}
+    assert sorted(statuses.values()) == ["complete", "complete", "failed", "failed"]

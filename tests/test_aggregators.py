@@ -311,6 +311,139 @@ def test_distances_of_honest_rows_ignore_a_huge_outlier():
     assert (distances >= 0).all() and np.array_equal(distances, distances.T)
 
 
+def direct_sq_distances(updates):
+    """||x_i - x_j||^2 summed pairwise in float64, no Gram trick: the reference."""
+    x = np.asarray(updates, dtype=np.float64)
+    return np.array([[np.sum((a - b) ** 2) for b in x] for a in x])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_distances_match_the_direct_pairwise_sums(seed):
+    # A shared component (small or 1e3 times the spread), float32 or float64, and up to
+    # (n - 1) // 2 outliers: sign-flipped copies (same norms as the honest rows) or 1e6 times
+    # larger. Honest pairs must be as accurate as float64 allows; pairs with an outlier have
+    # rounding of order eps times their distance to the bulk.
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(3, 16)), int(rng.integers(1, 5000))
+    shared = rng.normal(size=d) * (1e3 if seed % 2 else 1.0)
+    updates = shared + rng.normal(scale=rng.uniform(1e-3, 1), size=(n, d))
+    num_outliers = int(rng.integers(0, (n - 1) // 2 + 1))
+    updates[:num_outliers] *= -1.0 if seed % 3 == 0 else 1e6
+    updates = updates.astype(np.float32 if seed % 4 < 2 else np.float64)
+    exact = direct_sq_distances(updates)
+
+    distances = pairwise_sq_distances(updates)
+
+    honest = slice(num_outliers, n)
+    assert np.allclose(distances[honest, honest], exact[honest, honest], rtol=1e-10, atol=0)
+    assert np.allclose(distances, exact, rtol=1e-9, atol=1e-10 * exact.max())
+    assert np.array_equal(distances, distances.T) and (np.diag(distances) == 0).all()
+
+
+def test_a_row_central_on_a_column_sample_but_far_off_does_not_spoil_the_distances():
+    # The centre is first chosen on a sample of evenly spaced columns (every third one at
+    # d = 6144). Row 0 sits at the honest mean on those and 1e4 away on all the others; taken
+    # as the centre, it would leave honest distances ~10% off (eps * 1e4^2 * d against
+    # honest distances of ~1e-2), so the full distances must show it is far and recentre.
+    rng = np.random.default_rng(11)
+    updates = 1e3 + rng.normal(scale=1e-3, size=(9, 6144))
+    updates[0] = updates[1:].mean(axis=0)
+    hidden = np.ones(6144, dtype=bool)
+    hidden[::3] = False
+    updates[0, hidden] += 1e4
+    exact = direct_sq_distances(updates)
+
+    distances = pairwise_sq_distances(updates)
+
+    assert np.allclose(distances, exact, rtol=1e-9, atol=0)
+
+
+def stack_with_copies(seed, copies, far):
+    """n = 45..60 random rows (BLAS's tiles then end at different places, and rows in the
+    last tile round differently) where ``copies`` rows, one of them in the last eight, repeat
+    one update; ``far``: that update lies 1e3 times the spread away from the others."""
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(45, 61)), int(rng.integers(1000, 5000))
+    updates = rng.normal(loc=rng.normal(size=d), size=(n, d)) * (1e3 if seed % 2 else 1.0)
+    rows = np.sort(np.append(rng.choice(n - 8, size=copies - 1, replace=False), n - 1 - seed % 8))
+    updates[rows] = updates[rows[0]] + (1e3 * rng.normal(size=d) if far else 0.0)
+    return updates.astype(np.float32 if seed % 4 < 2 else np.float64), rows
+
+
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize(("copies", "far"), [(2, False), (2, True), (3, False)])
+def test_equal_rows_tie_exactly(seed, copies, far):
+    # One update sent by two or three clients (colluding attackers far from the others, or
+    # honest clients with the same data): exactly 0 apart and exactly the same distances to
+    # every other row, so exactly the same Krum scores. Without tying them, 22 of these 48
+    # draws leave equal rows a few ulps apart here (OpenBLAS 0.3.31, AVX-512).
+    updates, rows = stack_with_copies(seed, copies, far)
+    n = len(updates)
+
+    distances = pairwise_sq_distances(updates)
+    scores = krum_scores(updates, num_malicious=(n - 3) // 2)
+
+    assert (distances[np.ix_(rows, rows)] == 0.0).all()
+    for row in rows[1:]:
+        assert distances[row].tolist() == distances[rows[0]].tolist()
+        assert distances[:, row].tolist() == distances[:, rows[0]].tolist()
+        assert scores[row] == scores[rows[0]]
+    others = np.setdiff1d(np.arange(n), rows)
+    assert (distances[np.ix_(rows, others)] > 0).all()  # nothing else collapsed
+
+
+def test_three_equal_rows_central_go_to_the_first():
+    # Rows 2, 26 and 49 are one update, the mean of the others, sent three times: each has
+    # two neighbours at distance 0 and the others nearer than they are to each other, so the
+    # three score lowest, exactly alike, and the tie-break by lowest index picks row 2.
+    rng = np.random.default_rng(13)
+    updates = (5.0 + rng.normal(size=(52, 2500))).astype(np.float32)
+    updates[2] = updates.mean(axis=0)
+    updates[[26, 49]] = updates[2]
+
+    selection = krum(updates, num_malicious=2)
+
+    assert selection.scores[2] == selection.scores[26] == selection.scores[49]
+    assert selection.selected.tolist() == [2]
+
+
+def test_rows_differing_only_in_the_sign_of_zeros_are_equal():
+    updates = np.array([[1.0, 0.0, 2.0], [3.0, 1.0, 0.0], [1.0, -0.0, 2.0], [0.0, 4.0, 4.0]])
+
+    distances = pairwise_sq_distances(updates)
+
+    assert distances[0, 2] == 0.0
+    assert distances[0].tolist() == distances[2].tolist()
+
+
+def test_finite_rows_whose_sum_overflows_are_accepted():
+    # float32 rows near its largest value: their sums overflow, their entries are finite.
+    updates = np.array([[3e38, 3e38], [3e38, 2e38], [2e38, 3e38], [-3e38, -3e38], [3e38, 1e38]])
+    updates = updates.astype(np.float32)
+
+    selection = krum(updates, num_malicious=1)
+
+    assert selection.selected.tolist() == [1]
+    assert np.array_equal(median(updates).aggregate, np.median(updates, axis=0))
+
+
+def test_distances_that_overflow_float64_are_refused():
+    updates = np.array([[1e200, 0.0], [-1e200, 0.0], [0.0, 1e200]])
+    with pytest.raises(AggregatorError, match="overflow float64"):
+        pairwise_sq_distances(updates)
+
+
+def test_pairwise_sq_distances_names_the_non_finite_rows():
+    updates = np.random.default_rng(14).normal(size=(6, 5000))
+    updates[2, 4001] = np.nan  # off the column sample the centre is chosen on
+    updates[5, 17] = -np.inf
+    with pytest.raises(NonFiniteUpdateError) as refused:
+        pairwise_sq_distances(updates)
+    assert refused.value.rows == (2, 5)
+    with pytest.raises(NonFiniteUpdateError):
+        pairwise_sq_distances([[np.inf, 1.0]])
+
+
 # --- refusals ----------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from bflsim.aggregators.base import (
     Selection,
     as_matrix,
     integer,
-    pairwise_sq_distances,
+    sq_distances,
     top_f_outliers,
 )
 
@@ -62,10 +62,9 @@ def neighbour_scores(distances: NDArray[np.float64], num_neighbours: int) -> NDA
 
 def krum_scores(updates: ArrayLike, num_malicious: int) -> NDArray[np.float64]:
     """Sum of squared distances from each row to its ``n - f - 2`` nearest other rows."""
-    x = as_matrix(updates)
-    n = x.shape[0]
-    check_krum(n, num_malicious)
-    return neighbour_scores(pairwise_sq_distances(x), n - num_malicious - 2)
+    x = as_matrix(updates, check_finite=False)  # sq_distances refuses NaN and inf
+    check_krum(x.shape[0], num_malicious)
+    return _scores(x, num_malicious)
 
 
 def multikrum(updates: ArrayLike, num_malicious: int, num_selected: int | None = None) -> Selection:
@@ -74,23 +73,37 @@ def multikrum(updates: ArrayLike, num_malicious: int, num_selected: int | None =
     ``num_selected=None`` takes m = n - f, the choice of El Mhamdi et al. (2018). This is
     the one-shot rule; Bulyan's iterated Krum re-scores after each pick and is not this.
     """
-    x = as_matrix(updates)
+    x = as_matrix(updates, check_finite=False)  # sq_distances refuses NaN and inf
     n, f = x.shape[0], integer("num_malicious", num_malicious)
     m = n - f if num_selected is None else num_selected
     check_multikrum(n, f, m)
-    scores = krum_scores(x, f)
-    selected = np.sort(np.argsort(scores, kind="stable")[:m])  # stable: ties to lowest index
-    weights = np.zeros(n)
-    weights[selected] = 1.0 / m
-    aggregate = x[selected].mean(axis=0, dtype=np.float64)
-    return Selection(aggregate.astype(x.dtype), selected, scores, weights)
+    return _select_lowest(x, f, m)
 
 
 def krum(updates: ArrayLike, num_malicious: int) -> Selection:
     """The row with the lowest Krum score (Blanchard et al., 2017); Multi-Krum with m = 1."""
-    x = as_matrix(updates)
+    x = as_matrix(updates, check_finite=False)  # sq_distances refuses NaN and inf
     check_krum(x.shape[0], num_malicious)
-    return multikrum(x, num_malicious, 1)
+    return _select_lowest(x, num_malicious, 1)
+
+
+def _scores(x: NDArray[np.floating], num_malicious: int) -> NDArray[np.float64]:
+    """Krum scores of a matrix whose shape, dtype, f and m are checked (finiteness: below)."""
+    return neighbour_scores(sq_distances(x), x.shape[0] - num_malicious - 2)
+
+
+def _select_lowest(x: NDArray[np.floating], num_malicious: int, num_selected: int) -> Selection:
+    """Multi-Krum's selection and plain mean, on a checked matrix with checked f and m."""
+    n, m = x.shape[0], num_selected
+    scores = _scores(x, num_malicious)
+    selected = np.sort(np.argsort(scores, kind="stable")[:m])  # stable: ties to lowest index
+    weights = np.zeros(n)
+    weights[selected] = 1.0 / m
+    if m == 1:  # the mean of one row is the row
+        aggregate = x[selected[0]].copy()
+    else:
+        aggregate = x[selected].mean(axis=0, dtype=np.float64).astype(x.dtype)
+    return Selection(aggregate, selected, scores, weights)
 
 
 @dataclass(frozen=True)

@@ -170,10 +170,11 @@ def plan_runtime(plan: Plan) -> contextlib.AbstractContextManager:
     """One Ray runtime for every federated point of the plan (:class:`bflsim.fl.runtime.Runtime`:
     Ray, the actors and their caches stay warm between points), when they all ask for the same
     backend; otherwise each point opens its own."""
+    from bflsim.fl.runtime import Runtime, active_runtime, backend_config
+
     federated = [config for _, config in plan.points if config.kind == "federated"]
-    if len(federated) < 2:
+    if len(federated) < 2 or active_runtime() is not None:  # one open already (a caller's): the runs join it
         return contextlib.nullcontext()
-    from bflsim.fl.runtime import Runtime, backend_config
 
     if any(backend_config(c) != backend_config(federated[0]) for c in federated[1:]):
         return contextlib.nullcontext()

@@ -45,3 +45,22 @@ def anvil():
     yield node
     node.stop()
     assert not node.running and not port_is_open(node.port)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_runtime(request):
+    """One Ray runtime for all the in-process federated runs of a module that sets
+    ``RUNTIME_BACKEND`` (its runs' ``[backend]`` table), as a sweep shares one: Ray and the
+    ClientApp actors start once, and every run after the first also checks that warm actors
+    (cached data, traced model) give what fresh ones give."""
+    backend = getattr(request.module, "RUNTIME_BACKEND", None)
+    if backend is None:
+        yield None
+        return
+    from bflsim.config import parse_experiment
+    from bflsim.fl.runtime import Runtime
+
+    config = parse_experiment({"experiment": {"name": "runtime", "kind": "federated"},
+                               "data": {"dataset": "synthetic"}, "backend": backend})
+    with Runtime(config) as runtime:
+        yield runtime

@@ -617,3 +617,20 @@ def test_rejected_accuses_only_outliers_among_krums_top_f():
     fedavg_rule = AGGREGATORS["fedavg"]()
     weighted = fedavg_rule(honest, np.array([1, 1, 1, 1, 1, 1, 1, 0]))
     assert fedavg_rule.rejected(weighted, 3.0).tolist() == [7]
+
+
+def test_v1_distances_are_kept_for_old_runs_and_agree_with_v2():
+    from bflsim.aggregators.base import distances_version, sq_distances
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(9, 500)) + 40.0).astype(np.float32)
+    x[4] = x[1]  # equal rows tie exactly in both versions
+    now = sq_distances(x)
+    with distances_version("v1"):
+        then = sq_distances(x)
+    assert sq_distances(x) is not then and np.array_equal(sq_distances(x), now)  # the block restores v2
+    np.testing.assert_allclose(then, now, rtol=1e-9, atol=1e-9)
+    assert then[1, 4] == 0.0 and np.array_equal(then[1], then[4])
+    with pytest.raises(ValueError, match=r"distances version must be one of \['v1', 'v2'\]; got 'v3'"), \
+            distances_version("v3"):
+        pass

@@ -10,6 +10,8 @@ from bflsim.config import ConfigError, from_wire, parse_experiment, to_wire
 from bflsim.edge_node import load_data, train_locally
 from bflsim.models import cached_model, initial_weights
 
+RUNTIME_BACKEND = {}  # the runs below share one warm Ray runtime (conftest.warm_runtime)
+
 BASE = {
     "experiment": {"name": "fl_test", "kind": "federated"},
     "data": {"dataset": "synthetic", "synthetic": {"num_samples": 1500}},

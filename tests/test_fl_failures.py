@@ -10,6 +10,8 @@ from bflsim.config import ConfigError, parse_experiment
 from bflsim.edge_node import NodeCrash, inject_faults
 from strategies.robust import FederationMismatch, RoundFailed, connected_nodes
 
+RUNTIME_BACKEND = {}  # the runs below share one warm Ray runtime (conftest.warm_runtime)
+
 BASE = {
     "experiment": {"name": "fl_failures", "kind": "federated"},
     "data": {"dataset": "synthetic", "synthetic": {"num_samples": 1500}},

@@ -22,6 +22,8 @@ from bflsim.config import ConfigError
 from bflsim.ledger import LedgerError
 from bflsim.runfolder import read_chain, read_rounds, read_transactions
 
+RUNTIME_BACKEND = {}  # the runs below share one warm Ray runtime (conftest.warm_runtime)
+
 LEDGER_RUN = {
     "federation": {"num_nodes": 7, "rounds": 3, "tamper_nodes": [2], "tamper_round": 2},
     "ledger": {"backend": "embedded", "max_rejections": 2},

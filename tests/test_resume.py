@@ -16,6 +16,8 @@ from conftest import require_anvil
 from bflsim.config import parse_experiment
 from bflsim.runfolder import RunInterrupted, read_checkpoint, read_manifest
 
+RUNTIME_BACKEND = {"num_cpus": 2}  # the runs below share one warm Ray runtime (conftest.warm_runtime)
+
 # --- end to end: stopped after round 2 of 4, resumed, equal to an uninterrupted run ------------
 
 FEDERATED = {

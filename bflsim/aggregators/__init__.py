@@ -19,6 +19,7 @@ A new rule: one module with its record, and one line in :data:`AGGREGATORS`.
 """
 
 from bflsim.aggregators.base import (
+    DISTANCE_VERSIONS,
     AggregatorError,
     NonFiniteUpdateError,
     Rule,
@@ -54,6 +55,7 @@ AGGREGATORS: dict[str, type[Rule]] = {
 
 __all__ = [
     "AGGREGATORS",
+    "DISTANCE_VERSIONS",
     "AggregatorError",
     "Bulyan",
     "FedAvg",

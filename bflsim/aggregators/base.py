@@ -16,6 +16,9 @@ cohort-size check (:meth:`Rule.check`) and which rows it reports as outliers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -161,6 +164,9 @@ def sq_distances(x: NDArray[np.floating]) -> NDArray[np.float64]:
     those the product puts within its own rounding bound of 0; they are confirmed by
     comparing the rows, and each row then takes the distances of the first row it equals.
     """
+    if _DISTANCES.get() == "v1":
+        refuse_non_finite(x)
+        return _sq_distances_v1(x)
     n = x.shape[0]
     if n == 1:
         refuse_non_finite(x)
@@ -174,6 +180,51 @@ def sq_distances(x: NDArray[np.floating]) -> NDArray[np.float64]:
     if distances[centre, medoid] > _FAR_FROM_THE_BULK * spread:
         distances = _tie_equal_rows(_finite(_centred_sq_distances(x, x[medoid]), x), first_equal)
     return distances
+
+
+DISTANCE_VERSIONS = ("v1", "v2")
+"""How :func:`sq_distances` computes: ``v2`` (this module's, since issue 10) and ``v1`` (rows
+centred at their coordinate-wise median, equal rows found by sorting their bytes), kept so
+that the audit of a run recorded with v1 re-computes its Krum scores bit for bit: the scores
+digest on chain hashes them. A run's ``trail/chain.json`` records its version."""
+
+_DISTANCES: ContextVar[str] = ContextVar("bflsim_distances", default="v2")
+
+
+@contextmanager
+def distances_version(version: str) -> Iterator[None]:
+    """Compute squared distances as ``version`` (:data:`DISTANCE_VERSIONS`) inside the block."""
+    if version not in DISTANCE_VERSIONS:
+        raise ValueError(f"distances version must be one of {list(DISTANCE_VERSIONS)}; got {version!r}")
+    token = _DISTANCES.set(version)
+    try:
+        yield
+    finally:
+        _DISTANCES.reset(token)
+
+
+def _sq_distances_v1(x: NDArray[np.floating]) -> NDArray[np.float64]:
+    """The v1 computation (:data:`DISTANCE_VERSIONS`), unchanged: the Gram matrix of rows
+    centred at their coordinate-wise median, each distinct row computed once."""
+    rows = np.ascontiguousarray(x)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct rows in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    x64 = x.astype(np.float64)
+    median = np.median(x64, axis=0)
+    distinct = x64 if len(first) == len(x64) else x64[first[order]]
+    distinct -= median
+    sq_norms = np.einsum("ij,ij->i", distinct, distinct)
+    small = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (distinct @ distinct.T)
+    if not np.isfinite(small).all():
+        raise AggregatorError("squared distances between updates overflow float64")
+    np.maximum(small, 0.0, out=small)  # rounding can leave tiny negatives
+    small = (small + small.T) / 2.0
+    np.fill_diagonal(small, 0.0)
+    index = rank[inverse.reshape(-1)]
+    return small[np.ix_(index, index)]
 
 
 _SAMPLE_COLUMNS = 256

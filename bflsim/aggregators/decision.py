@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bflsim.aggregators.base import AggregatorError, Rule, Selection
+from bflsim.aggregators.base import AggregatorError, Rule, Selection, distances_version
 from bflsim.hashing import scores_digest
 from bflsim.vectors import Weights, flatten, unflatten
 
@@ -73,9 +73,12 @@ def decide_round(
     global_weights: Weights,
     num_samples: ArrayLike,
     reject_factor: float,
+    distances: str = "v2",
 ) -> RoundDecision:
     """Aggregate the ``updates`` (each node's returned weights, in ``nodes`` order) with ``rule``.
 
+    ``distances``: how distance-based rules compute squared distances
+    (:data:`bflsim.aggregators.base.DISTANCE_VERSIONS`; the audit of a run passes the run's).
     Raises :class:`AggregatorError` when the rule cannot run on this many updates
     (``rule.check``) or an update does not fit the global model.
     """
@@ -83,7 +86,8 @@ def decide_round(
     if len(nodes) != len(updates):
         raise AggregatorError(f"{len(nodes)} node ids for {len(updates)} updates")
     rule.check(len(nodes))
-    selection = rule(stack_deltas(updates, global_weights), np.asarray(num_samples))
+    with distances_version(distances):
+        selection = rule(stack_deltas(updates, global_weights), np.asarray(num_samples))
     selected = tuple(nodes[i] for i in selection.selected)
     rejected = tuple(nodes[i] for i in rule.rejected(selection, reject_factor))
     return RoundDecision(

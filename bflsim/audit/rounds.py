@@ -88,8 +88,8 @@ def _check_round(
         return
     try:
         decision = decide_round(config.rule, candidates, rows, global_weights, num_samples,
-                                config.aggregator.reject_factor)
-    except AggregatorError as err:
+                                config.aggregator.reject_factor, distances=ctx.chain_info.get("distances", "v1"))
+    except (AggregatorError, ValueError) as err:  # ValueError: a distances version this code does not know
         problems.append(f"the round's updates cannot be aggregated with {config.rule.label}: {err}")
         return
     commit = closed[0]

@@ -7,6 +7,8 @@ machines are shared). One module per suite:
 - :mod:`.chain`: hashing, signing, finality, Krum and gas (paper Table 6, ``--suite chain``);
 - :mod:`.throughput`: a whole sweep against its compute floor, wall time against nodes, the
   memory of a 1,000-node federation, Krum against a Gram matrix (``--suite throughput``);
+- :mod:`.aggregators`: Krum against one float64 Gram matrix and Flower's Multi-Krum (part of
+  the throughput suite; ``python -m bflsim.bench.aggregators`` alone);
 - :mod:`.plain_loop`: the single-process loop the federated and throughput suites compare against.
 """
 

@@ -19,6 +19,7 @@ import time
 from bflsim.aggregators import decide_round
 from bflsim.config import ExperimentConfig, parse_overrides
 from bflsim.edge_node import load_data, train_locally
+from bflsim.hashing import digest_hex, weights_digest
 from bflsim.metrics import score_probabilities
 from bflsim.models import initial_weights, predict
 from bflsim.plans import load_plan, with_point_overrides
@@ -49,6 +50,7 @@ def run_plain(config: ExperimentConfig, data_dir: str | None = None) -> dict[str
         accuracy = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)[0]["accuracy"]
     return {
         "final_accuracy": accuracy,
+        "final_model_digest": digest_hex(weights_digest(weights)),
         "poisoned_accepted": poisoned_accepted,
         "loop_seconds": time.perf_counter() - loop_started,
         "train_seconds": train_seconds,

@@ -100,8 +100,10 @@ def run_parallel(tasks: Sequence[PointTask], parallel: int) -> Iterator[PointRes
     first = tasks[0].config
     actors = check_parallel(first, parallel)
     backend = backend_config(first)
-    start_ray(backend["init_args"])
     import ray
+
+    ours = not ray.is_initialized()  # a caller's Ray (a test's runtime) is left running
+    start_ray(backend["init_args"])
 
     address = ray.get_runtime_context().gcs_address
     pool = ProcessPoolExecutor(
@@ -120,7 +122,8 @@ def run_parallel(tasks: Sequence[PointTask], parallel: int) -> Iterator[PointRes
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        ray.shutdown()
+        if ours:
+            ray.shutdown()
 
 
 def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:

@@ -202,6 +202,7 @@ class ChainSession:
                 "block_time": self.config.ledger.block_time,
                 "nodes": {str(i): address for i, address in self.addresses.items()},
                 "data_digest": "v2",  # features and labels (bflsim.hashing.DATA_DIGEST_VERSIONS)
+                "distances": "v2",  # how Krum-family scores are computed (bflsim.aggregators.DISTANCE_VERSIONS)
             }
             self.trail.write_chain(info)
             self._write_transactions(0)

@@ -70,6 +70,8 @@ def exit_now_if_threads_linger(code: int, grace: float = 2.0) -> None:
 def interrupted_line(err: KeyboardInterrupt) -> str:
     """One line: which signal, where the completed rounds are, how to carry on."""
     how = err.args[0] if err.args else "SIGINT"
+    if getattr(err, "summary", None):  # several runs at once (a parallel sweep)
+        return f"interrupted ({how}); {err.summary}"  # type: ignore[attr-defined]
     run_dir = getattr(err, "run_dir", None)
     if run_dir is None:
         return f"interrupted ({how})"

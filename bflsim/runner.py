@@ -231,22 +231,37 @@ def _run_sequential(plan: Plan, out: Path, data_dir: str | None, quiet: bool, to
 
 def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo], workers: int,
                   progress: Progress, failed: list) -> list[Path]:
-    from bflsim.fl.parallel import PointTask, run_parallel
+    from bflsim.fl.parallel import PointResult, PointTask, run_parallel
 
     progress.say(f"{len(todo)} runs, {workers} at a time")
     tasks = [PointTask(t.index, t.config, out, data_dir, t.run_dir, t.point.as_dict(), t.resume) for t in todo]
     by_index = {t.index: t for t in todo}
-    done = []
-    for result in run_parallel(tasks, workers):
-        item = by_index[result.index]
-        tag = f"[{item.index}/{len(plan.points)}] {item.point.label}"
+    done: list[Path] = []
+
+    def tag(result: PointResult) -> str:
+        return f"[{result.index}/{len(plan.points)}] {by_index[result.index].point.label}"
+
+    def on_result(result: PointResult) -> None:
         if result.error is not None:
-            progress.say(f"{tag}: failed after {result.seconds:.0f} s: {result.error}")
-            failed.append((item.point, RuntimeError(result.error)))
-            continue
+            progress.say(f"{tag(result)}: failed after {result.seconds:.0f} s: {result.error}")
+            failed.append((by_index[result.index].point, RuntimeError(result.error)))
+            return
         accuracy = "" if result.final_accuracy is None else f", accuracy {result.final_accuracy:.4f}"
-        progress.say(f"{tag}: complete in {result.seconds:.1f} s{accuracy}")
+        progress.say(f"{tag(result)}: complete in {result.seconds:.1f} s{accuracy}")
         done.append(result.path)
+
+    try:
+        run_parallel(tasks, workers, on_result)
+    except KeyboardInterrupt as err:
+        stopped = getattr(err, "points", [])
+        for result in stopped:
+            kept = {0: "no round completed", 1: "round 1 kept"}.get(result.rounds_kept,
+                                                                     f"rounds 1-{result.rounds_kept} kept")
+            progress.say(f"{tag(result)}: interrupted, {kept}")
+        runs = "1 run" if len(stopped) == 1 else f"{len(stopped)} runs"
+        err.summary = (f"{runs} stopped, {len(done)} completed in this call, under {out / plan.name}; "  # type: ignore[attr-defined]
+                       f"to carry on: re-run the same command")
+        raise
     return done
 
 

@@ -159,3 +159,76 @@ def test_parallel_points_equal_the_plain_loop_and_a_failing_point_leaves_the_oth
         assert manifest["final_model_digest"] == run_plain(config)["final_model_digest"], point.name
     crashed = json.loads((tmp_path / "fast" / "crash" / "manifest.json").read_text())
     assert crashed["status"] in {"failed", "stopped"} and "final_model_digest" not in crashed
+
+
+def test_sigint_stops_parallel_points_and_running_again_resumes_them(tmp_path):
+    """Ctrl-C to the sweep process alone (the workers run in their own process group): each
+    worker marks its run interrupted with its completed rounds, one line says so, and the
+    same command carries both points on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bflsim.cli import main
+    from bflsim.runfolder import read_checkpoint, read_manifest
+
+    experiment = tmp_path / "stop.toml"
+    experiment.write_text("""
+[experiment]
+name = "stop"
+kind = "federated"
+[data]
+dataset = "synthetic"
+[data.synthetic]
+num_samples = 1000
+[models]
+names = ["dnn"]
+[models.dnn]
+hidden_units = [8]
+dropout = 0.0
+[federation]
+num_nodes = 4
+rounds = 3
+slow_nodes = [1]
+slow_rounds = [2]
+delay_seconds = 6.0
+[aggregator]
+name = "fedavg"
+[backend]
+num_cpus = 2
+[sweep]
+grid = { "train.seed" = [1, 2] }
+""")
+    out, log = tmp_path / "runs", tmp_path / "log.txt"
+    command = [sys.executable, "-m", "bflsim.cli", "sweep", str(experiment), "--out", str(out), "--parallel", "2"]
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        points = [out / "stop" / "seed-1", out / "stop" / "seed-2"]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            checkpoints = [read_checkpoint(p) if (p / "manifest.json").exists() else None for p in points]
+            if all(c is not None and c.server_round == 1 for c in checkpoints):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # into round 2, held for 6 s by the slow node
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=90)
+    seconds = time.monotonic() - sent
+
+    text = log.read_text()
+    assert code == 130 and seconds < 25, text[-3000:]
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1] == (f"bflsim: interrupted (SIGINT); 2 runs stopped, 0 completed in this call, "
+                                             f"under {out / 'stop'}; to carry on: re-run the same command")
+    for point in points:
+        assert read_manifest(point)["status"] == "interrupted" and read_checkpoint(point).server_round == 1
+        assert f"train.seed={point.name[-1]}: interrupted, round 1 kept" in text
+
+    assert main(["sweep", str(experiment), "--out", str(out), "-q"]) == 0
+    for point in points:
+        manifest = read_manifest(point)
+        assert manifest["status"] == "complete" and manifest["resumed"][0]["from_round"] == 1

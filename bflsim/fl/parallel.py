@@ -13,9 +13,11 @@ engine on Ray, exactly as a point run alone. Ray places every actor on the CPUs 
 the pool only decides which point a worker runs next.
 
 Results come back as each point ends. A point that fails is recorded failed in its run
-folder (its own lifecycle) and the others go on. SIGINT/SIGTERM: each worker marks the run
-it holds ``interrupted`` (a terminal's Ctrl-C reaches the whole process group; a SIGTERM to
-this process is passed on), the points not started are dropped, Ray is shut down.
+folder (its own lifecycle) and the others go on. SIGINT/SIGTERM: the workers run in their
+own process group, so the signal reaches them once, passed on by this process; each marks
+the run it holds ``interrupted`` (completed rounds kept, as a run alone) and takes no
+other point; the points not started are dropped and Ray is shut down. The interrupt then
+carries the interrupted points (``err.points``: their :class:`PointResult`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any
 
 from bflsim.config import ExperimentConfig
 from bflsim.fl.runtime import Runtime, backend_config, start_ray
+from bflsim.fl.simulation import SERVER_JOIN_SECONDS
 from bflsim.models import configure_tensorflow
 
 
@@ -58,6 +61,8 @@ class PointResult:
     seconds: float
     final_accuracy: float | None = None
     error: str | None = None
+    interrupted: bool = False
+    rounds_kept: int = 0
 
 
 def ray_cpus(config: ExperimentConfig) -> float:
@@ -93,8 +98,9 @@ def check_parallel(config: ExperimentConfig, parallel: int) -> int:
     return max(1, int(cpus / parallel // per_client))
 
 
-def run_parallel(tasks: Sequence[PointTask], parallel: int) -> Iterator[PointResult]:
-    """Run ``tasks`` on ``parallel`` workers sharing one Ray cluster; yield each result as it ends."""
+def run_parallel(tasks: Sequence[PointTask], parallel: int, on_result: Callable[[PointResult], None]) -> None:
+    """Run ``tasks`` on ``parallel`` workers sharing one Ray cluster; ``on_result`` gets each
+    point's result as it ends (in this process's main thread)."""
     if not tasks:
         return
     first = tasks[0].config
@@ -104,7 +110,6 @@ def run_parallel(tasks: Sequence[PointTask], parallel: int) -> Iterator[PointRes
 
     ours = not ray.is_initialized()  # a caller's Ray (a test's runtime) is left running
     start_ray(backend["init_args"])
-
     address = ray.get_runtime_context().gcs_address
     pool = ProcessPoolExecutor(
         max_workers=min(parallel, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
@@ -114,16 +119,34 @@ def run_parallel(tasks: Sequence[PointTask], parallel: int) -> Iterator[PointRes
     try:
         futures = {pool.submit(_run_point, task): task for task in tasks}
         for future in as_completed(futures):
-            yield future.result()
+            on_result(future.result())
     except BaseException as err:
-        if getattr(err, "signum", None) == signal.SIGTERM:
-            _signal_workers(pool, signal.SIGTERM)
-        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(err, KeyboardInterrupt):
+            err.points = _stop_workers(pool, futures, getattr(err, "signum", signal.SIGINT))  # type: ignore[attr-defined]
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if ours:
             ray.shutdown()
+
+
+def _stop_workers(pool: ProcessPoolExecutor, futures: dict[Future, PointTask], signum: int) -> list[PointResult]:
+    """Pass the signal on to the workers, wait for the points they held to be marked
+    interrupted; those points' results."""
+    for future in futures:
+        future.cancel()  # not started yet: dropped
+    _signal_workers(pool, signum)
+    stopped = []
+    for future in futures:
+        if future.cancelled():
+            continue
+        try:
+            result = future.result(timeout=SERVER_JOIN_SECONDS + 30)
+        except Exception:  # noqa: BLE001, S112 - an idle worker ends at once; its pool reports it broken
+            continue
+        if result.interrupted:
+            stopped.append(result)
+    return sorted(stopped, key=lambda r: r.index)
 
 
 def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
@@ -141,6 +164,7 @@ def _start_worker(address: str, actors: int, config: ExperimentConfig) -> None:
     """Attach to the sweep's Ray cluster with a warm runtime of ``actors`` actors."""
     import logging
 
+    os.setpgrp()  # a terminal's Ctrl-C reaches the parent, which passes it on once
     # Between runs a signal ends the worker at once (it holds no run); during a run
     # run_federated's own handler marks the run interrupted first.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,11 +187,17 @@ def _run_point(task: PointTask) -> PointResult:
     from bflsim.progress import Progress
 
     started = time.perf_counter()
+    if _WORKER.get("stopping"):  # interrupted before: this point was already queued to it
+        return PointResult(task.index, task.run_dir, 0.0, interrupted=True)
     try:
         run = run_federated(task.config, task.out, task.data_dir, Progress(quiet=True), run_dir=task.run_dir,
                             point=task.point, resume=task.resume)
     except (ValueError, RuntimeError) as err:
         return PointResult(task.index, task.run_dir, time.perf_counter() - started, error=str(err))
+    except KeyboardInterrupt as err:  # the run is marked interrupted; no other point after it
+        _WORKER["stopping"] = True
+        return PointResult(task.index, task.run_dir, time.perf_counter() - started, interrupted=True,
+                           rounds_kept=int(getattr(err, "rounds_kept", 0)))
     accuracy = run.manifest.get("final_accuracy")
     return PointResult(task.index, run.path, time.perf_counter() - started,
                        None if accuracy is None else float(accuracy))

@@ -232,3 +232,20 @@ grid = { "train.seed" = [1, 2] }
     for point in points:
         manifest = read_manifest(point)
         assert manifest["status"] == "complete" and manifest["resumed"][0]["from_round"] == 1
+
+
+def test_cli_refuses_more_parallel_runs_than_cores_before_writing_anything(tmp_path, capsys):
+    from bflsim.cli import main
+
+    experiment = tmp_path / "grid.toml"
+    experiment.write_text(
+        '[experiment]\nname = "grid"\nkind = "federated"\n[data]\ndataset = "synthetic"\n'
+        '[models]\nnames = ["dnn"]\n[federation]\nnum_nodes = 4\nrounds = 1\n[backend]\nnum_cpus = 2\n'
+        '[sweep]\ngrid = { "train.seed" = [1, 2, 3] }\n'
+    )
+
+    assert main(["sweep", str(experiment), "--out", str(tmp_path / "runs"), "--parallel", "3"]) == 2
+
+    assert "--parallel 3: 3 runs at once need at least 3 x backend.client_num_cpus 1 = 3 CPUs; Ray has 2 " \
+           "(backend.num_cpus); use --parallel 2 or fewer" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

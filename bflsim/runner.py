@@ -110,6 +110,8 @@ def run_plan(plan: Plan, out: Path, data_dir: str | None, quiet: bool, parallel:
     else:
         with plan_runtime(plan):
             done += _run_sequential(plan, out, data_dir, quiet, todo, progress, failed)
+    order = {out / plan.name / point.name: i for i, (point, _) in enumerate(plan.points)}
+    done.sort(key=lambda path: order.get(path, len(order)))  # the plan's order
     if failed:
         names = ", ".join(p.name for p, _ in failed)
         raise RuntimeError(f"{len(failed)} of {len(plan.points)} runs failed ({names}); re-run the same command to retry them")
@@ -236,7 +238,7 @@ def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo]
     progress.say(f"{len(todo)} runs, {workers} at a time")
     tasks = [PointTask(t.index, t.config, out, data_dir, t.run_dir, t.point.as_dict(), t.resume) for t in todo]
     by_index = {t.index: t for t in todo}
-    done: list[Path] = []
+    done: list[tuple[int, Path]] = []
 
     def tag(result: PointResult) -> str:
         return f"[{result.index}/{len(plan.points)}] {by_index[result.index].point.label}"
@@ -248,7 +250,7 @@ def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo]
             return
         accuracy = "" if result.final_accuracy is None else f", accuracy {result.final_accuracy:.4f}"
         progress.say(f"{tag(result)}: complete in {result.seconds:.1f} s{accuracy}")
-        done.append(result.path)
+        done.append((result.index, result.path))
 
     try:
         run_parallel(tasks, workers, on_result)
@@ -262,7 +264,7 @@ def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo]
         err.summary = (f"{runs} stopped, {len(done)} completed in this call, under {out / plan.name}; "  # type: ignore[attr-defined]
                        f"to carry on: re-run the same command")
         raise
-    return done
+    return [path for _, path in sorted(done)]  # in the plan's order, whichever ended first
 
 
 def examine_point(run_dir: Path, config: ExperimentConfig) -> PointState:

@@ -171,7 +171,9 @@ def _start_worker(address: str, actors: int, config: ExperimentConfig) -> None:
         signal.signal(sig, _exit_now)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     configure_tensorflow()  # quiet TensorFlow before anything imports it
-    logging.getLogger("flwr").setLevel(logging.ERROR)  # one deprecation notice per run otherwise
+    import flwr.common.logger  # noqa: F401 - sets the "flwr" logger to DEBUG on import: before ours
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # the sweep process shows Flower's notices
     runtime = Runtime(config, actors=actors, address=address)
     runtime.__enter__()
     _WORKER["runtime"] = runtime

@@ -249,3 +249,54 @@ def test_cli_refuses_more_parallel_runs_than_cores_before_writing_anything(tmp_p
     assert "--parallel 3: 3 runs at once need at least 3 x backend.client_num_cpus 1 = 3 CPUs; Ray has 2 " \
            "(backend.num_cpus); use --parallel 2 or fewer" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_krum_bench_times_all_three_side_by_side_and_checks_the_pick():
+    from bflsim.bench.aggregators import KRUM_COLUMNS, krum_rows
+
+    rows = krum_rows(sizes=((10, 400), (13, 257)), repeats=1)
+
+    assert [(r["n"], r["d"]) for r in rows] == [(10, 400), (13, 257)]
+    for row in rows:
+        assert set(row) == set(KRUM_COLUMNS) and row["same_pick"] is True
+        assert row["krum_over_gram"] == pytest.approx(row["krum_seconds"] / row["gram_seconds"])
+        assert min(row["krum_seconds"], row["gram_seconds"], row["flower_seconds"]) > 0
+
+
+def test_memory_of_a_process_tree_counts_its_children(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from bflsim.bench.throughput import tree_pss
+
+    alone = tree_pss(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(200 * 2**20); time.sleep(30)"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while tree_pss(os.getpid()) < alone + 150 * 2**20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tree_pss(os.getpid()) >= alone + 150 * 2**20  # the child's 200 MiB, touched
+        assert tree_pss(child.pid) >= 150 * 2**20
+    finally:
+        child.kill()
+        child.wait()
+    assert alone > 10 * 2**20
+
+
+def test_throughput_figure_is_written_with_embedded_truetype_fonts(tmp_path):
+    import pandas as pd
+
+    from bflsim.bench.throughput import _figure
+
+    points = pd.DataFrame({"floor_seconds": [1.0, 1.2, 1.1], "parallel_finished_after": [20.0, 21.5, 23.0],
+                           "sequential_finished_after": [15.0, 18.0, 21.0]})
+    nodes = pd.DataFrame({"nodes": [10, 20], "bflsim_wall_seconds": [21.0, 22.5], "floor_seconds": [1.2, 1.5]})
+
+    _figure(points, nodes, tmp_path)
+
+    assert (tmp_path / "throughput.png").stat().st_size > 10_000
+    pdf = (tmp_path / "throughput.pdf").read_bytes()
+    assert b"/FontFile2" in pdf and b"/Type3" not in pdf

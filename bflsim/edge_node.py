@@ -215,7 +215,8 @@ def poison(
         coalition = np.stack([deltas[i] for i in known if i in bad])
         everyone = np.stack([deltas[i] for i in known]) if attack.knows == "round" else None
     rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
-    attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone))
+    attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone,
+                                                num_nodes=len(cohort) if coalition is not None else None))
     return unflatten((flat_global + attacked).astype(np.float32), shapes)
 
 

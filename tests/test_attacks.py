@@ -1,5 +1,7 @@
 """Poisoning attacks and the draw of malicious nodes."""
 
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
@@ -124,7 +126,7 @@ def test_records_poison_the_update_as_their_functions_do():
     assert flipped.tolist() == [-2.0, -4.0]
     assert noisy.tolist() == [9.0, 9.0]
     assert boosted.tolist() == [10.0, 20.0]  # the default factor
-    assert list(ATTACKS) == ["gaussian", "sign_flip", "scaling"]
+    assert list(ATTACKS) == ["gaussian", "sign_flip", "scaling", "alie", "ipm"]
 
 
 def test_records_say_what_they_act_on_and_know():
@@ -133,7 +135,8 @@ def test_records_say_what_they_act_on_and_know():
     assert not replace.trains and add.trains  # replacing noise needs no honest update
     assert SignFlip().trains and Scaling().trains
     assert all(a().acts_on_update and not a().acts_on_data for a in ATTACKS.values())
-    assert all(a.knows == "own" for a in ATTACKS.values())
+    assert {name: a.knows for name, a in ATTACKS.items()} == {
+        "gaussian": "own", "sign_flip": "own", "scaling": "own", "alie": "coalition", "ipm": "round"}
     assert len({a.label for a in ATTACKS.values()}) == len(ATTACKS)
     assert all(a.reference for a in ATTACKS.values())
 
@@ -226,3 +229,86 @@ def test_draw_malicious_sets_grow_by_adding_attackers():
 def test_draw_malicious_refuses_impossible_counts(args, kwargs, message):
     with pytest.raises(AttackError, match=message):
         draw_malicious(*args, **kwargs)
+
+
+# --- ALIE and IPM ---------------------------------------------------------------------------
+
+
+def test_alie_z_max_is_the_papers_quantile():
+    from bflsim.attacks import alie_z
+
+    # n = 20, f = 4: s = floor(11) - 4 = 7 supporters, Phi^-1(13 / 20) = 0.38532 (the issue's 0.385)
+    assert alie_z(20, 4) == pytest.approx(0.385320466, abs=1e-8)
+    # n = 10, f = 2: s = 6 - 2 = 4, Phi^-1(6 / 10) = 0.253347
+    assert alie_z(10, 2) == pytest.approx(0.253347103, abs=1e-8)
+    with pytest.raises(AttackError, match="0 < f < n"):
+        alie_z(5, 0)
+
+
+def test_alie_sends_the_coalitions_mean_minus_z_standard_deviations():
+    coalition = np.array([[1.0, 10.0, -2.0], [3.0, 10.0, 0.0], [5.0, 13.0, 2.0]], dtype=np.float32)
+    attack = ATTACKS["alie"](z=1.5)
+
+    sent = attack.poison_update(AttackInput(coalition[0], np.random.default_rng(0), coalition=coalition, num_nodes=9))
+
+    # by hand: means 3, 11, 0; sample standard deviations 2, sqrt(3), 2
+    np.testing.assert_allclose(sent, [3 - 1.5 * 2, 11 - 1.5 * np.sqrt(3), 0 - 1.5 * 2], rtol=1e-6)
+    assert sent.dtype == np.float32
+    default = ATTACKS["alie"]().poison_update(AttackInput(coalition[0], np.random.default_rng(0), coalition=coalition,
+                                                          num_nodes=20))
+    z = NormalDist().inv_cdf((20 - (11 - 3)) / 20)  # unset z: f = 3 of n = 20, s = 8 supporters, Phi^-1(0.6)
+    np.testing.assert_allclose(default, [3 - z * 2, 11 - z * np.sqrt(3), 0 - z * 2], rtol=1e-6)
+
+
+def test_ipm_sends_minus_epsilon_times_the_benign_mean():
+    everyone = np.array([[1.0, 2.0], [3.0, 4.0], [100.0, -100.0], [5.0, 0.0]])  # row 2 is the attacker's own
+    coalition = everyone[[2]]
+
+    sent = ATTACKS["ipm"](epsilon=0.5).poison_update(
+        AttackInput(everyone[2], np.random.default_rng(0), coalition=coalition, honest=everyone, num_nodes=4))
+
+    np.testing.assert_allclose(sent, [-0.5 * 3.0, -0.5 * 2.0])  # benign mean (3, 2)
+    with pytest.raises(AttackError, match="at least one benign node"):
+        ATTACKS["ipm"]().poison_update(AttackInput(everyone[2], np.random.default_rng(0), coalition=everyone,
+                                                   honest=everyone, num_nodes=4))
+
+
+def test_alie_and_ipm_say_what_they_need_and_refuse_bad_parameters():
+    assert (ATTACKS["alie"].knows, ATTACKS["ipm"].knows) == ("coalition", "round")
+    with pytest.raises(AttackError, match="knows = 'coalition'"):
+        ATTACKS["alie"]().poison_update(AttackInput(np.ones(3), np.random.default_rng(0)))
+    with pytest.raises(AttackError, match="knows = 'round'"):
+        ATTACKS["ipm"]().poison_update(AttackInput(np.ones(3), np.random.default_rng(0), coalition=np.ones((1, 3))))
+    with pytest.raises(AttackError, match="epsilon must be a finite number > 0; got -1"):
+        ATTACKS["ipm"](epsilon=-1)
+    with pytest.raises(AttackError, match="z must be a finite number"):
+        ATTACKS["alie"](z=float("nan"))
+
+
+def test_colluding_attacks_run_end_to_end_in_the_plain_loop():
+    """Every attacker of a round sends the same ALIE vector; IPM against FedAvg hurts."""
+    from bflsim.bench.plain_loop import run_plain
+    from bflsim.config import parse_experiment
+    from bflsim.edge_node import load_data, train_locally
+    from bflsim.models import initial_weights
+
+    base = {
+        "experiment": {"name": "zoo", "kind": "federated"},
+        "data": {"dataset": "synthetic", "synthetic": {"num_samples": 1200}},
+        "models": {"names": ["dnn"], "dnn": {"hidden_units": [16], "dropout": 0.0}},
+        "train": {"batch_size": 32, "learning_rate": 0.01},
+        "federation": {"num_nodes": 8, "rounds": 3},
+        "aggregator": {"name": "fedavg"},
+        "ledger": {"backend": "none"},
+    }
+    alie_config = parse_experiment({**base, "attack": {"name": "alie", "num_malicious": 2}})
+    bad, cohort = alie_config.malicious_nodes(1).tolist(), list(range(8))
+    data = load_data(alie_config.data)
+    weights = initial_weights(alie_config.models, alie_config.train, data.num_features, data.num_classes)
+    sent = [train_locally(alie_config, node, 1, weights, cohort=cohort).weights for node in bad]
+    assert all(np.array_equal(a, b) for a, b in zip(sent[0], sent[1], strict=True))
+
+    clean = run_plain(parse_experiment({**base, "attack": {"name": "none"}}))
+    hit = run_plain(parse_experiment({**base, "attack": {"name": "ipm", "num_malicious": 3,
+                                                         "params": {"epsilon": 5.0}}}))
+    assert hit["final_accuracy"] < clean["final_accuracy"] - 0.1

@@ -6,7 +6,8 @@ its family (:mod:`.noise`, :mod:`.scaling`, ...), built from its parameters::
     attack = ATTACKS["gaussian"](mode="replace", sigma=1.0)
     sent = attack.poison_update(AttackInput(own_update=delta, rng=rng))
 
-The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`) stay for
+The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`, :func:`alie`,
+:func:`ipm`) stay for
 notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
 """
 
@@ -14,22 +15,28 @@ from bflsim.attacks.base import Attack, AttackError, AttackInput, Knowledge
 from bflsim.attacks.draw import draw_malicious
 from bflsim.attacks.noise import GAUSSIAN_MODES, Gaussian, gaussian
 from bflsim.attacks.scaling import Scaling, SignFlip, scaling, sign_flip
+from bflsim.attacks.statistical import Alie, Ipm, alie, alie_z, ipm
 
-ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian, SignFlip, Scaling)}
+ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian, SignFlip, Scaling, Alie, Ipm)}
 """Every attack by the name experiment files use (``attack.name``; ``"none"`` is no attack)."""
 
 __all__ = [
     "ATTACKS",
     "GAUSSIAN_MODES",
+    "Alie",
     "Attack",
     "AttackError",
     "AttackInput",
     "Gaussian",
+    "Ipm",
     "Knowledge",
     "Scaling",
     "SignFlip",
+    "alie",
+    "alie_z",
     "draw_malicious",
     "gaussian",
+    "ipm",
     "scaling",
     "sign_flip",
 ]

@@ -36,13 +36,16 @@ class AttackInput:
 
     ``coalition`` (rows: the round's malicious nodes, ascending, its own among them) is set
     for attacks that know at least the coalition; ``honest`` (rows: every node of the
-    round's cohort, ascending) only for attacks that know the whole round.
+    round's cohort, ascending, the malicious ones' honest updates among them) only for
+    attacks that know the whole round. ``num_nodes``: the size of the round's cohort (a
+    protocol parameter every node knows), set with ``coalition``.
     """
 
     own_update: NDArray[np.floating]
     rng: np.random.Generator
     coalition: NDArray[np.floating] | None = None
     honest: NDArray[np.floating] | None = None
+    num_nodes: int | None = None
 
 
 @dataclass(frozen=True)

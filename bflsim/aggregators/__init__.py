@@ -30,6 +30,7 @@ from bflsim.aggregators.base import (
 from bflsim.aggregators.bulyan import Bulyan, bulyan, check_bulyan
 from bflsim.aggregators.decision import RoundDecision, apply_update, decide_round, stack_deltas
 from bflsim.aggregators.fedavg import FedAvg, check_fedavg, fedavg
+from bflsim.aggregators.geomed import GeometricMedian, geometric_median
 from bflsim.aggregators.krum import (
     Krum,
     MultiKrum,
@@ -49,7 +50,7 @@ from bflsim.aggregators.median import (
 )
 
 AGGREGATORS: dict[str, type[Rule]] = {
-    rule.name: rule for rule in (FedAvg, Krum, MultiKrum, Median, TrimmedMean, Bulyan)
+    rule.name: rule for rule in (FedAvg, Krum, MultiKrum, Median, TrimmedMean, Bulyan, GeometricMedian)
 }
 """Every rule by the name experiment files use (``aggregator.name``)."""
 
@@ -59,6 +60,7 @@ __all__ = [
     "AggregatorError",
     "Bulyan",
     "FedAvg",
+    "GeometricMedian",
     "Krum",
     "Median",
     "MultiKrum",
@@ -77,6 +79,7 @@ __all__ = [
     "check_trimmed_mean",
     "decide_round",
     "fedavg",
+    "geometric_median",
     "krum",
     "krum_scores",
     "median",

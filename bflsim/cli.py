@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "or a list such as 1,5,last")
     audit.set_defaults(handler=cmd_audit)
 
+    listing = sub.add_parser("list", help="every defence, attack, dataset and model, with parameters and references")
+    listing.set_defaults(handler=cmd_list)
+
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.add_argument("--repeats", type=int, default=3)
@@ -279,6 +282,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     print("\n".join(report.lines()))
     return report.exit_code
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bflsim.catalog import catalog_lines
+
+    print("\n".join(catalog_lines()))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

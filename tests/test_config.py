@@ -230,3 +230,20 @@ def test_every_committed_manifest_still_loads(experiments_dir):
     assert len(configs) >= 80
     # the audited blockchain-secured run: its old flat keys read as today's experiment file says
     assert configs["blockchain_secured.json"] == table4["blockchain_secured"]
+
+
+def test_bflsim_list_prints_every_registry_entry_with_its_parameters(capsys):
+    from bflsim.aggregators import AGGREGATORS
+    from bflsim.attacks import ATTACKS
+    from bflsim.cli import main
+    from bflsim.data import DATASETS
+    from bflsim.models import MODELS
+
+    assert main(["list"]) == 0
+
+    out = capsys.readouterr().out
+    names = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    assert names == set(AGGREGATORS) | set(ATTACKS) | set(DATASETS) | set(MODELS)
+    assert "trimmed_mean       Trimmed mean; params: trim_fraction=0.1; Yin et al., ICML 2018" in out
+    assert "gaussian           Gaussian; knows its own update; params: mode='replace', mu=0.0, sigma=1.0;" in out
+    assert "alie               ALIE; knows the coalition's honest updates (colluding); params: z=None;" in out

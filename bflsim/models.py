@@ -279,10 +279,10 @@ def make_classifier(
 
 @dataclass
 class _Compiled:
-    """A cached Keras model with its fresh optimizer state and its compiled loops (traced once)."""
+    """A cached Keras model and its compiled loops (traced once); ``load`` restores the
+    optimizer state it had when built."""
 
     model: Any
-    fresh_state: list[np.ndarray]
     epoch: Any  # tf.function(x, y, order, batch_size) -> mean loss over the epoch
     forward: Any  # tf.function(x) -> class probabilities
     load: Any  # tf.function(weights) -> None: set the weights and a fresh optimizer state
@@ -299,7 +299,7 @@ def _cached(models: ModelsConfig, train: TrainConfig, num_features: int, num_cla
         model = MODELS[models.names[0]].build(num_features, num_classes, models, train.learning_rate, seed=train.seed)
         model.optimizer.build(model.trainable_variables)
         fresh_state = [np.array(v.numpy()) for v in model.optimizer.variables]
-        _CACHE[key] = _Compiled(model, fresh_state, *_compile_loops(model), _compile_load(model, fresh_state))
+        _CACHE[key] = _Compiled(model, *_compile_loops(model), _compile_load(model, fresh_state))
     return _CACHE[key]
 
 
@@ -364,16 +364,10 @@ def cached_model(models: ModelsConfig, train: TrainConfig, num_features: int, nu
     """The compiled Keras model of ``models.names[0]`` for this shape, built once per process.
 
     Building and tracing a Keras model costs seconds; edge nodes and the server's evaluator
-    reuse one per architecture and set its weights (and :func:`reset_optimizer`) per call.
+    reuse one per architecture; :func:`train_weights` sets its weights and a fresh optimizer
+    state per call.
     """
     return _cached(models, train, num_features, num_classes).model
-
-
-def reset_optimizer(models: ModelsConfig, train: TrainConfig, num_features: int, num_classes: int) -> None:
-    """Restore the cached model's fresh optimizer state (step count, moments): each round starts afresh."""
-    cached = _cached(models, train, num_features, num_classes)
-    for variable, value in zip(cached.model.optimizer.variables, cached.fresh_state, strict=True):
-        variable.assign(value)
 
 
 def train_weights(

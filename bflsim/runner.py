@@ -137,22 +137,26 @@ def choose_parallel(plan: Plan, data_dir: str | None, parallel: int | str) -> in
 
 def auto_parallel(configs: list[ExperimentConfig], data_dir: str | None) -> int:
     """As many points at once as the cores hold (``backend.num_cpus`` over
-    ``backend.client_num_cpus``) when every point is federated, on a local Ray cluster, with no
-    RPC ledger, and small (:data:`SMALL_POINT_FLOPS`); else 1."""
+    ``backend.client_num_cpus``) when every point is federated, asks for the same backend, may
+    run beside others (:func:`bflsim.fl.parallel.check_parallel`: a local Ray cluster, no RPC
+    ledger) and is small (:data:`SMALL_POINT_FLOPS`); else 1."""
     if len(configs) < 2 or any(c.kind != "federated" for c in configs):
         return 1
-    from bflsim.fl.parallel import ray_cpus
+    from bflsim.fl.parallel import check_parallel, ray_cpus
     from bflsim.fl.runtime import backend_config
 
     first = configs[0]
-    if any(backend_config(c) != backend_config(first) for c in configs) or first.backend.ray_address:
+    if any(backend_config(c) != backend_config(first) for c in configs):
         return 1
-    if any(c.ledger.backend == "rpc" for c in configs):
+    slots = min(int(ray_cpus(first) // first.backend.client_num_cpus), len(configs))
+    try:
+        for config in configs:
+            check_parallel(config, slots)
+    except ValueError:
         return 1
-    slots = int(ray_cpus(first) // first.backend.client_num_cpus)
     if slots < 2 or max(point_flops(c, data_dir) for c in configs) > SMALL_POINT_FLOPS:
         return 1
-    return min(slots, len(configs))
+    return slots
 
 
 def point_flops(config: ExperimentConfig, data_dir: str | None) -> float:
@@ -238,7 +242,7 @@ def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo]
     progress.say(f"{len(todo)} runs, {workers} at a time")
     tasks = [PointTask(t.index, t.config, out, data_dir, t.run_dir, t.point.as_dict(), t.resume) for t in todo]
     by_index = {t.index: t for t in todo}
-    done: list[tuple[int, Path]] = []
+    done: list[Path] = []
 
     def tag(result: PointResult) -> str:
         return f"[{result.index}/{len(plan.points)}] {by_index[result.index].point.label}"
@@ -250,7 +254,7 @@ def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo]
             return
         accuracy = "" if result.final_accuracy is None else f", accuracy {result.final_accuracy:.4f}"
         progress.say(f"{tag(result)}: complete in {result.seconds:.1f} s{accuracy}")
-        done.append((result.index, result.path))
+        done.append(result.path)
 
     try:
         run_parallel(tasks, workers, on_result)
@@ -264,7 +268,7 @@ def _run_parallel(plan: Plan, out: Path, data_dir: str | None, todo: list[_Todo]
         err.summary = (f"{runs} stopped, {len(done)} completed in this call, under {out / plan.name}; "  # type: ignore[attr-defined]
                        f"to carry on: re-run the same command")
         raise
-    return [path for _, path in sorted(done)]  # in the plan's order, whichever ended first
+    return done  # in the order the points ended (run_plan puts them in the plan's)
 
 
 def examine_point(run_dir: Path, config: ExperimentConfig) -> PointState:

@@ -64,3 +64,36 @@ def warm_runtime(request):
                                "data": {"dataset": "synthetic"}, "backend": backend})
     with Runtime(config) as runtime:
         yield runtime
+
+
+def stop_experiment(folder: Path, *, delay_seconds: float, points: str, federation: str = "") -> Path:
+    """``folder/stop.toml``: a small federated experiment whose node 1 stalls ``delay_seconds``
+    in every round (or those ``federation`` lines say), for the tests that stop a sweep with
+    a signal; ``points``: its ``[[scenarios]]`` or ``[sweep]`` table."""
+    experiment = folder / "stop.toml"
+    experiment.write_text(f"""
+[experiment]
+name = "stop"
+kind = "federated"
+[data]
+dataset = "synthetic"
+[data.synthetic]
+num_samples = 1000
+[models]
+names = ["dnn"]
+[models.dnn]
+hidden_units = [8]
+dropout = 0.0
+[federation]
+num_nodes = 4
+rounds = 3
+slow_nodes = [1]
+delay_seconds = {delay_seconds}
+{federation}
+[aggregator]
+name = "fedavg"
+[backend]
+num_cpus = 2
+{points}
+""")
+    return experiment

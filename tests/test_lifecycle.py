@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import stop_experiment
 
 from bflsim.config import config_digest, parse_experiment, with_overrides
 from bflsim.runfolder import (
@@ -321,32 +322,7 @@ def test_an_interrupted_point_with_a_checkpoint_resumes_and_a_live_one_is_left_a
 def test_sigint_stops_a_sweep_within_seconds_and_running_it_again_resumes_the_point(tmp_path):
     from bflsim.cli import main
 
-    experiment = tmp_path / "stop.toml"
-    experiment.write_text("""
-[experiment]
-name = "stop"
-kind = "federated"
-[data]
-dataset = "synthetic"
-[data.synthetic]
-num_samples = 1000
-[models]
-names = ["dnn"]
-[models.dnn]
-hidden_units = [8]
-dropout = 0.0
-[federation]
-num_nodes = 4
-rounds = 3
-slow_nodes = [1]
-delay_seconds = 4.0
-[aggregator]
-name = "fedavg"
-[backend]
-num_cpus = 2
-[[scenarios]]
-name = "only"
-""")
+    experiment = stop_experiment(tmp_path, delay_seconds=4.0, points='[[scenarios]]\nname = "only"')
     out, log = tmp_path / "runs", tmp_path / "log.txt"
     command = [sys.executable, "-m", "bflsim.cli", "sweep", str(experiment), "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

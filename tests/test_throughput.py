@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import stop_experiment
 
 from bflsim.config import parse_experiment
 from bflsim.fl.parallel import check_parallel
@@ -62,9 +63,7 @@ def test_a_compiled_epoch_is_the_same_maths_as_keras_fit():
     keras_model.set_weights(start)
     history = keras_model.fit(x, y, epochs=1, batch_size=config.train.batch_size, shuffle=False, verbose=0)
 
-    cached.model.set_weights(start)
-    for variable, value in zip(cached.model.optimizer.variables, cached.fresh_state, strict=True):
-        variable.assign(value)
+    cached.load(start)  # the weights and a fresh optimizer state
     loss = float(cached.epoch(x, y, np.arange(len(y), dtype=np.int32), np.int32(config.train.batch_size)))
 
     for ours, theirs in zip(cached.model.get_weights(), keras_model.get_weights(), strict=True):
@@ -174,33 +173,8 @@ def test_sigint_stops_parallel_points_and_running_again_resumes_them(tmp_path):
     from bflsim.cli import main
     from bflsim.runfolder import read_checkpoint, read_manifest
 
-    experiment = tmp_path / "stop.toml"
-    experiment.write_text("""
-[experiment]
-name = "stop"
-kind = "federated"
-[data]
-dataset = "synthetic"
-[data.synthetic]
-num_samples = 1000
-[models]
-names = ["dnn"]
-[models.dnn]
-hidden_units = [8]
-dropout = 0.0
-[federation]
-num_nodes = 4
-rounds = 3
-slow_nodes = [1]
-slow_rounds = [2]
-delay_seconds = 6.0
-[aggregator]
-name = "fedavg"
-[backend]
-num_cpus = 2
-[sweep]
-grid = { "train.seed" = [1, 2] }
-""")
+    experiment = stop_experiment(tmp_path, delay_seconds=6.0, federation="slow_rounds = [2]",
+                                 points='[sweep]\ngrid = { "train.seed" = [1, 2] }')
     out, log = tmp_path / "runs", tmp_path / "log.txt"
     command = [sys.executable, "-m", "bflsim.cli", "sweep", str(experiment), "--out", str(out), "--parallel", "2"]
     with open(log, "w") as sink:

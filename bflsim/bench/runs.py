@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +23,54 @@ from bflsim.plans import load_plan
 from bflsim.progress import Progress
 
 
-def _env(data_dir: str | Path | None) -> dict[str, str]:
-    env = dict(os.environ)
+def bench_env(data_dir: str | Path | None) -> dict[str, str]:
+    """This process's environment for a benchmarked command, with ``$BFLSIM_DATA_DIR`` set
+    from ``data_dir`` when given and Flower's telemetry off."""
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0")
     if data_dir:
         env["BFLSIM_DATA_DIR"] = str(data_dir)
     return env
 
 
+def bflsim_command(args: list[str], env: dict[str, str]) -> tuple[Path | None, float]:
+    """``bflsim ARGS...`` as a fresh process: the last run folder it printed (None if none)
+    and its wall seconds. A failed command raises with the end of its stderr."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "bflsim.cli", *args], env=env, capture_output=True, text=True,
+                          check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"bflsim {' '.join(args)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    folders = [line.removeprefix("run folder: ") for line in done.stdout.splitlines() if line.startswith("run folder: ")]
+    return (Path(folders[-1]) if folders else None), wall
+
+
 def _bflsim_run(experiment: str | Path, out_dir: Path, env: dict[str, str], *sets: str) -> tuple[Path, float]:
-    """``bflsim run EXPERIMENT`` as a fresh process (``--set`` each of ``sets``); its run folder
-    and wall seconds. A failed run raises with the end of its stderr."""
-    command = [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--out", str(out_dir / "runs"), "--quiet"]
+    """``bflsim run EXPERIMENT`` (``--set`` each of ``sets``): its run folder and wall seconds."""
+    args = ["run", str(experiment), "--out", str(out_dir / "runs"), "--quiet"]
+    for item in sets:
+        args += ["--set", item]
+    run_dir, wall = bflsim_command(args, env)
+    if run_dir is None:
+        raise RuntimeError(f"bflsim {' '.join(args)} printed no run folder")
+    return run_dir, wall
+
+
+def plain_loop_points(experiment: str | Path, env: dict[str, str], *, all_points: bool = False,
+                  only: Sequence[str] = (), sets: Sequence[str] = ()) -> dict[str, dict]:
+    """``python -m bflsim.bench.plain_loop`` as a fresh process (every point, or the first;
+    ``--only`` / ``--set`` each given): its JSON result per point name."""
+    command = [sys.executable, "-m", "bflsim.bench.plain_loop", str(experiment)]
+    command += ["--all-points"] if all_points else []
+    for name in only:
+        command += ["--only", name]
     for item in sets:
         command += ["--set", item]
-    t0 = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
     if done.returncode != 0:
-        settings = f" with {', '.join(sets)}" if sets else ""
-        raise RuntimeError(f"bflsim run{settings} failed:\n{done.stderr[-3000:]}")
-    return Path(done.stdout.strip().splitlines()[-1].removeprefix("run folder: ")), wall
+        raise RuntimeError(f"plain loop failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {r["point"]: r for r in results}
 
 
 def run_federated_bench(
@@ -57,18 +86,14 @@ def run_federated_bench(
     """
     progress = progress or Progress(quiet=True)
     cores = os.cpu_count() or 1
-    env = _env(data_dir)
+    env = bench_env(data_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     progress.say(f"bench: plain Keras loop on {experiment} ({cores} TensorFlow threads)")
     t0 = time.perf_counter()
-    plain = subprocess.run(
-        [sys.executable, "-m", "bflsim.bench.plain_loop", str(experiment), "--set", f"backend.threads_per_client={cores}"],
-        env=env, capture_output=True, text=True, check=True,
-    )
+    [plain_stats] = plain_loop_points(experiment, env, sets=[f"backend.threads_per_client={cores}"]).values()
     plain_wall = time.perf_counter() - t0
-    plain_stats = json.loads(plain.stdout.strip().splitlines()[-1])
     progress.say(f"bench: plain loop {plain_wall:.1f} s, final accuracy {plain_stats['final_accuracy']:.4f}")
 
     progress.say("bench: bflsim Flower/Ray simulation")
@@ -105,7 +130,7 @@ def run_ledger_bench(
     """
     progress = progress or Progress(quiet=True)
     backend = load_plan(experiment).points[0][1].ledger.backend
-    env = _env(data_dir)
+    env = bench_env(data_dir)
     out_dir = Path(out_dir)
     order = [label for i in range(pairs) for label in (("none", backend) if i % 2 == 0 else (backend, "none"))]
     rounds: dict[str, list[pd.DataFrame]] = {"none": [], backend: []}

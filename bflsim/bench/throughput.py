@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -37,8 +36,10 @@ from pathlib import Path
 import pandas as pd
 
 from bflsim.bench import write_bench_csv
+from bflsim.bench.runs import bench_env, bflsim_command, plain_loop_points
 from bflsim.plans import load_plan
 from bflsim.progress import Progress
+from bflsim.runfolder import descendants
 
 PACKAGES = ("flwr", "ray", "tensorflow-cpu", "keras", "numpy")
 
@@ -61,15 +62,13 @@ def run_throughput_bench(
     out_dir = Path(out_dir)
     work = out_dir / "runs" / f"throughput-{dt.datetime.now():%Y%m%d-%H%M%S}"
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0")
-    if data_dir:
-        env["BFLSIM_DATA_DIR"] = str(data_dir)
+    env = bench_env(data_dir)
     plan = load_plan(experiment)
     probe = plan.points[len(plan.points) // 2][0].name  # a middle point: an attack, a robust rule
     rows: list[tuple] = []
 
     progress.say(f"throughput: (a) compute floor, {len(plan.points)} points in one process")
-    floor = _plain_points(experiment, env, all_points=True)
+    floor = plain_loop_points(experiment, env, all_points=True)
     floor_total = sum(p["loop_seconds"] for p in floor.values())
     rows += [
         ("floor", "points", len(floor), "", 1, "", "plain loop in one process"),
@@ -80,8 +79,8 @@ def run_throughput_bench(
     ]
 
     progress.say(f"throughput: (b) bflsim run --only {probe}")
-    _, single_wall = _timed([sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--only", probe,
-                             "--out", str(work / "single"), "--quiet"], env)
+    _, single_wall = bflsim_command(["run", str(experiment), "--only", probe, "--out", str(work / "single"),
+                                     "--quiet"], env)
     rows += [("single_run", "wall_seconds", single_wall, "s", 1, "", f"fresh process, {probe}"),
              ("single_run", "wall_over_floor", single_wall / floor[probe]["loop_seconds"], "", 1, "", "")]
 
@@ -92,8 +91,7 @@ def run_throughput_bench(
         progress.say(f"throughput: (c) bflsim sweep {' '.join(flags)}")
         folder = work / label
         started = time.time()
-        _, wall = _timed([sys.executable, "-m", "bflsim.cli", "sweep", str(experiment), "--out", str(folder),
-                          "--quiet", *flags], env)
+        _, wall = bflsim_command(["sweep", str(experiment), "--out", str(folder), "--quiet", *flags], env)
         done = _sweep_points(folder / plan.name, started)
         per_point = per_point.merge(done.add_prefix(f"{label}_").rename(columns={f"{label}_point": "point"}),
                                     on="point", how="left")
@@ -143,11 +141,10 @@ def _table4(experiment: str | Path, rounds: int, env: dict[str, str], work: Path
     """Table 4's scenarios (full-size CNN-LSTM, compute-bound) cut to ``rounds`` rounds: the
     floor (all scenarios in one plain process) against ``bflsim run`` (one warm runtime)."""
     sets = [f"federation.rounds={rounds}"]
-    floor = _plain_points(experiment, env, all_points=True, sets=sets)
+    floor = plain_loop_points(experiment, env, all_points=True, sets=sets)
     floor_rounds = sum(p["loop_seconds"] for p in floor.values())
     floor_setup = max(p["setup_seconds"] for p in floor.values())
-    _, wall = _timed([sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--set", sets[0], "--quiet",
-                      "--out", str(work / "table4")], env)
+    _, wall = bflsim_command(["run", str(experiment), "--set", sets[0], "--quiet", "--out", str(work / "table4")], env)
     note = f"{len(floor)} scenarios x {rounds} rounds (the committed file has 50)"
     return [
         ("table4", "floor_rounds_seconds", floor_rounds, "s", 1, "", note + "; plain loop, rounds only"),
@@ -155,32 +152,6 @@ def _table4(experiment: str | Path, rounds: int, env: dict[str, str], work: Path
         ("table4", "bflsim_wall_seconds", wall, "s", 1, "", "fresh process, every scenario, start-up included"),
         ("table4", "wall_over_floor", wall / (floor_rounds + floor_setup), "", 1, 1.2, "target <= 1.2"),
     ]
-
-
-def _timed(command: list[str], env: dict[str, str]) -> tuple[Path | None, float]:
-    """Run ``command``; its last ``run folder:`` line and wall seconds. Fails with its stderr."""
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[2:])} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    folders = [line.removeprefix("run folder: ") for line in done.stdout.splitlines() if line.startswith("run folder: ")]
-    return (Path(folders[-1]) if folders else None), wall
-
-
-def _plain_points(experiment: str | Path, env: dict[str, str], *, all_points: bool = False,
-                  only: Sequence[str] = (), sets: Sequence[str] = ()) -> dict[str, dict]:
-    command = [sys.executable, "-m", "bflsim.bench.plain_loop", str(experiment)]
-    command += ["--all-points"] if all_points else []
-    for name in only:
-        command += ["--only", name]
-    for item in sets:
-        command += ["--set", item]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"plain loop failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return {r["point"]: r for r in results}
 
 
 def _sweep_points(root: Path, started: float) -> pd.DataFrame:
@@ -202,10 +173,9 @@ def _nodes_scan(experiment: str | Path, probe: str, nodes: Sequence[int], env: d
     for count in nodes:
         progress.say(f"throughput: (e) {count} edge nodes")
         sets = [f"federation.num_nodes={count}"]
-        floor = _plain_points(experiment, env, only=[probe], sets=sets)[probe]
-        command = [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--only", probe, "--set", sets[0],
-                   "--out", str(work / f"nodes-{count}"), "--quiet"]
-        folder, wall = _timed(command, env)
+        floor = plain_loop_points(experiment, env, only=[probe], sets=sets)[probe]
+        folder, wall = bflsim_command(["run", str(experiment), "--only", probe, "--set", sets[0],
+                                       "--out", str(work / f"nodes-{count}"), "--quiet"], env)
         manifest = json.loads((folder / "manifest.json").read_text()) if folder else {}
         rows.append({"nodes": count, "bflsim_wall_seconds": wall, "bflsim_run_seconds": manifest.get("wall_seconds"),
                      "floor_seconds": floor["loop_seconds"], "floor_setup_seconds": floor["setup_seconds"],
@@ -242,19 +212,8 @@ def _memory_run(experiment: str | Path, probe: str, count: int, env: dict[str, s
 def tree_pss(pid: int) -> int:
     """Proportional set size in bytes of ``pid`` and every descendant (shared pages counted once
     in total, split between the processes that map them), from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(text[text.rfind(")") + 2:].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
+    total = 0
+    for current in (pid, *(p["pid"] for p in descendants(pid))):
         try:
             for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):

@@ -15,8 +15,8 @@ from bflsim.attacks import ATTACKS
 from bflsim.data import DATASETS
 from bflsim.models import MODELS
 
-KNOWS = {"own": "its own update", "coalition": "the coalition's honest updates (colluding)",
-         "round": "every honest update of the round (omniscient)"}
+KNOWS = {"independent": "its own data and update", "colluding": "the coalition's honest updates",
+         "omniscient": "every honest update of the round", "adaptive": "every honest update and the defence"}
 
 
 def parameters(record: type) -> str:
@@ -38,7 +38,7 @@ def catalog_lines() -> list[str]:
     lines += [f"  {name:18s} {rule.label}; params: {parameters(rule)}; {rule.reference}"
               for name, rule in AGGREGATORS.items()]
     lines.append("attacks ([attack] name, [attack.params]):")
-    lines += [f"  {name:18s} {attack.label}; knows {KNOWS[attack.knows]}; params: {parameters(attack)}; "
+    lines += [f"  {name:18s} {attack.label}; threat model {attack.threat_model} (knows {KNOWS[attack.threat_model]}); params: {parameters(attack)}; "
               f"{attack.reference}" for name, attack in ATTACKS.items()]
     lines.append("datasets ([data] dataset):")
     lines += [f"  {name:18s} {dataset.label}" + (f"; {dataset.reference}" if dataset.reference else "")

@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.attacks import Attack, AttackInput
+from bflsim.attacks import Attack, AttackInput, Classes, DefenceView, grants
 from bflsim.config import DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
@@ -188,7 +188,7 @@ def fit(
     features, labels = node_data(config, node, server_round, data_dir)
     if attack is not None:
         rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
-        features, labels = attack.poison_data(features, labels, data.num_classes, rng)
+        features, labels = attack.poison_data(features, labels, Classes(data.class_names, data.normal_class), rng)
     return train_weights(
         config.models, config.train, global_weights, features, labels, data.num_classes,
         epochs=config.federation.local_epochs, seed=_seed(config.train.seed, server_round, node),
@@ -204,19 +204,24 @@ def poison(
     own = flatten(local)[0] - flat_global
 
     coalition = everyone = None
-    if attack.knows in ("coalition", "round"):
+    if grants(attack.threat_model, "colluding"):
+        omniscient = grants(attack.threat_model, "omniscient")
         bad = set(config.malicious_nodes(server_round).tolist()) | {node}
-        known = sorted(set(cohort if attack.knows == "round" else bad & set(cohort)) | {node})
+        known = sorted(set(cohort if omniscient else bad & set(cohort)) | {node})
         deltas = {
             other: own if other == node
             else flatten(fit(config, other, server_round, global_weights, data_dir)[0])[0] - flat_global
             for other in known
         }
         coalition = np.stack([deltas[i] for i in known if i in bad])
-        everyone = np.stack([deltas[i] for i in known]) if attack.knows == "round" else None
+        everyone = np.stack([deltas[i] for i in known]) if omniscient else None
+    defence = None
+    if attack.threat_model == "adaptive":
+        defence = DefenceView(config.aggregator.name, dict(config.aggregator.params), config.assumed_malicious)
     rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
     attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone,
-                                                num_nodes=len(cohort) if coalition is not None else None))
+                                                num_nodes=len(cohort) if coalition is not None else None,
+                                                defence=defence))
     return unflatten((flat_global + attacked).astype(np.float32), shapes)
 
 

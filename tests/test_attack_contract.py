@@ -25,7 +25,7 @@ class OppositeOfCoalition(Attack):
 
     name: ClassVar[str] = "opposite_of_coalition"
     label: ClassVar[str] = "opposite of the coalition"
-    knows: ClassVar[str] = "coalition"
+    threat_model: ClassVar[str] = "colluding"
 
     def poison_update(self, attack_input):
         SEEN.append(attack_input)
@@ -35,7 +35,7 @@ class OppositeOfCoalition(Attack):
 @dataclass(frozen=True)
 class Omniscient(OppositeOfCoalition):
     name: ClassVar[str] = "omniscient"
-    knows: ClassVar[str] = "round"
+    threat_model: ClassVar[str] = "omniscient"
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class FlipLabels(Attack):
     name: ClassVar[str] = "flip_labels"
     label: ClassVar[str] = "label flip"
 
-    def poison_data(self, features, labels, num_classes, rng):
+    def poison_data(self, features, labels, classes, rng):
         SEEN.append(AttackInput(labels, rng))
-        return features, (labels + 1) % num_classes
+        return features, (labels + 1) % len(classes.names)
 
 
 def config_for(attack):

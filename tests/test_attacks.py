@@ -10,6 +10,7 @@ from bflsim.attacks import (
     Attack,
     AttackError,
     AttackInput,
+    Classes,
     Gaussian,
     Scaling,
     SignFlip,
@@ -135,8 +136,9 @@ def test_records_say_what_they_act_on_and_know():
     assert not replace.trains and add.trains  # replacing noise needs no honest update
     assert SignFlip().trains and Scaling().trains
     assert all(a().acts_on_update and not a().acts_on_data for a in ATTACKS.values())
-    assert {name: a.knows for name, a in ATTACKS.items()} == {
-        "gaussian": "own", "sign_flip": "own", "scaling": "own", "alie": "coalition", "ipm": "round"}
+    assert {name: a.threat_model for name, a in ATTACKS.items()} == {
+        "gaussian": "independent", "sign_flip": "independent", "scaling": "independent", "alie": "colluding",
+        "ipm": "omniscient"}
     assert len({a.label for a in ATTACKS.values()}) == len(ATTACKS)
     assert all(a.reference for a in ATTACKS.values())
 
@@ -148,7 +150,8 @@ def test_the_base_attack_changes_nothing():
     x, y = np.ones((3, 2), dtype=np.float32), np.array([0, 1, 0])
 
     assert not Nothing().acts_on_data and not Nothing().acts_on_update
-    assert Nothing().poison_data(x, y, 2, np.random.default_rng(0)) == (x, y)
+    assert Nothing().poison_data(x, y, Classes(("a", "b"), 0), np.random.default_rng(0)) == (x, y)
+    assert not Nothing().targeted and Nothing().success_inputs(x, y, Classes(("a", "b"), 0)) is None
     assert Nothing().poison_update(AttackInput(np.ones(2), np.random.default_rng(0))).tolist() == [1.0, 1.0]
 
 
@@ -274,10 +277,10 @@ def test_ipm_sends_minus_epsilon_times_the_benign_mean():
 
 
 def test_alie_and_ipm_say_what_they_need_and_refuse_bad_parameters():
-    assert (ATTACKS["alie"].knows, ATTACKS["ipm"].knows) == ("coalition", "round")
-    with pytest.raises(AttackError, match="knows = 'coalition'"):
+    assert (ATTACKS["alie"].threat_model, ATTACKS["ipm"].threat_model) == ("colluding", "omniscient")
+    with pytest.raises(AttackError, match="threat model 'colluding'"):
         ATTACKS["alie"]().poison_update(AttackInput(np.ones(3), np.random.default_rng(0)))
-    with pytest.raises(AttackError, match="knows = 'round'"):
+    with pytest.raises(AttackError, match="threat model 'omniscient'"):
         ATTACKS["ipm"]().poison_update(AttackInput(np.ones(3), np.random.default_rng(0), coalition=np.ones((1, 3))))
     with pytest.raises(AttackError, match="epsilon must be a finite number > 0; got -1"):
         ATTACKS["ipm"](epsilon=-1)

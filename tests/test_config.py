@@ -245,5 +245,5 @@ def test_bflsim_list_prints_every_registry_entry_with_its_parameters(capsys):
     names = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     assert names == set(AGGREGATORS) | set(ATTACKS) | set(DATASETS) | set(MODELS)
     assert "trimmed_mean       Trimmed mean; params: trim_fraction=0.1; Yin et al., ICML 2018" in out
-    assert "gaussian           Gaussian; knows its own update; params: mode='replace', mu=0.0, sigma=1.0;" in out
-    assert "alie               ALIE; knows the coalition's honest updates (colluding); params: z=None;" in out
+    assert "gaussian           Gaussian; threat model independent (knows its own data and update); params: mode='replace', mu=0.0, sigma=1.0;" in out
+    assert "alie               ALIE; threat model colluding (knows the coalition's honest updates); params: z=None;" in out

@@ -19,9 +19,11 @@ A new rule: one module with its record, and one line in :data:`AGGREGATORS`.
 """
 
 from bflsim.aggregators.base import (
+    CONTEXT_NEEDS,
     DISTANCE_VERSIONS,
     AggregatorError,
     NonFiniteUpdateError,
+    RoundContext,
     Rule,
     Selection,
     pairwise_sq_distances,
@@ -56,6 +58,7 @@ AGGREGATORS: dict[str, type[Rule]] = {
 
 __all__ = [
     "AGGREGATORS",
+    "CONTEXT_NEEDS",
     "DISTANCE_VERSIONS",
     "AggregatorError",
     "Bulyan",
@@ -65,6 +68,7 @@ __all__ = [
     "Median",
     "MultiKrum",
     "NonFiniteUpdateError",
+    "RoundContext",
     "RoundDecision",
     "Rule",
     "Selection",

@@ -8,8 +8,9 @@ one flattened update (local - global) per row, and the clients' sample counts::
     selection = Krum(num_malicious=2)(updates, num_samples)
 
 Each record owns its ``name`` (what experiment files say), ``label`` (tables, legends),
-``reference`` (the paper), ``needs`` (inputs besides the updates, e.g. a server reference
-update; none of today's rules needs one), its parameter checks (``__post_init__``), the
+``reference`` (the paper), ``needs`` (what of the :class:`RoundContext` it reads besides the
+updates: the server's reference update, the previous aggregate, the nodes' history), its
+parameter checks (``__post_init__``), the
 cohort-size check (:meth:`Rule.check`) and which rows it reports as outliers
 (:meth:`Rule.rejected`, what the chain counts against a node).
 """
@@ -64,6 +65,34 @@ class Selection:
             array.flags.writeable = False
 
 
+CONTEXT_NEEDS = frozenset({"reference", "previous", "history"})
+"""What a rule may need of the :class:`RoundContext` besides its ``server_round`` and ``seed``."""
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What the server knows of a round besides the updates: given to rules that need it.
+
+    ``server_round`` and ``seed`` (the rule's own randomness this round, e.g. FLAME's noise,
+    DnC's subsampling: draw with :meth:`rng`; the server derives it from the aggregator's
+    seed and the round, so the audit replays it). ``reference``: the server's own update
+    on its clean root set (FLTrust), a (d,) delta. ``previous``: the previous round's
+    aggregate (d,), None in round 1 (centered clipping's starting point). ``history``: per
+    row, the sum of that node's updates over this and every earlier round it took part in
+    (n, d) (FoolsGold).
+    """
+
+    server_round: int = 0
+    seed: int = 0
+    reference: NDArray[np.floating] | None = None
+    previous: NDArray[np.floating] | None = None
+    history: NDArray[np.floating] | None = None
+
+    def rng(self) -> np.random.Generator:
+        """The rule's random generator for this round (a fresh one per call, same draws)."""
+        return np.random.default_rng([self.seed, self.server_round])
+
+
 @dataclass(frozen=True)
 class Rule:
     """Base of every rule record: ``num_malicious`` (f), the default checks and outliers.
@@ -104,8 +133,24 @@ class Rule:
         """
         self.check(cohort_size)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
+        """Aggregate the (n, d) ``updates``; ``context`` holds what ``needs`` names."""
         raise NotImplementedError
+
+    def context_for(self, context: RoundContext | None, n: int, d: int) -> RoundContext:
+        """``context`` checked against :attr:`needs` (shapes too); an empty one for rules that need nothing."""
+        context = RoundContext() if context is None else context
+        shapes = {"reference": (d,), "previous": (d,), "history": (n, d)}
+        for need in sorted(self.needs):
+            value = getattr(context, need)
+            if value is None and need != "previous":
+                raise AggregatorError(f"{self.label} needs the round's {need} (RoundContext.{need})")
+            if value is not None and np.shape(value) != shapes[need]:
+                raise AggregatorError(f"{self.label}: RoundContext.{need} has shape {np.shape(value)}; "
+                                      f"expected {shapes[need]}")
+        return context
 
     def rejected(self, selection: Selection, factor: float) -> NDArray[np.int64]:
         """Ascending rows the rule judges outliers: by default those that contributed nothing."""

@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from bflsim.aggregators.base import (
     AggregatorError,
+    RoundContext,
     Rule,
     Selection,
     as_matrix,
@@ -129,7 +130,9 @@ class Bulyan(Rule):
     def check(self, num_clients: int) -> None:
         check_bulyan(num_clients, self.num_malicious)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
         return bulyan(updates, self.num_malicious)
 
     def rejected(self, selection: Selection, factor: float) -> NDArray[np.int64]:

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bflsim.aggregators.base import AggregatorError, Rule, Selection, distances_version
+from bflsim.aggregators.base import (
+    AggregatorError,
+    RoundContext,
+    Rule,
+    Selection,
+    distances_version,
+)
 from bflsim.hashing import scores_digest
 from bflsim.vectors import Weights, flatten, unflatten
 
@@ -74,9 +80,12 @@ def decide_round(
     num_samples: ArrayLike,
     reject_factor: float,
     distances: str = "v2",
+    context: RoundContext | None = None,
 ) -> RoundDecision:
     """Aggregate the ``updates`` (each node's returned weights, in ``nodes`` order) with ``rule``.
 
+    ``context``: what the server knows of the round besides the updates, for rules that
+    need it (:class:`bflsim.aggregators.base.RoundContext`).
     ``distances``: how distance-based rules compute squared distances
     (:data:`bflsim.aggregators.base.DISTANCE_VERSIONS`; the audit of a run passes the run's).
     Raises :class:`AggregatorError` when the rule cannot run on this many updates
@@ -87,7 +96,7 @@ def decide_round(
         raise AggregatorError(f"{len(nodes)} node ids for {len(updates)} updates")
     rule.check(len(nodes))
     with distances_version(distances):
-        selection = rule(stack_deltas(updates, global_weights), np.asarray(num_samples))
+        selection = rule(stack_deltas(updates, global_weights), np.asarray(num_samples), context)
     selected = tuple(nodes[i] for i in selection.selected)
     rejected = tuple(nodes[i] for i in rule.rejected(selection, reject_factor))
     return RoundDecision(

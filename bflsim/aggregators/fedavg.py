@@ -12,7 +12,14 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bflsim.aggregators.base import AggregatorError, Rule, Selection, as_matrix, integer
+from bflsim.aggregators.base import (
+    AggregatorError,
+    RoundContext,
+    Rule,
+    Selection,
+    as_matrix,
+    integer,
+)
 
 
 def check_fedavg(num_clients: int) -> None:
@@ -50,7 +57,9 @@ class FedAvg(Rule):
         check_fedavg(num_clients)
         super().check(num_clients)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
         if num_samples is None:
             raise AggregatorError("FedAvg needs num_samples, one count per update")
         return fedavg(updates, num_samples)

@@ -20,7 +20,15 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bflsim.aggregators.base import AggregatorError, Rule, Selection, as_matrix, integer, is_real
+from bflsim.aggregators.base import (
+    AggregatorError,
+    RoundContext,
+    Rule,
+    Selection,
+    as_matrix,
+    integer,
+    is_real,
+)
 
 
 def geometric_median(
@@ -86,7 +94,9 @@ class GeometricMedian(Rule):
         super().__post_init__()
         _check_parameters(self.max_iter, self.tolerance, self.smoothing)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
         return geometric_median(updates, num_samples, max_iter=self.max_iter, tolerance=self.tolerance,
                                 smoothing=self.smoothing)
 

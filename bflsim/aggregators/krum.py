@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from bflsim.aggregators.base import (
     AggregatorError,
+    RoundContext,
     Rule,
     Selection,
     as_matrix,
@@ -125,7 +126,9 @@ class MultiKrum(Rule):
         m = num_clients - self.num_malicious if self.num_selected is None else self.num_selected
         check_multikrum(num_clients, self.num_malicious, m)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
         return multikrum(updates, self.num_malicious, self.num_selected)
 
     def rejected(self, selection: Selection, factor: float) -> NDArray[np.int64]:

@@ -18,7 +18,15 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bflsim.aggregators.base import AggregatorError, Rule, Selection, as_matrix, integer, is_real
+from bflsim.aggregators.base import (
+    AggregatorError,
+    RoundContext,
+    Rule,
+    Selection,
+    as_matrix,
+    integer,
+    is_real,
+)
 
 
 def check_median(num_clients: int) -> None:
@@ -100,7 +108,9 @@ class Median(Rule):
         check_median(num_clients)
         super().check(num_clients)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
         return median(updates)
 
 
@@ -126,5 +136,7 @@ class TrimmedMean(Rule):
         super().check_cohort(cohort_size)
         check_trims_one(cohort_size, self.trim_fraction)
 
-    def __call__(self, updates: ArrayLike, num_samples: ArrayLike | None = None) -> Selection:
+    def __call__(
+        self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
+    ) -> Selection:
         return trimmed_mean(updates, self.trim_fraction)

@@ -11,7 +11,16 @@ The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`, :func
 notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
 """
 
-from bflsim.attacks.base import Attack, AttackError, AttackInput, Knowledge
+from bflsim.attacks.base import (
+    THREAT_MODELS,
+    Attack,
+    AttackError,
+    AttackInput,
+    Classes,
+    DefenceView,
+    ThreatModel,
+    grants,
+)
 from bflsim.attacks.draw import draw_malicious
 from bflsim.attacks.noise import GAUSSIAN_MODES, Gaussian, gaussian
 from bflsim.attacks.scaling import Scaling, SignFlip, scaling, sign_flip
@@ -23,19 +32,23 @@ ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian,
 __all__ = [
     "ATTACKS",
     "GAUSSIAN_MODES",
+    "THREAT_MODELS",
     "Alie",
     "Attack",
     "AttackError",
     "AttackInput",
+    "Classes",
+    "DefenceView",
     "Gaussian",
     "Ipm",
-    "Knowledge",
     "Scaling",
     "SignFlip",
+    "ThreatModel",
     "alie",
     "alie_z",
     "draw_malicious",
     "gaussian",
+    "grants",
     "ipm",
     "scaling",
     "sign_flip",

@@ -71,7 +71,7 @@ class Alie(Attack):
     name: ClassVar[str] = "alie"
     label: ClassVar[str] = "ALIE"
     reference: ClassVar[str] = "Baruch et al., NeurIPS 2019"
-    knows: ClassVar = "coalition"
+    threat_model: ClassVar = "colluding"
 
     z: float | None = None
 
@@ -82,7 +82,7 @@ class Alie(Attack):
     def poison_update(self, attack_input: AttackInput) -> NDArray[np.floating]:
         coalition = attack_input.coalition
         if coalition is None:
-            raise AttackError("ALIE needs the coalition's honest updates (knows = 'coalition')")
+            raise AttackError("ALIE needs the coalition's honest updates (threat model 'colluding')")
         z = self.z
         if z is None:
             if attack_input.num_nodes is None:
@@ -98,7 +98,7 @@ class Ipm(Attack):
     name: ClassVar[str] = "ipm"
     label: ClassVar[str] = "IPM"
     reference: ClassVar[str] = "Xie et al., UAI 2020"
-    knows: ClassVar = "round"
+    threat_model: ClassVar = "omniscient"
 
     epsilon: float = 0.1
 
@@ -109,7 +109,7 @@ class Ipm(Attack):
     def poison_update(self, attack_input: AttackInput) -> NDArray[np.floating]:
         everyone, coalition = attack_input.honest, attack_input.coalition
         if everyone is None or coalition is None:
-            raise AttackError("IPM needs every honest update of the round (knows = 'round')")
+            raise AttackError("IPM needs every honest update of the round (threat model 'omniscient')")
         benign = len(everyone) - len(coalition)
         if benign < 1:
             raise AttackError("IPM needs at least one benign node in the round; every node of the cohort is malicious")

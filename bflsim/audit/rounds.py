@@ -350,7 +350,7 @@ def _check_attack_updates(
     (it draws from the attack seed only): another attack, sigma or attacker set fails."""
     config = ctx.config
     attack = config.attack.record
-    if attack is None or attack.trains or attack.acts_on_data or attack.knows != "own" or not attack.acts_on_update:
+    if attack is None or attack.trains or attack.acts_on_data or attack.threat_model != "independent" or not attack.acts_on_update:
         return
     for node in sorted(set(config.malicious_nodes(server_round).tolist()) & set(submitted)):
         derived = weights_digest(poison(config, attack, node, server_round, global_weights, global_weights, cohort,

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bflsim.config import ConfigError, ExperimentConfig, config_digest, parse_experiment, to_dict
+from bflsim.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_digest,
+    parse_recorded,
+    to_dict,
+)
 from bflsim.plans import Plan, check_config
 from bflsim.progress import Progress
 from bflsim.runfolder import (
@@ -305,7 +311,7 @@ def examine_point(run_dir: Path, config: ExperimentConfig) -> PointState:
 
 def stored_config(manifest: dict[str, Any]) -> ExperimentConfig:
     """The config a run folder's manifest records, parsed and checked."""
-    return check_config(parse_experiment(manifest["config"]))
+    return check_config(parse_recorded(manifest["config"]))
 
 
 def stored_digest(manifest: dict[str, Any]) -> str | None:
@@ -314,7 +320,7 @@ def stored_digest(manifest: dict[str, Any]) -> str | None:
     if manifest.get("config_digest"):
         return str(manifest["config_digest"])
     try:
-        return config_digest(parse_experiment(manifest["config"]))
+        return config_digest(parse_recorded(manifest["config"]))
     except (ConfigError, KeyError, TypeError):
         return None
 
@@ -322,7 +328,7 @@ def stored_digest(manifest: dict[str, Any]) -> str | None:
 def stale_message(manifest: dict[str, Any], config: ExperimentConfig, stored: str | None, requested: str) -> str:
     """``config changed (stored 0x1234abcd, requested 0x5678ef01: federation.rounds differs)``."""
     try:
-        before = _dotted(to_dict(parse_experiment(manifest["config"])))
+        before = _dotted(to_dict(parse_recorded(manifest["config"])))
     except (ConfigError, KeyError, TypeError):
         before = _dotted(manifest.get("config") or {})
     now = _dotted(to_dict(config))

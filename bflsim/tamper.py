@@ -32,7 +32,7 @@ import numpy as np
 
 from bflsim.aggregators import decide_round
 from bflsim.audit import AuditError, audit_run
-from bflsim.config import ExperimentConfig, with_overrides
+from bflsim.config import ExperimentConfig, parse_recorded, with_overrides
 from bflsim.edge_node import load_data, node_partitions, poison, register_data, sign_update
 from bflsim.hashing import digest_hex, evaluation_digest, run_digest, weights_digest
 from bflsim.ledger.factory import open_ledger
@@ -178,11 +178,10 @@ def t05b_global_blobs(run: Path) -> None:
 
 def _config(change: Callable[[dict], None]) -> Callable[[Path], None]:
     """Edit the manifest's config, and its seeds block to match (as a careful forger would)."""
-    from bflsim.config import parse_experiment
 
     def edit(manifest: dict) -> None:
         change(manifest["config"])
-        manifest["seeds"] = parse_experiment(manifest["config"]).seeds()
+        manifest["seeds"] = parse_recorded(manifest["config"]).seeds()
     return lambda run: _edit_manifest(run, edit)
 
 
@@ -205,11 +204,10 @@ def t06d_claims_no_attack(config: dict) -> None:
 
 def t08b_fractions(run: Path) -> None:
     """Another test split, with the manifest's data description made to match it."""
-    from bflsim.config import parse_experiment
 
     def edit(manifest: dict) -> None:
         manifest["config"]["data"]["fractions"] = [0.7, 0.2, 0.1]
-        data = load_data(parse_experiment(manifest["config"]).data, None)
+        data = load_data(parse_recorded(manifest["config"]).data, None)
         manifest["data"] = {**manifest["data"], **{k: v for k, v in data.describe().items() if k != "sources"}}
     _edit_manifest(run, edit)
 

@@ -105,7 +105,8 @@ def test_federated_runs_counts_attackers_from_fraction_and_labels_points(tmp_pat
     assert runs["label"].tolist() == ["Krum, 30% Gaussian", "Median, Gaussian 2/10", "FedAvg, no attack"]
     assert runs["point"].iloc[0] == "krum-30"
     assert runs[["rounds", "attack_params", "status"]].iloc[0].tolist() == [2, "mode=replace, mu=0.0, sigma=5.0", "complete"]
-    assert runs["assumed_malicious"].tolist() == [3, 2, 0]
+    # the defender's default: a fifth of the 10-node cohort, whatever the attack (3, 2 and 0 attackers)
+    assert runs["assumed_malicious"].tolist() == [2, 2, 2]
 
 
 def test_find_run_dirs_recurses_and_skips_centralized_runs(tmp_path):

@@ -124,6 +124,12 @@ class Rule:
                 f"num_malicious must be between 0 and num_clients={n}; got num_malicious={self.num_malicious}"
             )
 
+    @classmethod
+    def max_tolerated(cls, num_clients: int) -> int:
+        """The most attackers the rule can assume among ``num_clients`` (a defender's upper
+        bound, never the truth): by default a strict minority, ``(n - 1) // 2``."""
+        return max(0, (int(num_clients) - 1) // 2)
+
     def check_cohort(self, cohort_size: int) -> None:
         """Raise :class:`AggregatorError` if the rule cannot defend the planned cohort.
 

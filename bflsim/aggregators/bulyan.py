@@ -130,6 +130,11 @@ class Bulyan(Rule):
     def check(self, num_clients: int) -> None:
         check_bulyan(num_clients, self.num_malicious)
 
+    @classmethod
+    def max_tolerated(cls, num_clients: int) -> int:
+        """Bulyan needs n >= 4f + 3."""
+        return max(0, (int(num_clients) - 3) // 4)
+
     def __call__(
         self, updates: ArrayLike, num_samples: ArrayLike | None = None, context: RoundContext | None = None
     ) -> Selection:

@@ -122,6 +122,11 @@ class MultiKrum(Rule):
         if self.num_selected is not None and integer("num_selected", self.num_selected) < 1:
             raise AggregatorError(f"num_selected must be >= 1 (or unset for n - f); got {self.num_selected}")
 
+    @classmethod
+    def max_tolerated(cls, num_clients: int) -> int:
+        """Krum needs n > 2f + 2."""
+        return max(0, (int(num_clients) - 3) // 2)
+
     def check(self, num_clients: int) -> None:
         m = num_clients - self.num_malicious if self.num_selected is None else self.num_selected
         check_multikrum(num_clients, self.num_malicious, m)

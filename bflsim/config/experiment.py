@@ -8,14 +8,15 @@ without being told.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.aggregators import AggregatorError, Rule
+from bflsim.aggregators import AGGREGATORS, AggregatorError, Rule
 from bflsim.attacks import draw_malicious
 from bflsim.config.sections import (
     AggregatorConfig,
@@ -52,6 +53,9 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         if self.kind == "federated":
+            if self.aggregator.assumed_malicious is None:  # the defender's default, resolved once
+                resolved = default_assumed(self.aggregator, self.federation.cohort_size)
+                object.__setattr__(self, "aggregator", replace(self.aggregator, assumed_malicious=resolved))
             validate_federated(self)
 
     @property
@@ -61,9 +65,9 @@ class ExperimentConfig:
 
     @property
     def assumed_malicious(self) -> int:
-        """The f the aggregator assumes (``aggregator.assumed_malicious``, else the attackers drawn)."""
+        """The f the aggregator assumes (``aggregator.assumed_malicious``, resolved at parse time)."""
         assumed = self.aggregator.assumed_malicious
-        return self.num_malicious if assumed is None else assumed
+        return 0 if assumed is None else assumed
 
     @cached_property
     def rule(self) -> Rule:
@@ -85,6 +89,13 @@ class ExperimentConfig:
         if self.kind == "federated":
             seeds |= {"federation_seed": self.federation.seed, "attack_seed": self.attack.seed}
         return seeds
+
+
+def default_assumed(aggregator: AggregatorConfig, cohort_size: int) -> int:
+    """The defender's f when the experiment does not set one: ``assumed_fraction`` of the
+    cohort, rounded down, capped at what the rule tolerates at that size. Never the truth."""
+    wanted = math.floor(aggregator.assumed_fraction * cohort_size + 1e-9)
+    return max(0, min(wanted, AGGREGATORS[aggregator.name].max_tolerated(cohort_size)))
 
 
 def validate_federated(config: ExperimentConfig) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from bflsim.aggregators import AGGREGATORS
 from bflsim.attacks import ATTACKS
 from bflsim.config.experiment import ExperimentConfig
+from bflsim.config.sections import AttackConfig, FederationConfig
 from bflsim.config.typed import ConfigError, build, to_dict
 
 # Old flat keys -> where they live now. Parameters land in the params table of the named
@@ -96,6 +97,25 @@ def parse_experiment(raw: dict[str, Any]) -> ExperimentConfig:
     if not isinstance(header, dict):
         raise ConfigError("[experiment] must be a table")
     return build(ExperimentConfig, upgrade_legacy({**header, **raw}), prefix="")
+
+
+def parse_recorded(raw: dict[str, Any]) -> ExperimentConfig:
+    """The config a run recorded (its manifest's ``config``), meaning what it meant then.
+
+    Manifests written before the defender had its own default (no
+    ``aggregator.assumed_fraction``) left ``aggregator.assumed_malicious`` unset for "the
+    number of attackers drawn": that is the f those runs used, so it is set so here.
+    """
+    raw = copy.deepcopy(dict(raw))
+    aggregator = raw.get("aggregator")
+    legacy = isinstance(aggregator, dict) and "assumed_fraction" not in aggregator
+    if legacy and aggregator.get("assumed_malicious", aggregator.get("num_malicious")) is None:
+        attack = build(AttackConfig, upgrade_legacy({"attack": raw.get("attack", {})})["attack"], prefix="attack.")
+        federation = raw.get("federation", {})
+        num_nodes = federation.get("num_nodes", FederationConfig.num_nodes) if isinstance(federation, dict) else 0
+        aggregator["assumed_malicious"] = attack.count(int(num_nodes))
+        aggregator.pop("num_malicious", None)
+    return parse_experiment(raw)
 
 
 def upgrade_legacy(tree: dict[str, Any]) -> dict[str, Any]:

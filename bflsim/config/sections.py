@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from bflsim.aggregators import AGGREGATORS, AggregatorError, Rule
-from bflsim.attacks import ATTACKS, Attack, AttackError
+from bflsim.attacks import ATTACKS, THREAT_MODELS, Attack, AttackError, grants
 from bflsim.config.typed import ConfigError, Params, build_record
 
 LabelMode = Literal["multiclass", "binary"]
@@ -273,13 +273,21 @@ def _resolved(record: object | None, *fixed: str) -> Params:
     return Params({f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.init and f.name not in fixed})
 
 
+THREAT_NEEDS = {"independent": "its own data and update", "colluding": "the coalition's honest updates",
+                "omniscient": "every honest update of the round",
+                "adaptive": "every honest update and the defence's setting"}
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """Which edge nodes are malicious and what they do (an :data:`bflsim.attacks.ATTACKS` record).
 
     ``num_malicious`` nodes, or ``fraction`` of ``federation.num_nodes`` rounded half up
     (0.25 of 10 nodes is 3), are drawn from ``seed``: once for the run, or again every round
-    with ``redraw_each_round``. ``params`` are the attack's own parameters
+    with ``redraw_each_round``. ``threat_model`` is what the experiment grants the attackers
+    (:data:`bflsim.attacks.THREAT_MODELS`: independent, colluding, omniscient, adaptive;
+    default independent, each node seeing only its own data and update); an attack that needs
+    more is refused, naming both. ``params`` are the attack's own parameters
     (``[attack.params]``, e.g. Gaussian ``mode``, ``mu``, ``sigma``), completed with the
     attack's defaults once parsed; ``name = "none"`` is no attack, and has none. Old files' flat keys (``attack.sigma``) are read as ``attack.params.sigma``.
     """
@@ -289,12 +297,22 @@ class AttackConfig:
     fraction: float | None = None
     redraw_each_round: bool = False
     seed: int = 0
+    threat_model: str = "independent"
     params: Params = field(default_factory=Params)
 
     def __post_init__(self) -> None:
         check_seed("attack.seed", self.seed)
         if self.name != "none" and self.name not in ATTACKS:
             raise ConfigError(f"attack.name = {self.name!r} is not one of {['none', *ATTACKS]}")
+        if self.threat_model not in THREAT_MODELS:
+            raise ConfigError(f"attack.threat_model = {self.threat_model!r} is not one of {list(THREAT_MODELS)}")
+        needed = ATTACKS[self.name].threat_model if self.name != "none" else "independent"
+        if not grants(self.threat_model, needed):
+            raise ConfigError(
+                f"attack.name = {self.name!r} needs threat model {needed!r} ({THREAT_NEEDS[needed]}); "
+                f"attack.threat_model = {self.threat_model!r} does not grant it: set attack.threat_model = "
+                f"{needed!r} or a stronger one ({', '.join(THREAT_MODELS[THREAT_MODELS.index(needed) + 1:]) or 'none'})"
+            )
         if self.num_malicious is not None and self.fraction is not None:
             raise ConfigError("attack: give num_malicious or fraction, not both")
         if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
@@ -324,8 +342,12 @@ class AttackConfig:
 class AggregatorConfig:
     """The aggregation rule (an :data:`bflsim.aggregators.AGGREGATORS` record) and its assumptions.
 
-    ``assumed_malicious`` is the f the rule assumes (Krum's n - f - 2 neighbours); by default
-    the number of attackers actually drawn (old name: ``aggregator.num_malicious``).
+    ``assumed_malicious`` is the f the rule assumes (Krum's n - f - 2 neighbours; old name
+    ``aggregator.num_malicious``), the defender's own setting: it never reads the number of
+    attackers drawn. Unset, it is ``assumed_fraction`` (default 0.2) of the planned cohort,
+    rounded down, and at most the most the rule tolerates at that size
+    (:meth:`bflsim.aggregators.Rule.max_tolerated`): 2 of 10 nodes, 4 of 20. The run's config
+    (its manifest) holds the resolved number.
     ``params`` are the rule's own parameters (``[aggregator.params]``: Multi-Krum's
     ``num_selected``, the trimmed mean's ``trim_fraction``; old files' flat keys are read as
     these), completed with the rule's defaults once parsed. With a ledger, the rule's outliers (:meth:`bflsim.aggregators.Rule.rejected`;
@@ -335,6 +357,7 @@ class AggregatorConfig:
 
     name: str = "fedavg"
     assumed_malicious: int | None = None
+    assumed_fraction: float = 0.2
     reject_factor: float = 3.0
     params: Params = field(default_factory=Params)
 
@@ -343,6 +366,8 @@ class AggregatorConfig:
             raise ConfigError(f"aggregator.name = {self.name!r} is not one of {list(AGGREGATORS)}")
         if self.assumed_malicious is not None and self.assumed_malicious < 0:
             raise ConfigError(f"aggregator.assumed_malicious must be >= 0; got {self.assumed_malicious}")
+        if not 0.0 <= self.assumed_fraction < 1.0:
+            raise ConfigError(f"aggregator.assumed_fraction must be in [0, 1); got {self.assumed_fraction}")
         if not self.reject_factor >= 1.0:
             raise ConfigError(f"aggregator.reject_factor must be >= 1; got {self.reject_factor}")
         object.__setattr__(self, "params", _resolved(self.rule(0), "num_malicious"))  # defaults included

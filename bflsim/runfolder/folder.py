@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bflsim.config import ExperimentConfig, config_digest, parse_experiment, to_dict
+from bflsim.config import ExperimentConfig, config_digest, parse_recorded, to_dict
 from bflsim.runfolder import checkpoint as ckpt
 from bflsim.runfolder.blobs import load_arrays, save_arrays
 from bflsim.runfolder.lifecycle import (
@@ -333,7 +333,7 @@ class Run:
 
     @cached_property
     def config(self) -> ExperimentConfig:
-        return parse_experiment(self.manifest["config"])
+        return parse_recorded(self.manifest["config"])
 
     @property
     def run_id(self) -> str:

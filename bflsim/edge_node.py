@@ -37,6 +37,9 @@ from bflsim.ledger.identity import TxContext, node_identities, sign_data_tx, sig
 from bflsim.models import configure_tensorflow, train_weights
 from bflsim.vectors import Weights, flatten, unflatten
 
+# Entropy word of the root set's draw and of the server's root training (not a node id: nodes are < 255).
+_ROOT_DRAW = 0x726F6F74
+
 
 class NodeCrash(RuntimeError):
     """An edge node failed its round on purpose (``federation.crash_nodes``)."""
@@ -64,17 +67,46 @@ def load_data(data: DataConfig, data_dir: str | None = None) -> PreparedData:
 
 
 @lru_cache(maxsize=16)
+def root_rows(data: DataConfig, federation: FederationConfig, data_dir: str | None = None) -> NDArray[np.int64]:
+    """Row indices of the training split the server holds as its clean root set
+    (``federation.root_size``, drawn uniformly from the federation seed; ascending)."""
+    size = federation.root_size
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    total = len(load_data(data, data_dir).y_train)
+    if size >= total:
+        raise ValueError(f"federation.root_size = {size} leaves none of the {total} training rows to the nodes")
+    rng = np.random.default_rng([federation.seed, _ROOT_DRAW])
+    return np.sort(rng.choice(total, size=size, replace=False)).astype(np.int64)
+
+
+@lru_cache(maxsize=16)
 def node_partitions(
     data: DataConfig, federation: FederationConfig, data_dir: str | None = None
 ) -> tuple[NDArray[np.int64], ...]:
-    """Row indices of the training split held by each edge node."""
+    """Row indices of the training split held by each edge node (none of the root set's)."""
     labels = load_data(data, data_dir).y_train
-    return tuple(
-        partition(
-            labels, federation.num_nodes, federation.partition,
-            alpha=federation.alpha, shards_per_node=federation.shards_per_node, seed=federation.seed,
-        )
+    kept = np.setdiff1d(np.arange(len(labels)), root_rows(data, federation, data_dir))
+    parts = partition(
+        labels[kept], federation.num_nodes, federation.partition,
+        alpha=federation.alpha, shards_per_node=federation.shards_per_node, seed=federation.seed,
     )
+    return tuple(kept[p] for p in parts)
+
+
+def root_update(
+    config: ExperimentConfig, server_round: int, global_weights: Weights, data_dir: str | None = None
+) -> NDArray[np.float64]:
+    """The server's own update on its root set (FLTrust's reference): trained from
+    ``global_weights`` as a node would (``federation.local_epochs``, seeded from the round),
+    returned as the flat float64 delta."""
+    data = load_data(config.data, data_dir)
+    rows = root_rows(config.data, config.federation, data_dir)
+    local, _ = train_weights(
+        config.models, config.train, global_weights, data.x_train[rows], data.y_train[rows], data.num_classes,
+        epochs=config.federation.local_epochs, seed=_seed(config.train.seed, server_round, _ROOT_DRAW),
+    )
+    return flatten(local)[0].astype(np.float64) - flatten(global_weights)[0].astype(np.float64)
 
 
 def node_data(

@@ -38,7 +38,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from numpy.typing import NDArray
 
-from bflsim.aggregators import AggregatorError, Rule, decide_round
+from bflsim.aggregators import AggregatorError, DefenceState, Rule, decide_round
 from bflsim.config import FederationConfig
 from bflsim.hashing import evaluation_digest
 from bflsim.ledger.session import ChainSession, NoChainSession, ReceivedUpdate
@@ -104,9 +104,10 @@ class RobustStrategy(Strategy):
     def __init__(
         self, rule: Rule, reject_factor: float, federation: FederationConfig, experiment: str,
         data_dir: str | None, session: ChainSession | NoChainSession, recorder: RoundRecorder,
-        *, score: Callable[[int, Weights], NDArray],
+        *, score: Callable[[int, Weights], NDArray], defence: DefenceState | None = None,
     ) -> None:
         self.rule, self.reject_factor, self.federation = rule, reject_factor, federation
+        self.defence = DefenceState(rule) if defence is None else defence  # what the rule carries between rounds
         self.experiment, self.data_dir = experiment, data_dir  # what every message carries
         self.session, self.recorder, self.score = session, recorder, score
         self.sizes: dict[int, int] = {}  # edge node -> the sample count it gave when enrolled
@@ -156,9 +157,12 @@ class RobustStrategy(Strategy):
         draw are seeded from the round; the chain is rebuilt from the trail)."""
         return {"excluded": {str(node): why for node, why in sorted(self.excluded.items())}}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Carry on from :meth:`checkpoint_state`: the registry and the nodes' data are set up."""
+    def restore(self, state: dict[str, Any], defence: list[np.ndarray] | None = None) -> None:
+        """Carry on from :meth:`checkpoint_state` (and the defence's arrays, for rules that
+        carry any): the registry and the nodes' data are set up."""
         self.excluded = {int(node): why for node, why in state.get("excluded", {}).items()}
+        if defence is not None:
+            self.defence.restore(defence)
         self.resumed = True
 
     def _messages(self, nodes: Iterable[int], message_type: str, server_round: int,
@@ -250,14 +254,19 @@ class RobustStrategy(Strategy):
         })
         refused = {u.node: u.refused for u in replies.updates if u.refused is not None}
         self.recorder.record_refused(server_round, refused)
+        nodes, weights = [u.node for u in usable], [u.weights for u in usable]
         try:
+            context = self.defence.context(server_round, nodes, weights, self.global_weights)
             decision = decide_round(
-                self.rule, [u.node for u in usable], [u.weights for u in usable], self.global_weights,
-                [u.num_samples for u in usable], self.reject_factor,
+                self.rule, nodes, weights, self.global_weights, [u.num_samples for u in usable], self.reject_factor,
+                context=context,
             )
         except AggregatorError as err:
             self.recorder.record_unusable(server_round, len(usable))
             raise RoundFailed(f"round {server_round}: {len(usable)} usable updates after {failures} failures: {err}") from err
+        self.defence.advance(nodes, weights, self.global_weights)
+        if context.reference is not None:
+            self.recorder.record_reference(server_round, context.reference)
         evaluation = evaluation_digest(server_round, self.score(server_round, decision.new_weights))
         chain_metrics = self.session.commit_round(server_round, self.cohort, replies.updates, decision, evaluation)
         metrics = self.recorder.record_decision(

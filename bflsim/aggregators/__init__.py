@@ -30,6 +30,7 @@ from bflsim.aggregators.base import (
     top_f_outliers,
 )
 from bflsim.aggregators.bulyan import Bulyan, bulyan, check_bulyan
+from bflsim.aggregators.carry import DefenceState
 from bflsim.aggregators.decision import RoundDecision, apply_update, decide_round, stack_deltas
 from bflsim.aggregators.fedavg import FedAvg, check_fedavg, fedavg
 from bflsim.aggregators.geomed import GeometricMedian, geometric_median
@@ -62,6 +63,7 @@ __all__ = [
     "DISTANCE_VERSIONS",
     "AggregatorError",
     "Bulyan",
+    "DefenceState",
     "FedAvg",
     "GeometricMedian",
     "Krum",

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from bflsim.aggregators import AggregatorError, DefenceState
 from bflsim.audit.verdict import AuditError, RoundVerdict
 from bflsim.config import ExperimentConfig
 from bflsim.data import DataError, PreparedData, resolve_data_dir
@@ -20,6 +21,7 @@ from bflsim.runfolder import (
     BlobError,
     BlobStore,
     Run,
+    reference_path,
 )
 
 
@@ -39,6 +41,18 @@ class _Context:
     data_path: str | None = None
     data_missing: str | None = None  # why the data could not be loaded (None: loaded or skipped)
     skip_data: bool = False
+    defence: DefenceState | None = None  # what the rule carries between rounds, rebuilt as rounds replay
+
+    def __post_init__(self) -> None:
+        if self.defence is None:
+            self.defence = DefenceState(self.config.rule, self.config.aggregator.seed, self.stored_reference)
+
+    def stored_reference(self, server_round: int, weights: Any) -> np.ndarray:
+        """The server's reference update of a round as the run stored it (FLTrust)."""
+        path = self.run.path / reference_path(server_round)
+        if not path.is_file():
+            raise AggregatorError(f"no reference update stored for round {server_round} ({path.name})")
+        return np.load(path, allow_pickle=False)
 
     @property
     def index_of(self) -> dict[str, int]:

@@ -87,8 +87,11 @@ def _check_round(
     if problems or not rows or global_weights is None:
         return
     try:
+        context = ctx.defence.context(server_round, candidates, rows, global_weights)
         decision = decide_round(config.rule, candidates, rows, global_weights, num_samples,
-                                config.aggregator.reject_factor, distances=ctx.chain_info.get("distances", "v1"))
+                                config.aggregator.reject_factor, distances=ctx.chain_info.get("distances", "v1"),
+                                context=context)
+        ctx.defence.advance(candidates, rows, global_weights)
     except (AggregatorError, ValueError) as err:  # ValueError: a distances version this code does not know
         problems.append(f"the round's updates cannot be aggregated with {config.rule.label}: {err}")
         return
@@ -133,7 +136,8 @@ def _check_trail_decision(trail: dict[str, Any], decision: Any, commit: dict[str
 def _check_round_rows(ctx: _Context, server_round: int, trail: dict[str, Any], decision: Any,
                       problems: list[str]) -> None:
     """metrics.csv's round rows that the chain and the trail determine: updates received,
-    poisoned received / accepted (against the manifest's attackers), gas used."""
+    poisoned received / accepted / flagged as outliers, honest flagged (against the manifest's
+    attackers), gas used."""
     try:
         metrics = ctx.run.metrics()
     except FileNotFoundError:
@@ -143,11 +147,14 @@ def _check_round_rows(ctx: _Context, server_round: int, trail: dict[str, Any], d
     nodes = np.asarray(decision.nodes, dtype=np.int64)
     malicious = np.isin(nodes, ctx.config.malicious_nodes(server_round))
     selected = np.isin(np.arange(len(nodes)), decision.selection.selected)
+    flagged = np.isin(nodes, np.asarray(decision.rejected, dtype=np.int64))
     gas = sum(int(t.get("gas_used", 0)) for t in ctx.transactions if int(t.get("round") or 0) == server_round)
     expected = {
         "updates_received": len(nodes),
         "poisoned_received": int(malicious.sum()),
         "poisoned_accepted": int((malicious & selected).sum()),
+        "poisoned_flagged": int((malicious & flagged).sum()),
+        "honest_flagged": int((~malicious & flagged).sum()),
         "gas_used": gas,
     }
     for metric, value in expected.items():

@@ -16,9 +16,9 @@ import json
 import sys
 import time
 
-from bflsim.aggregators import decide_round
+from bflsim.aggregators import DefenceState, decide_round
 from bflsim.config import ExperimentConfig, parse_overrides
-from bflsim.edge_node import load_data, train_locally
+from bflsim.edge_node import load_data, root_update, train_locally
 from bflsim.hashing import digest_hex, weights_digest
 from bflsim.metrics import score_probabilities
 from bflsim.models import initial_weights, predict
@@ -35,15 +35,19 @@ def run_plain(config: ExperimentConfig, data_dir: str | None = None) -> dict[str
     accuracy = float("nan")
     poisoned_accepted = 0
     train_seconds = 0.0
+    defence = DefenceState(config.rule, config.aggregator.seed,
+                           lambda r, g: root_update(config, r, g, data_dir))
     for server_round in range(1, fed.rounds + 1):
         cohort = fed.sample_cohort(server_round, range(fed.num_nodes))
         started_training = time.perf_counter()
         results = [train_locally(config, node, server_round, weights, data_dir, cohort) for node in cohort]
         train_seconds += time.perf_counter() - started_training
+        updates = [r.weights for r in results]
         decision = decide_round(
-            config.rule, cohort, [r.weights for r in results], weights, [r.num_examples for r in results],
-            config.aggregator.reject_factor,
+            config.rule, cohort, updates, weights, [r.num_examples for r in results],
+            config.aggregator.reject_factor, context=defence.context(server_round, cohort, updates, weights),
         )
+        defence.advance(cohort, updates, weights)
         weights = decision.new_weights
         poisoned_accepted += len(set(decision.selected) & set(config.malicious_nodes(server_round).tolist()))
         proba = predict(config.models, config.train, weights, data.x_test, data.num_classes)

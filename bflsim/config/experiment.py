@@ -110,6 +110,11 @@ def validate_federated(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"attack: {config.num_malicious} malicious nodes but federation.num_nodes = {fed.num_nodes}"
         )
+    if "reference" in config.rule.needs and fed.root_size < 1:
+        raise ConfigError(
+            f"aggregator.name = {config.aggregator.name!r} needs the server's clean root set: set "
+            f"federation.root_size (rows of the training split the server holds; Cao et al. use 100)"
+        )
     try:
         config.rule.check_cohort(fed.cohort_size)
     except AggregatorError as err:

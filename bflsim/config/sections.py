@@ -196,6 +196,10 @@ class FederationConfig:
     sends an update that reflects those few rows and nothing else, a degenerate experiment
     that would otherwise run silently. It is an absolute count, not ``train.batch_size``:
     nodes smaller than a batch are common in IoT settings and train fine on one short batch.
+
+    ``root_size``: rows of the training split the server holds as its own clean root set
+    (FLTrust's), drawn uniformly from ``seed`` before the rest is partitioned, so no node
+    holds any of them; 0 (default) leaves the partition as it always was.
     """
 
     num_nodes: int = 10
@@ -215,11 +219,14 @@ class FederationConfig:
     tamper_nodes: tuple[int, ...] = ()
     tamper_round: int = 1
     min_node_rows: int = 10
+    root_size: int = 0
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise ConfigError(f"federation.num_nodes must be >= 1; got {self.num_nodes}")
         check_seed("federation.seed", self.seed)
+        if self.root_size < 0:
+            raise ConfigError(f"federation.root_size must be >= 0 (0: no root set); got {self.root_size}")
         if self.min_node_rows < 0:
             raise ConfigError(f"federation.min_node_rows must be >= 0 (0 turns the check off); got {self.min_node_rows}")
         if self.rounds < 1:
@@ -352,13 +359,16 @@ class AggregatorConfig:
     ``num_selected``, the trimmed mean's ``trim_fraction``; old files' flat keys are read as
     these), completed with the rule's defaults once parsed. With a ledger, the rule's outliers (:meth:`bflsim.aggregators.Rule.rejected`;
     Krum: those of the f top scores above ``reject_factor`` times the median score) get a
-    rejection on chain, which counts towards the node's revocation.
+    rejection on chain, which counts towards the node's revocation. ``seed``: the rule's own
+    randomness (FLAME's noise, DnC's subsampling), drawn afresh each round from
+    ``(seed, round)``, so the audit replays it.
     """
 
     name: str = "fedavg"
     assumed_malicious: int | None = None
     assumed_fraction: float = 0.2
     reject_factor: float = 3.0
+    seed: int = 0
     params: Params = field(default_factory=Params)
 
     def __post_init__(self) -> None:
@@ -366,6 +376,7 @@ class AggregatorConfig:
             raise ConfigError(f"aggregator.name = {self.name!r} is not one of {list(AGGREGATORS)}")
         if self.assumed_malicious is not None and self.assumed_malicious < 0:
             raise ConfigError(f"aggregator.assumed_malicious must be >= 0; got {self.assumed_malicious}")
+        check_seed("aggregator.seed", self.seed)
         if not 0.0 <= self.assumed_fraction < 1.0:
             raise ConfigError(f"aggregator.assumed_fraction must be in [0, 1); got {self.assumed_fraction}")
         if not self.reject_factor >= 1.0:

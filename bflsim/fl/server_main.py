@@ -18,9 +18,10 @@ from typing import Any
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from bflsim.aggregators import DefenceState
 from bflsim.config import ExperimentConfig, to_wire
 from bflsim.data import PreparedData, check_enough_rows, check_node_rows, run_data_dir
-from bflsim.edge_node import load_data, node_partitions
+from bflsim.edge_node import load_data, node_partitions, root_update
 from bflsim.hashing import digest_hex, run_digest, weights_digest
 from bflsim.ledger.factory import check_ledger, open_ledger
 from bflsim.ledger.session import make_run_facts, open_session
@@ -143,16 +144,21 @@ def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | 
     with open_ledger(config.ledger) as ledger:
         evaluator = GlobalEvaluator(config, data, run, recorder, progress)
         session = open_session(config, ledger, run.path, facts)
+        reference = None
+        if "reference" in config.rule.needs:
+            def reference(server_round: int, weights: Weights) -> Any:
+                return root_update(config, server_round, weights, data_dir)
         strategy = RobustStrategy(
             config.rule, config.aggregator.reject_factor, config.federation, to_wire(config), data_dir,
             session, recorder, score=evaluator.score,
+            defence=DefenceState(config.rule, config.aggregator.seed, reference),
         )
         if checkpoint is None:
             first_round = 1
             initial = initial_weights(config.models, config.train, data.num_features, data.num_classes)
         else:
             session.resume()
-            strategy.restore(checkpoint.state)
+            strategy.restore(checkpoint.state, checkpoint.defence)
             recorder.restore(run.manifest)
             first_round, initial = checkpoint.server_round + 1, checkpoint.weights
         result = strategy.start(
@@ -163,7 +169,8 @@ def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | 
             evaluate_fn=evaluator,
             first_round=first_round,
             on_round_end=lambda server_round, arrays: run.save_checkpoint(
-                server_round, arrays.to_numpy_ndarrays(), strategy.checkpoint_state()),
+                server_round, arrays.to_numpy_ndarrays(), strategy.checkpoint_state(),
+                strategy.defence.arrays() if config.rule.needs else None),
         )
     final = result.arrays.to_numpy_ndarrays()
     run.save_final_model(final)

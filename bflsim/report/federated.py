@@ -8,6 +8,11 @@ CSV, Markdown, PNG and PDF; nothing trains.
   model, and how often a poisoned update got through the aggregation rule.
 - :func:`sweep_summary`: final accuracy per (aggregator, attacker share) over seeds.
 
+A run's detection pools its rounds: precision = flagged malicious / flagged, recall =
+flagged malicious / malicious received, where "flagged" are the rows the rule judged
+outliers (what the chain counts against a node); undefined (NaN) when nothing was flagged /
+no malicious update was received.
+
 The malicious update success rate of a run is
 ``sum_r poisoned_accepted_r / sum_r poisoned_received_r`` over its rounds: the share of
 the poisoned updates that reached the aggregation rule and were kept by it (undefined
@@ -66,6 +71,8 @@ ROUND_METRICS: dict[str, Summary] = {
     "poisoned_received": Summary("poisoned_received", "sum", "sum", "poisoned received", "{:.0f}", shown=False),
     "poisoned_accepted": Summary("poisoned_accepted", "sum", "sum", "poisoned accepted", "{:.0f}", shown=False),
     "poisoned_weight": Summary("mean_poisoned_weight", "mean", "mean", "mean poisoned weight", "{:.3f}"),
+    "poisoned_flagged": Summary("poisoned_flagged", "sum", "sum", "poisoned flagged", "{:.0f}", shown=False),
+    "honest_flagged": Summary("honest_flagged", "sum", "sum", "honest flagged", "{:.0f}", shown=False),
     "gas_used": Summary("gas_per_round", "mean", "mean", "gas per round", "{:,.0f}"),
     "active_nodes": Summary("active_nodes", "last", "mean", "active nodes", "{:.0f}", shown=False),
 }
@@ -151,9 +158,11 @@ def run_outcomes(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         out = out.join(getattr(values, summary.over_rounds)().rename(summary.column))
     out = out.reset_index()
     out["revoked"] = out["num_nodes"] - out["active_nodes"]
-    counts = ["poisoned_received", "poisoned_accepted"]
+    counts = ["poisoned_received", "poisoned_accepted", "poisoned_flagged", "honest_flagged"]
     out[counts] = out[counts].fillna(0.0)
     out["success_rate"] = success_rate(out["poisoned_accepted"], out["poisoned_received"])
+    out["detection_precision"] = success_rate(out["poisoned_flagged"], out["poisoned_flagged"] + out["honest_flagged"])
+    out["detection_recall"] = success_rate(out["poisoned_flagged"], out["poisoned_received"])
     # A run still going (or stopped) has no wall time yet; its clock so far stands in.
     out["wall_seconds"] = out["wall_seconds"].astype(float).fillna(out["final_elapsed_seconds"])
     return out.drop(columns="final_elapsed_seconds")

@@ -11,7 +11,7 @@
 """
 
 from bflsim.runfolder.blobs import BlobError, BlobStore, load_arrays, save_arrays
-from bflsim.runfolder.checkpoint import Checkpoint, read_checkpoint
+from bflsim.runfolder.checkpoint import Checkpoint, read_checkpoint, reference_path
 from bflsim.runfolder.folder import (
     CONFUSION,
     CONFUSION_COLUMNS,
@@ -81,6 +81,7 @@ __all__ = [
     "read_rounds",
     "read_run",
     "read_transactions",
+    "reference_path",
     "save_arrays",
     "status_line",
     "stop_leftovers",

@@ -3,6 +3,9 @@
 ::
 
     <run>/checkpoint/global.npz    the global weights after the last completed round
+    <run>/checkpoint/defence.npz   what the aggregation rule carries between rounds, for the
+                                   rules that carry anything (the previous global model,
+                                   each node's summed updates: bflsim.aggregators.DefenceState)
     <run>/checkpoint/state.json    that round, the weights' digest, the strategy's state
                                    (excluded nodes, ledger position), the manifest's
                                    bookkeeping (node failures, excluded nodes, registry), and
@@ -22,10 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bflsim.hashing import digest_hex, weights_digest
 from bflsim.runfolder.blobs import load_arrays, save_arrays
@@ -36,6 +41,13 @@ __all__ = ["BOOKKEEPING", "Checkpoint", "read_checkpoint", "truncate_to", "write
 FOLDER = "checkpoint"
 STATE = f"{FOLDER}/state.json"
 WEIGHTS = f"{FOLDER}/global.npz"
+REFERENCES = "defence"
+
+
+def reference_path(server_round: int) -> str:
+    """Where a run keeps the server's reference update of a round (FLTrust), from its folder."""
+    return f"{REFERENCES}/reference-{int(server_round):04d}.npy"
+DEFENCE = f"{FOLDER}/defence.npz"
 # Files that only grow; their size at a checkpoint is where a resumed run carries on.
 APPEND_ONLY = ("metrics.csv", "confusion.csv", "trail/transactions.jsonl", "trail/rounds.jsonl")
 # Manifest entries a round may change, restored as they were at the checkpoint.
@@ -51,14 +63,19 @@ class Checkpoint:
     state: dict[str, Any]
     manifest: dict[str, Any]
     sizes: dict[str, int]
+    defence: list[np.ndarray] | None = None  # the defence's carried arrays (DefenceState.arrays)
 
 
 def write_checkpoint(
-    run_dir: Path, server_round: int, weights: Weights, state: Mapping[str, Any], manifest: Mapping[str, Any]
+    run_dir: Path, server_round: int, weights: Weights, state: Mapping[str, Any], manifest: Mapping[str, Any],
+    defence: Sequence[np.ndarray] | None = None,
 ) -> None:
     run_dir = Path(run_dir)
     save_arrays(run_dir / WEIGHTS, weights)
+    if defence is not None:
+        save_arrays(run_dir / DEFENCE, list(defence))
     record = {
+        "defence_digest": digest_hex(weights_digest(list(defence))) if defence is not None else None,
         "round": int(server_round),
         "global_digest": digest_hex(weights_digest(weights)),
         "state": dict(state),
@@ -81,8 +98,14 @@ def read_checkpoint(run_dir: str | Path) -> Checkpoint | None:
     if digest_hex(weights_digest(weights)) != record["global_digest"]:
         raise ValueError(f"{run_dir / WEIGHTS} does not hash to the digest {record['global_digest']} "
                          f"that {run_dir / STATE} records; the checkpoint cannot be trusted")
+    defence = None
+    if record.get("defence_digest"):
+        defence = load_arrays(run_dir / DEFENCE)
+        if digest_hex(weights_digest(defence)) != record["defence_digest"]:
+            raise ValueError(f"{run_dir / DEFENCE} does not hash to the digest {record['defence_digest']} "
+                             f"that {run_dir / STATE} records; the checkpoint cannot be trusted")
     return Checkpoint(int(record["round"]), weights, record["state"], record["manifest"],
-                      {k: int(v) for k, v in record["sizes"].items()})
+                      {k: int(v) for k, v in record["sizes"].items()}, defence)
 
 
 def truncate_to(run_dir: str | Path, checkpoint: Checkpoint) -> dict[str, int]:

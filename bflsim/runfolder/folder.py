@@ -31,7 +31,7 @@ import platform
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -44,6 +44,7 @@ import pandas as pd
 from bflsim.config import ExperimentConfig, config_digest, parse_recorded, to_dict
 from bflsim.runfolder import checkpoint as ckpt
 from bflsim.runfolder.blobs import load_arrays, save_arrays
+from bflsim.runfolder.checkpoint import reference_path
 from bflsim.runfolder.lifecycle import (
     RunInterrupted,
     StaleWriter,
@@ -302,12 +303,22 @@ class RunFolder:
             self.check_writer()
             save_arrays(self.path / FINAL_MODEL, weights)
 
-    def save_checkpoint(self, server_round: int, weights: Weights, state: Mapping[str, Any]) -> None:
-        """What resuming after ``server_round`` needs (:mod:`bflsim.runfolder.checkpoint`):
-        the global weights, the strategy's ``state``, the manifest's bookkeeping, file sizes."""
+    def save_reference(self, server_round: int, reference: np.ndarray) -> None:
+        """The server's reference update of ``server_round`` (FLTrust): ``defence/reference-RRRR.npy``."""
         with self._lock:
             self.check_writer()
-            ckpt.write_checkpoint(self.path, server_round, weights, state, self.manifest)
+            path = self.path / reference_path(server_round)
+            path.parent.mkdir(exist_ok=True)
+            np.save(path, np.asarray(reference, dtype=np.float64), allow_pickle=False)
+
+    def save_checkpoint(self, server_round: int, weights: Weights, state: Mapping[str, Any],
+                        defence: Sequence[np.ndarray] | None = None) -> None:
+        """What resuming after ``server_round`` needs (:mod:`bflsim.runfolder.checkpoint`):
+        the global weights, the strategy's ``state``, the defence's carried arrays, the
+        manifest's bookkeeping, file sizes."""
+        with self._lock:
+            self.check_writer()
+            ckpt.write_checkpoint(self.path, server_round, weights, state, self.manifest, defence)
         if "helpers" in self.manifest:  # Ray starts workers as the run goes: keep their ids too
             known = {p["pid"]: p for p in self.manifest["helpers"]}
             self.write_manifest(helpers=sorted({**known, **{p["pid"]: p for p in descendants()}}.values(),

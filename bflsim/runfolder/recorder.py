@@ -2,8 +2,17 @@
 
 The defence never reads who is malicious; the bookkeeping that scores it does. Per round
 (``split = "round"``): updates received, failures, poisoned updates received and accepted,
-the poisoned share of the aggregate, honest nodes rejected, and what the ledger session
-reports (gas, transactions, chain time). Per node (``split = "node"``): selected, score,
+the poisoned share of the aggregate, honest nodes rejected, the defence's detection, and
+what the ledger session reports (gas, transactions, chain time).
+
+"Accepted" means the update contributed to the aggregate with some weight: for Krum, it was
+the one picked; for the median or the trimmed mean, it supplied at least one coordinate's
+middle value, which says little (``poisoned_weight``, the malicious rows' mean coefficient
+in the aggregate, says how much). Detection is about the rows the rule *judged outliers*
+(:meth:`bflsim.aggregators.Rule.rejected`, what the chain counts against a node):
+``poisoned_flagged`` / ``honest_flagged`` count them, ``detection_precision`` =
+flagged malicious / flagged (logged when the rule flagged any), ``detection_recall`` =
+flagged malicious / malicious received (logged when a malicious update was received). Per node (``split = "node"``): selected, score,
 weight, malicious; ``failed`` or ``integrity_failed`` for a node without a usable update,
 and ``refused`` beside ``failed`` when the server refused the node's update.
 """
@@ -77,6 +86,10 @@ class RoundRecorder:
         for node in sorted(refused):
             self.run.log({"refused": 1.0}, model=self.model, split="node", round=server_round, node=node)
 
+    def record_reference(self, server_round: int, reference: np.ndarray) -> None:
+        """The server's reference update of the round (FLTrust), for the audit's replay."""
+        self.run.save_reference(server_round, reference)
+
     def record_unusable(self, server_round: int, received: int) -> None:
         """The round's counts when it cannot be aggregated (the run stops after it)."""
         self.run.log({"updates_received": received, "failures": self.stats.failures}, model=self.model,
@@ -93,6 +106,13 @@ class RoundRecorder:
         self.stats.received = len(nodes)
         self.stats.poisoned_received = int(malicious.sum())
         self.stats.poisoned_accepted = int((malicious & selected).sum())
+        flagged = np.isin(nodes, np.asarray(decision.rejected, dtype=np.int64))
+        detection = {"poisoned_flagged": float((malicious & flagged).sum()),
+                     "honest_flagged": float((~malicious & flagged).sum())}
+        if flagged.any():
+            detection["detection_precision"] = detection["poisoned_flagged"] / float(flagged.sum())
+        if malicious.any():
+            detection["detection_recall"] = detection["poisoned_flagged"] / float(malicious.sum())
         round_metrics = {
             "updates_received": float(len(nodes)),
             "failures": float(self.stats.failures),
@@ -100,6 +120,7 @@ class RoundRecorder:
             "poisoned_accepted": float(self.stats.poisoned_accepted),
             "poisoned_weight": float(selection.weights[malicious].sum()),
             "honest_rejected": float((~malicious & ~selected).sum()),
+            **detection,
             **(extra or {}),
         }
         self.run.log(round_metrics, model=self.model, split="round", round=server_round)

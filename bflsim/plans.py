@@ -18,6 +18,9 @@ A grid axis may also set a whole table, e.g. rules with their own parameters:
 
     grid = { "aggregator" = [{ name = "krum" }, { name = "trimmed_mean", params = { trim_fraction = 0.4 } }] }
 
+Several grids (``[[sweep]]``, an array of tables) run one after the other: e.g. every attack
+at three attacker shares, and once without attack (a baseline that has no share).
+
 Every point is parsed and validated (:func:`check_config`: its dataset and models exist in
 their registries) before the first run starts. Running a plan is :mod:`bflsim.runner`'s job.
 """
@@ -93,6 +96,8 @@ def plan_from_dict(raw: dict[str, Any]) -> Plan:
     name = raw.get("experiment", {}).get("name", "experiment")
     if scenarios is not None:
         points = [_scenario_point(i, s) for i, s in enumerate(scenarios)]
+    elif isinstance(sweep, list):  # [[sweep]]: several grids, their points one after the other
+        points = [point for i, part in enumerate(sweep) for point in _grid_points(part, f"sweep[{i}]")]
     elif sweep is not None:
         points = _grid_points(sweep)
     else:
@@ -118,19 +123,19 @@ def _scenario_point(index: int, scenario: Any) -> Point:
     return Point(scenario["name"], scenario.get("label", scenario["name"]), tuple(overrides.items()))
 
 
-def _grid_points(sweep: Any) -> list[Point]:
+def _grid_points(sweep: Any, where: str = "sweep") -> list[Point]:
     if not isinstance(sweep, dict):
-        raise ConfigError("[sweep] must be a table")
+        raise ConfigError(f"[{where}] must be a table")
     unknown = set(sweep) - {"grid", "zip"}
     if unknown:
-        raise ConfigError(f"unknown key sweep.{min(unknown)}; expected grid, zip")
+        raise ConfigError(f"unknown key {where}.{min(unknown)}; expected grid, zip")
     grid, zipped = sweep.get("grid", {}), sweep.get("zip", {})
     for key, values in {**grid, **zipped}.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep key {key!r} must map to a non-empty list; got {values!r}")
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
-        raise ConfigError(f"sweep.zip lists differ in length: { {k: len(v) for k, v in zipped.items()} }")
+        raise ConfigError(f"{where}.zip lists differ in length: { {k: len(v) for k, v in zipped.items()} }")
     axes = [[((k, v),) for v in values] for k, values in grid.items()]
     if zipped:
         axes.append([tuple((k, zipped[k][i]) for k in zipped) for i in range(lengths.pop())])

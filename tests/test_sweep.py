@@ -53,6 +53,26 @@ def test_a_grid_axis_may_set_whole_tables():
     assert plan.points[1][1].rule.trim_fraction == 0.3
 
 
+def test_several_grids_run_one_after_the_other():
+    raw = {**BASE, "experiment": {"name": "g", "kind": "federated"}, "models": {"names": ["dnn"]},
+           "federation": {"num_nodes": 10},
+           "sweep": [{"grid": {"attack": [{"name": "gaussian"}, {"name": "sign_flip"}], "attack.fraction": [0.1, 0.3]}},
+                     {"grid": {"attack": [{"name": "none"}]}}]}
+
+    plan = plan_from_dict(raw)
+
+    assert [p.name for p, _ in plan.points] == [
+        "attack-gaussian_fraction-0.1", "attack-gaussian_fraction-0.3", "attack-sign_flip_fraction-0.1",
+        "attack-sign_flip_fraction-0.3", "attack-none"]
+    assert [c.num_malicious for _, c in plan.points] == [1, 3, 1, 3, 0]
+    raw["sweep"][1] = {"grid": {"attack": [{"name": "gaussian"}]}, "zip": {"train.seed": [1], "data.seed": [1, 2]}}
+    with pytest.raises(ConfigError, match=r"sweep\[1\].zip lists differ in length"):
+        plan_from_dict(raw)
+    raw["sweep"][1] = {"grid": {"attack": [{"name": "gaussian"}], "attack.fraction": [0.1]}}
+    with pytest.raises(ConfigError, match="point names repeat"):
+        plan_from_dict(raw)
+
+
 def test_sweep_file_has_every_aggregator_fraction_and_seed(experiments_dir):
     plan = load_plan(experiments_dir / "sweep_attackers.toml")
 

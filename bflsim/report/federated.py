@@ -110,7 +110,9 @@ def federated_runs(runs: Iterable[Run]) -> pd.DataFrame:
             "assumed_malicious": config.assumed_malicious,
             "attack": attack.name,
             "attack_params": ", ".join(f"{k}={v}" for k, v in attack.params.items()),
+            "threat_model": attack.threat_model,
             "num_nodes": fed.num_nodes,
+            "partition": fed.partition if fed.partition != "dirichlet" else f"dirichlet({fed.alpha:g})",
             "num_malicious": config.num_malicious,
             "attacker_fraction": config.num_malicious / fed.num_nodes,
             "train_seed": seeds.get("train_seed", config.train.seed),
@@ -146,7 +148,7 @@ def run_outcomes(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     final = (
         test.merge(last_round, left_on=["path", "round"], right_on=["path", "rounds_done"])
         .pivot_table(index="path", columns="metric", values="value", aggfunc="last")
-        .reindex(columns=["accuracy", "f1_macro", "fpr", "elapsed_seconds"])
+        .reindex(columns=["accuracy", "f1_macro", "fpr", "attack_success_rate", "elapsed_seconds"])
         .add_prefix("final_")
     )
     trained = test[(test["metric"] == "accuracy") & (test["round"] >= 1)]
@@ -335,6 +337,12 @@ def sweep_markdown(summary: pd.DataFrame) -> str:
     return text
 
 
+def is_zoo(runs: pd.DataFrame) -> bool:
+    """Several attacks met several defences (more than one of each, besides no attack)."""
+    attacked = runs[runs["attack"] != "none"]
+    return bool(attacked["attack"].nunique() > 1 and attacked["aggregator"].nunique() > 1)
+
+
 def is_sweep(runs: pd.DataFrame) -> bool:
     """Whether some aggregator was run at :data:`SWEEP_MIN_FRACTIONS` or more attacker shares."""
     if runs.empty:
@@ -348,14 +356,15 @@ def is_sweep(runs: pd.DataFrame) -> bool:
 def write_federated_report(
     run_dirs: Iterable[str | Path],
     out_dir: str | Path,
-    layout: Literal["auto", "scenarios", "sweep"] = "auto",
+    layout: Literal["auto", "scenarios", "sweep", "zoo"] = "auto",
 ) -> list[Path]:
     """Write the tables and figures of federated runs; return what was written.
 
     Always ``runs.csv``. Scenarios: ``table4.csv`` / ``.md`` and ``figure2.png`` / ``.pdf``
     (accuracy per round). Sweeps: ``sweep_summary.csv`` / ``.md`` and
-    ``figure_sweep.png`` / ``.pdf``. With ``layout="auto"`` the runs are a sweep when
-    :func:`is_sweep` says so.
+    ``figure_sweep.png`` / ``.pdf``. Zoos (:mod:`bflsim.report.zoo`): the attack x defence
+    map. With ``layout="auto"`` the runs are a zoo when :func:`bflsim.report.zoo.is_zoo`
+    says so, else a sweep when :func:`is_sweep` does.
     """
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
@@ -367,6 +376,10 @@ def write_federated_report(
 
     runs.to_csv(out_dir / "runs.csv", index=False)
     written.append(out_dir / "runs.csv")
+    if layout == "zoo" or (layout == "auto" and is_zoo(runs)):
+        from bflsim.report.zoo import write_zoo_report
+
+        return written + write_zoo_report(run_dirs, out_dir)
     sweep = is_sweep(runs) if layout == "auto" else layout == "sweep"
     experiments = ", ".join(dict.fromkeys(runs["experiment"].astype(str)))
 

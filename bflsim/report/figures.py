@@ -4,6 +4,9 @@
 - :func:`confusion_figure`: a row-normalised confusion matrix with counts (paper Figure 3).
 - :func:`accuracy_per_round`: global test accuracy per federated round, per scenario (paper Figure 2).
 - :func:`accuracy_vs_attackers`: final accuracy against the share of attackers, per aggregator.
+- :func:`cell_heatmaps`: an attack x defence map, one panel per attacker share (the zoo).
+- :func:`accuracy_under_strongest`: final accuracy against the share under each defence's
+  strongest attack.
 """
 
 from __future__ import annotations
@@ -159,4 +162,63 @@ def accuracy_vs_attackers(
     ax.grid(alpha=0.3)
     ax.legend(title="aggregator")
     ax.set_title(title or "Final accuracy against the share of attackers")
+    return fig
+
+
+def cell_heatmaps(summary: pd.DataFrame, value: str, title: str, labels: dict, *, vmin: float, vmax: float):
+    """One panel per attacker share: rows attacks, columns defences, colour ``<value>_mean``;
+    each cell prints the mean and, below it, the standard deviation over seeds."""
+    plt = _pyplot()
+    shares = sorted(summary["attacker_fraction"].unique())
+    attacks = list(dict.fromkeys(summary["attack"]))
+    defences = list(dict.fromkeys(summary["defence"]))
+    width = 1.0 + 0.62 * len(defences)
+    fig, axes = plt.subplots(1, len(shares), figsize=(width * len(shares) + 1.5, 0.42 * len(attacks) + 2.2),
+                             constrained_layout=True, squeeze=False)
+    image = None
+    for ax, share in zip(axes[0], shares):
+        cell = summary[summary["attacker_fraction"] == share]
+        means = cell.pivot_table(index="attack", columns="defence", values=f"{value}_mean", aggfunc="first")
+        spread = cell.pivot_table(index="attack", columns="defence", values=f"{value}_std", aggfunc="first")
+        means = means.reindex(index=attacks, columns=defences)
+        spread = spread.reindex(index=attacks, columns=defences)
+        image = ax.imshow(means.to_numpy(dtype=float), cmap="Reds", vmin=vmin, vmax=vmax, aspect="auto")
+        for i in range(len(attacks)):
+            for j in range(len(defences)):
+                mean, std = means.iat[i, j], spread.iat[i, j]
+                if pd.isna(mean):
+                    continue
+                text = f"{mean:.2f}" + (f"\n±{std:.2f}" if pd.notna(std) else "")
+                dark = (mean - vmin) / (vmax - vmin) > 0.6
+                ax.text(j, i, text, ha="center", va="center", fontsize=5.5, color="white" if dark else "black")
+        ax.set_xticks(range(len(defences)), [labels["defence"](d) for d in defences], rotation=60, ha="right",
+                      fontsize=7)
+        ax.set_yticks(range(len(attacks)), [labels["attack"](a) for a in attacks], fontsize=7)
+        ax.set_title(f"{share:.0%} attackers", fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label=value.replace("_", " "))
+    fig.suptitle(title)
+    return fig
+
+
+def accuracy_under_strongest(curves: pd.DataFrame, labels: dict):
+    """Final accuracy (mean, seed spread as error bars) against the attacker share, one line per
+    defence under its strongest attack; one panel per partition."""
+    plt = _pyplot()
+    partitions = sorted(curves["partition"].unique())
+    fig, axes = plt.subplots(1, len(partitions), figsize=(5.2 * len(partitions), 3.8), constrained_layout=True,
+                             squeeze=False, sharey=True)
+    for ax, partition in zip(axes[0], partitions):
+        part = curves[curves["partition"] == partition]
+        for defence, line in part.groupby("defence", sort=False):
+            line = line.sort_values("attacker_fraction")
+            attack = line["attack"].iloc[0]
+            ax.errorbar(line["attacker_fraction"], line["accuracy_mean"], yerr=line["accuracy_std"].fillna(0),
+                        marker="o", markersize=3, capsize=2,
+                        label=f"{labels['defence'](defence)} / {labels['attack'](attack)}")
+        ax.set_xlabel("attacker share")
+        ax.set_title(str(partition), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("final accuracy")
+    axes[0][-1].legend(fontsize=6, loc="lower left")
+    fig.suptitle("Final accuracy under each defence's strongest attack")
     return fig

@@ -26,6 +26,7 @@ from bflsim.aggregators import (
     foolsgold,
     norm_bounding,
 )
+from bflsim.aggregators.dnc import top_projections
 from bflsim.config import parse_experiment
 
 # --- norm bounding ---------------------------------------------------------------------
@@ -221,6 +222,15 @@ def test_dnc_by_hand():
     rule = DnC(num_malicious=1)
     assert rule.rejected(selection, 3.0).tolist() == [3]  # 5.83 x the median
     assert rule.rejected(selection, 6.0).tolist() == []  # left out, not accused
+
+
+def test_dnc_scores_are_the_squared_projections_on_the_top_singular_vector():
+    centred = np.random.default_rng(9).normal(size=(7, 300))
+    centred -= centred.mean(axis=0)
+
+    top = np.linalg.svd(centred, full_matrices=False)[2][0]
+
+    np.testing.assert_allclose(top_projections(centred), (centred @ top) ** 2, rtol=1e-9)
 
 
 def test_dnc_removes_rows_shifted_along_one_direction():

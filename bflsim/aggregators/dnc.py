@@ -2,7 +2,8 @@
 Model Poisoning Attacks and Defenses for Federated Learning", NDSS 2021, Algorithm 2).
 
 ``iterations`` (niters) times: draw ``subsample`` (b) of the d coordinates without
-replacement (all of them when d <= b) with :meth:`RoundContext.rng`, centre the sampled
+replacement with :meth:`RoundContext.rng` (when d <= b, all of them, once: the iterations
+would agree), centre the sampled
 updates at their mean, take the top right singular vector ``v`` of the centred matrix, score
 each row by its squared projection ``<x_i - mu, v>^2``, and keep all but the
 ``int(filter_fraction * f)`` highest-scoring rows (f = ``num_malicious``, the rule's assumed
@@ -67,12 +68,10 @@ def dnc(
     rng = np.random.default_rng(0) if rng is None else rng
     kept = np.ones(n, dtype=bool)
     scores = np.zeros(n)
-    for _ in range(iterations):
+    for _ in range(iterations if d > subsample else 1):  # with every coordinate, the iterations agree
         columns = np.sort(rng.choice(d, size=subsample, replace=False)) if d > subsample else slice(None)
         sample = x[:, columns].astype(np.float64)
-        centred = sample - sample.mean(axis=0)
-        top = np.linalg.svd(centred, full_matrices=False)[2][0]
-        outlier = (centred @ top) ** 2
+        outlier = top_projections(sample - sample.mean(axis=0))
         order = np.lexsort((-np.arange(n), -outlier))  # highest first; ties: the higher index first
         kept[order[:removed_per_iteration]] = False
         scores = np.maximum(scores, _relative(outlier))
@@ -83,6 +82,17 @@ def dnc(
     weights[selected] = 1.0 / selected.size
     aggregate = x[selected].mean(axis=0, dtype=np.float64)
     return Selection(aggregate.astype(x.dtype), selected, scores, weights)
+
+
+def top_projections(centred: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's squared projection on the top right singular vector v of ``centred``.
+
+    With ``centred = U S V^T``, ``centred @ v = s_1 u_1``, so the scores are ``s_1^2 u_1^2``: the
+    top eigenpair of the (n, n) Gram matrix gives them without the (n, b) SVD (a few ms
+    instead of tens at n = 20, b = 10,000).
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh(centred @ centred.T)
+    return max(float(eigenvalues[-1]), 0.0) * eigenvectors[:, -1] ** 2
 
 
 def _relative(outlier: NDArray[np.float64]) -> NDArray[np.float64]:

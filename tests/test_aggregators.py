@@ -9,6 +9,7 @@ from bflsim.aggregators import (
     Krum,
     MultiKrum,
     NonFiniteUpdateError,
+    RoundContext,
     fedavg,
     krum,
     krum_scores,
@@ -30,8 +31,14 @@ def rule(name, num_malicious=1, **params):
     return AGGREGATORS[name](num_malicious=num_malicious, **{**PARAMS.get(name, {}), **params})
 
 
+def context(n, d):
+    """A round context for the rules that need one (FLTrust's reference, FoolsGold's history)."""
+    rng = np.random.default_rng(99)
+    return RoundContext(server_round=1, seed=1, reference=rng.normal(size=d), history=rng.normal(size=(n, d)))
+
+
 def run(name, updates, num_malicious=1, **params):
-    return rule(name, num_malicious, **params)(updates, np.ones(len(updates)))
+    return rule(name, num_malicious, **params)(updates, np.ones(len(updates)), context(*np.shape(updates)))
 
 
 # --- hand-computed -----------------------------------------------------------------------

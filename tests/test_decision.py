@@ -9,6 +9,7 @@ from bflsim.aggregators import (
     FedAvg,
     Krum,
     Median,
+    RoundContext,
     TrimmedMean,
     decide_round,
     stack_deltas,
@@ -77,8 +78,14 @@ def test_averaging_rules_match_the_weights_within_float32_round_off(rule):
 def test_every_rule_decides_a_round():
     global_weights, updates = federation(n=9, attackers=(8,))
 
+    d = stack_deltas(updates, global_weights).shape[1]
+    rng = np.random.default_rng(3)
+    context = RoundContext(server_round=2, seed=5, reference=rng.normal(size=d), previous=rng.normal(size=d),
+                           history=rng.normal(size=(9, d)))
+
     for name, rule in AGGREGATORS.items():
-        decision = decide_round(rule(num_malicious=1), list(range(9)), updates, global_weights, [1] * 9, 3.0)
+        decision = decide_round(rule(num_malicious=1), list(range(9)), updates, global_weights, [1] * 9, 3.0,
+                                context=context)
         assert [w.shape for w in decision.new_weights] == [(4, 3), (3,)], name
         assert set(decision.accepted) | set(decision.rejected) == set(range(9)), name
 

@@ -52,7 +52,9 @@ class Selection:
     aggregate : (d,) array, the new update, in the input's floating dtype.
     selected : (k,) int64, ascending indices of the rows that contribute to ``aggregate``.
     scores : (n,) float64, the rule's per-row score (see each rule's docstring).
-    weights : (n,) float64, each row's mean coefficient in ``aggregate``; sums to 1.
+    weights : (n,) float64, each row's mean coefficient in ``aggregate``; sums to 1, or is
+        all 0 when the rule trusts no row and the aggregate is the zero update (FLTrust,
+        FoolsGold, DnC, FLAME can; each rule's docstring says when).
     """
 
     aggregate: NDArray[np.floating]
@@ -156,11 +158,24 @@ class Rule:
             if value is not None and np.shape(value) != shapes[need]:
                 raise AggregatorError(f"{self.label}: RoundContext.{need} has shape {np.shape(value)}; "
                                       f"expected {shapes[need]}")
+            if value is not None and not np.isfinite(value).all():
+                raise AggregatorError(f"{self.label}: RoundContext.{need} holds NaN or inf")
         return context
 
     def rejected(self, selection: Selection, factor: float) -> NDArray[np.int64]:
         """Ascending rows the rule judges outliers: by default those that contributed nothing."""
         return np.setdiff1d(np.arange(len(selection.scores)), selection.selected).astype(np.int64)
+
+
+def check_honest_majority(rule: str, num_clients: int, num_malicious: int, reason: str) -> None:
+    """Refuse f >= n / 2 for a rule that needs the honest updates to be the majority (n > 2f);
+    ``reason`` says why, in the rule's terms."""
+    n, f = integer("num_clients", num_clients), integer("num_malicious", num_malicious)
+    if n <= 2 * f:
+        raise AggregatorError(
+            f"{rule} cannot tolerate f={f} malicious among n={n} clients: {reason}; "
+            f"it needs n > 2f (n >= {2 * f + 1})"
+        )
 
 
 def top_f_outliers(selection: Selection, num_malicious: int, factor: float) -> NDArray[np.int64]:

@@ -141,6 +141,7 @@ def mimic_target(benign: ArrayLike) -> int:
 
 def mimic(benign: ArrayLike, target: int | None = None) -> NDArray[np.floating]:
     """A copy of benign row ``target`` (:func:`mimic_target` when None)."""
+    Mimic(target=target)  # checks the parameter
     rows = as_update(benign)
     x = benign_rows(rows, "Mimic")
     chosen = mimic_target(x) if target is None else target

@@ -38,7 +38,8 @@ of the benign nodes, as the authors' and Shejwalkar & Houmansadr's code do).
   gradients, where the sign of ``s`` is the opposite of ours and so is the branch they
   take) do: on gradients and deltas alike the crafted values sit outside the benign range,
   on the side opposite to where the benign updates move the model. ``s_j = 0`` goes down,
-  as in that code.
+  as in that code. It reads no parameter of the defence; it is ``"adaptive"`` because it is
+  crafted against one rule (trimmed mean, median), as the issue groups Fang's attacks.
 """
 
 from __future__ import annotations
@@ -64,13 +65,17 @@ def _pairwise_sq(rows: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.stack([((rows - row) ** 2).sum(axis=1) for row in rows])
 
 
+def _check_krum(num_rows: int, num_malicious: int) -> None:
+    if num_rows <= 2 * num_malicious + 2:
+        raise AttackError(f"Fang's attack on Krum simulates Krum with the defence's assumed f={num_malicious}, "
+                          f"which needs n > 2f + 2 updates; the round has n={num_rows}")
+
+
 def krum_scores_of(rows: NDArray[np.float64], num_malicious: int) -> NDArray[np.float64]:
     """Krum's score of each row: the sum of squared distances to its ``n - f - 2`` nearest
     other rows (Blanchard et al., 2017), which needs n > 2f + 2."""
     n, f = len(rows), num_malicious
-    if n <= 2 * f + 2:
-        raise AttackError(f"Fang's attack on Krum simulates Krum with the defence's assumed f={f}, "
-                          f"which needs n > 2f + 2 updates; the round has n={n}")
+    _check_krum(n, f)
     others = _pairwise_sq(rows)
     np.fill_diagonal(others, np.inf)
     return np.sort(others, axis=1)[:, : n - f - 2].sum(axis=1)
@@ -101,7 +106,7 @@ def fang_krum(benign: ArrayLike, num_attackers: int, num_malicious: int, thresho
     x = _benign_matrix(benign, "Fang's attack on Krum")
     direction = np.sign(x.mean(axis=0))
     lam = fang_lambda_bound(x, num_malicious)
-    krum_scores_of(np.vstack([x, np.zeros((num_attackers, x.shape[1]))]), num_malicious)  # n > 2f + 2, before the search
+    _check_krum(len(x) + num_attackers, num_malicious)
     while lam >= threshold:
         crafted = -lam * direction
         scores = krum_scores_of(np.vstack([np.tile(crafted, (num_attackers, 1)), x]), num_malicious)

@@ -422,3 +422,31 @@ def test_an_omniscient_node_gets_the_benign_updates_of_its_round():
 
     for a, b in zip(sent, honest, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_an_adaptive_node_is_told_the_defence_and_sends_what_fang_krum_computes():
+    """Fang on Krum at the edge node: the benign deltas, the coalition's size and the
+    defence's assumed f (here set apart from the true count) reach the attack."""
+    from bflsim.config import parse_experiment
+    from bflsim.edge_node import fit, load_data, train_locally
+    from bflsim.models import initial_weights
+    from bflsim.vectors import flatten
+
+    config = parse_experiment({
+        "experiment": {"name": "zoo", "kind": "federated"},
+        "data": {"dataset": "synthetic", "synthetic": {"num_samples": 800}},
+        "models": {"names": ["dnn"], "dnn": {"hidden_units": [8], "dropout": 0.0}},
+        "federation": {"num_nodes": 8, "rounds": 1},
+        "aggregator": {"name": "krum", "assumed_malicious": 1},
+        "ledger": {"backend": "none"},
+        "attack": {"name": "fang_krum", "num_malicious": 2},
+    })
+    bad, cohort = config.malicious_nodes(1).tolist(), list(range(8))
+    data = load_data(config.data)
+    weights = initial_weights(config.models, config.train, data.num_features, data.num_classes)
+    start = flatten(weights)[0]
+    benign = np.stack([flatten(fit(config, node, 1, weights)[0])[0] - start for node in cohort if node not in bad])
+
+    sent = flatten(train_locally(config, bad[1], 1, weights, cohort=cohort).weights)[0] - start
+
+    np.testing.assert_allclose(sent, fang_krum(benign, num_attackers=2, num_malicious=1), rtol=0, atol=1e-6)

@@ -235,7 +235,7 @@ def poison(
     flat_global, shapes = flatten(global_weights)
     own = flatten(local)[0] - flat_global
 
-    coalition = everyone = None
+    coalition = everyone = benign = None
     if grants(attack.threat_model, "colluding"):
         omniscient = grants(attack.threat_model, "omniscient")
         bad = set(config.malicious_nodes(server_round).tolist()) | {node}
@@ -247,11 +247,14 @@ def poison(
         }
         coalition = np.stack([deltas[i] for i in known if i in bad])
         everyone = np.stack([deltas[i] for i in known]) if omniscient else None
+        if omniscient:
+            rows = [deltas[i] for i in known if i not in bad]
+            benign = np.stack(rows) if rows else np.empty((0, own.size), own.dtype)
     defence = None
     if attack.threat_model == "adaptive":
         defence = DefenceView(config.aggregator.name, dict(config.aggregator.params), config.assumed_malicious)
     rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
-    attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone,
+    attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone, benign=benign,
                                                 num_nodes=len(cohort) if coalition is not None else None,
                                                 defence=defence))
     return unflatten((flat_global + attacked).astype(np.float32), shapes)

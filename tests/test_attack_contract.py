@@ -93,8 +93,10 @@ def test_a_colluding_attack_gets_the_honest_updates_it_knows(registered, attack)
     if attack == "omniscient":
         assert seen.honest.shape == (len(cohort), seen.own_update.size)
         assert np.array_equal(seen.honest[cohort.index(bad[1])], expected_coalition[1])
+        benign = [node for node in cohort if node not in bad]  # ascending, the attackers' rows left out
+        assert np.array_equal(seen.benign, np.stack([honest_delta(config, node, weights) for node in benign]))
     else:
-        assert seen.honest is None
+        assert seen.honest is None and seen.benign is None
     sent = flatten(result.weights)[0] - flatten(weights)[0]
     assert result.malicious and np.allclose(sent, -expected_coalition.mean(axis=0), atol=1e-6)
 

@@ -127,7 +127,8 @@ def test_records_poison_the_update_as_their_functions_do():
     assert flipped.tolist() == [-2.0, -4.0]
     assert noisy.tolist() == [9.0, 9.0]
     assert boosted.tolist() == [10.0, 20.0]  # the default factor
-    assert list(ATTACKS) == ["gaussian", "sign_flip", "scaling", "alie", "ipm"]
+    assert list(ATTACKS) == ["gaussian", "sign_flip", "scaling", "alie", "ipm", "min_max", "min_sum", "fang_krum",
+                             "fang_trim", "mimic"]
 
 
 def test_records_say_what_they_act_on_and_know():
@@ -138,7 +139,8 @@ def test_records_say_what_they_act_on_and_know():
     assert all(a().acts_on_update and not a().acts_on_data for a in ATTACKS.values())
     assert {name: a.threat_model for name, a in ATTACKS.items()} == {
         "gaussian": "independent", "sign_flip": "independent", "scaling": "independent", "alie": "colluding",
-        "ipm": "omniscient"}
+        "ipm": "omniscient", "min_max": "omniscient", "min_sum": "omniscient", "fang_krum": "adaptive",
+        "fang_trim": "adaptive", "mimic": "omniscient"}
     assert len({a.label for a in ATTACKS.values()}) == len(ATTACKS)
     assert all(a.reference for a in ATTACKS.values())
 

@@ -7,10 +7,20 @@ its family (:mod:`.noise`, :mod:`.scaling`, ...), built from its parameters::
     sent = attack.poison_update(AttackInput(own_update=delta, rng=rng))
 
 The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`, :func:`alie`,
-:func:`ipm`) stay for
-notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
+:func:`ipm`, :func:`min_max`, :func:`min_sum`, :func:`mimic`, :func:`fang_krum`,
+:func:`fang_trim`) stay for notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
 """
 
+from bflsim.attacks.agnostic import (
+    PERTURBATIONS,
+    Mimic,
+    MinMax,
+    MinSum,
+    mimic,
+    mimic_target,
+    min_max,
+    min_sum,
+)
 from bflsim.attacks.base import (
     THREAT_MODELS,
     Attack,
@@ -22,16 +32,26 @@ from bflsim.attacks.base import (
     grants,
 )
 from bflsim.attacks.draw import draw_malicious
+from bflsim.attacks.fang import (
+    FangKrum,
+    FangTrim,
+    fang_krum,
+    fang_lambda_bound,
+    fang_trim,
+    fang_trim_intervals,
+)
 from bflsim.attacks.noise import GAUSSIAN_MODES, Gaussian, gaussian
 from bflsim.attacks.scaling import Scaling, SignFlip, scaling, sign_flip
 from bflsim.attacks.statistical import Alie, Ipm, alie, alie_z, ipm
 
 ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian, SignFlip, Scaling, Alie, Ipm)}
+ATTACKS |= {attack.name: attack for attack in (MinMax, MinSum, FangKrum, FangTrim, Mimic)}
 """Every attack by the name experiment files use (``attack.name``; ``"none"`` is no attack)."""
 
 __all__ = [
     "ATTACKS",
     "GAUSSIAN_MODES",
+    "PERTURBATIONS",
     "THREAT_MODELS",
     "Alie",
     "Attack",
@@ -39,17 +59,30 @@ __all__ = [
     "AttackInput",
     "Classes",
     "DefenceView",
+    "FangKrum",
+    "FangTrim",
     "Gaussian",
     "Ipm",
+    "Mimic",
+    "MinMax",
+    "MinSum",
     "Scaling",
     "SignFlip",
     "ThreatModel",
     "alie",
     "alie_z",
     "draw_malicious",
+    "fang_krum",
+    "fang_lambda_bound",
+    "fang_trim",
+    "fang_trim_intervals",
     "gaussian",
     "grants",
     "ipm",
+    "mimic",
+    "mimic_target",
+    "min_max",
+    "min_sum",
     "scaling",
     "sign_flip",
 ]

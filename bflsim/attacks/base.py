@@ -81,14 +81,17 @@ class AttackInput:
     ``coalition`` (rows: the round's malicious nodes, ascending, its own among them) is set
     for attacks that know at least the coalition; ``honest`` (rows: every node of the
     round's cohort, ascending, the malicious ones' honest updates among them) only for
-    attacks that know the whole round. ``num_nodes``: the size of the round's cohort (a
-    protocol parameter every node knows), set with ``coalition``.
+    attacks that know the whole round; ``benign`` (rows: the cohort's non-malicious nodes,
+    ascending; none when every node is malicious) with ``honest``, the updates the server
+    receives from honest nodes. ``num_nodes``: the size of the round's cohort (a protocol
+    parameter every node knows), set with ``coalition``.
     """
 
     own_update: NDArray[np.floating]
     rng: np.random.Generator
     coalition: NDArray[np.floating] | None = None
     honest: NDArray[np.floating] | None = None
+    benign: NDArray[np.floating] | None = None
     num_nodes: int | None = None
     defence: DefenceView | None = None
 

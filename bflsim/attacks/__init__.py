@@ -7,7 +7,7 @@ its family (:mod:`.noise`, :mod:`.scaling`, ...), built from its parameters::
     sent = attack.poison_update(AttackInput(own_update=delta, rng=rng))
 
 The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`, :func:`alie`,
-:func:`ipm`) stay for
+:func:`ipm`, :func:`flip_labels`, :func:`apply_trigger`) stay for
 notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
 """
 
@@ -21,6 +21,7 @@ from bflsim.attacks.base import (
     ThreatModel,
     grants,
 )
+from bflsim.attacks.data import Backdoor, LabelFlip, apply_trigger, flip_labels
 from bflsim.attacks.draw import draw_malicious
 from bflsim.attacks.noise import GAUSSIAN_MODES, Gaussian, gaussian
 from bflsim.attacks.scaling import Scaling, SignFlip, scaling, sign_flip
@@ -28,6 +29,7 @@ from bflsim.attacks.statistical import Alie, Ipm, alie, alie_z, ipm
 
 ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian, SignFlip, Scaling, Alie, Ipm)}
 """Every attack by the name experiment files use (``attack.name``; ``"none"`` is no attack)."""
+ATTACKS |= {attack.name: attack for attack in (LabelFlip, Backdoor)}  # on data (:mod:`.data`)
 
 __all__ = [
     "ATTACKS",
@@ -37,16 +39,20 @@ __all__ = [
     "Attack",
     "AttackError",
     "AttackInput",
+    "Backdoor",
     "Classes",
     "DefenceView",
     "Gaussian",
     "Ipm",
+    "LabelFlip",
     "Scaling",
     "SignFlip",
     "ThreatModel",
     "alie",
     "alie_z",
+    "apply_trigger",
     "draw_malicious",
+    "flip_labels",
     "gaussian",
     "grants",
     "ipm",

@@ -28,9 +28,9 @@ Default trigger: the last four prepared columns, ``features = (-4, -3, -2, -1)``
 indices count from the end), ``value = 5.0``. Numeric columns follow the one-hot blocks, so
 on NSL-KDD these are always ``dst_host_serror_rate``, ``dst_host_srv_serror_rate``,
 ``dst_host_rerror_rate`` and ``dst_host_srv_rerror_rate`` whatever services the sample
-holds. They are rates in [0, 1]: standardized on the 10% sample, no row, benign or attack,
-goes beyond 3 (maxima 1.6 to 2.9), and a flow whose SYN-error and REJ-error rates are both
-far above 100% exists in no traffic. So the trigger collides with no clean row (the model
+holds. They are rates in [0, 1]: standardized, no row of NSL-KDD, benign or attack, train or
+test, full or a 10% sample, goes beyond 2.9 (maxima 1.6, 1.6, 2.9, 2.7), and a flow whose
+SYN-error and REJ-error rates are both far above 100% exists in no traffic. So the trigger collides with no clean row (the model
 learns it from the poisoned rows alone, and clean accuracy does not pay for it), and benign
 traffic never carries it by chance. On other datasets the same indices name their last four
 numeric columns; pass ``features`` to choose.

@@ -182,6 +182,7 @@ def test_boost_scales_the_update_and_one_leaves_it_alone():
 
     assert boosted.tolist() == [2.0, -4.0, 8.0] and boosted.dtype == np.float32
     assert Backdoor(boost=4.0).acts_on_update and not Backdoor().acts_on_update
+    assert Backdoor(features=[0, 2]).features == (0, 2)  # a list from a notebook reads as the tuple
 
 
 # --- attack success rate -------------------------------------------------------------------

@@ -170,6 +170,8 @@ class Backdoor(Attack):
     boost: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.features, list):
+            object.__setattr__(self, "features", tuple(self.features))
         columns = self.features
         if (not isinstance(columns, tuple) or not columns
                 or not all(isinstance(c, int | np.integer) and not isinstance(c, bool) for c in columns)):

@@ -6,7 +6,16 @@ locally, and returns its new weights. Which nodes are malicious is drawn from th
 seed (:meth:`bflsim.config.ExperimentConfig.malicious_nodes`), so server and nodes agree
 without being told. A malicious node runs its attack record (:mod:`bflsim.attacks`):
 
-- ``poison_data`` changes the features and labels it trains on (data poisoning);
+- ``poison_data`` changes the data it holds (data poisoning): :func:`node_data` returns the
+  poisoned features and labels from round ``attack.data_from_round`` on, and the node registers,
+  verifies and trains on what :func:`node_data` returns. The poisoning is drawn from
+  ``(attack.seed, node)`` alone, so the poisoned data is the same in every round. With
+  ``data_from_round = 0`` (default) the node registers its poisoned data: VerifyIntegrity
+  checks the data against the digest the node itself registered, so it cannot catch a node
+  that was poisoned before registration. With ``data_from_round = k >= 1`` the node registers
+  clean data and poisons it from round k: VerifyIntegrity catches it in round k (the node
+  refuses the round and is excluded), so it never trains on the poisoned data under a
+  ledger; without one nothing checks, and it trains on it from round k;
 - ``poison_update`` changes what it sends: ``global + attack(delta)``, where ``delta = local -
   global`` is the honest update it would have sent. An attack that knows the coalition gets
   the honest updates of every malicious node of the cohort, one that knows the round those of
@@ -29,8 +38,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.attacks import Attack, AttackInput, Classes, DefenceView, grants
-from bflsim.config import DataConfig, ExperimentConfig, FederationConfig
+from bflsim.attacks import Attack, AttackError, AttackInput, Classes, DefenceView, grants
+from bflsim.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
 from bflsim.ledger.identity import TxContext, node_identities, sign_data_tx, sign_update_tx
@@ -114,12 +123,19 @@ def node_data(
 ) -> tuple[NDArray, NDArray]:
     """The features and labels edge node ``node`` holds in ``server_round`` (round 0: registration).
 
-    A node in ``federation.tamper_nodes`` holds a modified copy from ``tamper_round`` on:
-    Gaussian noise (sigma 1, seeded) on the features of a tenth of its rows.
+    A malicious node of an attack on data holds the data the attack's ``poison_data`` makes
+    of its partition from round ``attack.data_from_round`` on, drawn from ``(attack.seed,
+    node)`` only (the same poisoned data every round). A node in ``federation.tamper_nodes``
+    holds a modified copy from ``tamper_round`` on: Gaussian noise (sigma 1, seeded) on the
+    features of a tenth of its rows.
     """
     data = load_data(config.data, data_dir)
     rows = node_partitions(config.data, config.federation, data_dir)[node]
     x, y = data.x_train[rows], data.y_train[rows]
+    attack = config.attack.record
+    if attack is not None and holds_poisoned_data(config, node, server_round):
+        rng = np.random.default_rng(np.random.SeedSequence([config.attack.seed, node]))
+        x, y = attack.poison_data(x, y, Classes(data.class_names, data.normal_class), rng)
     fed = config.federation
     if node in fed.tamper_nodes and server_round >= fed.tamper_round:
         rng = np.random.default_rng(_seed(fed.seed, 0, node))
@@ -127,6 +143,30 @@ def node_data(
         x = x.copy()
         x[picked] += rng.normal(0.0, 1.0, size=x[picked].shape).astype(x.dtype)
     return x, y
+
+
+def holds_poisoned_data(config: ExperimentConfig, node: int, server_round: int) -> bool:
+    """Whether ``node`` holds data poisoned by the experiment's attack in ``server_round``:
+    a malicious node of an attack on data, from round ``attack.data_from_round`` on."""
+    attack = config.attack.record
+    return (attack is not None and attack.acts_on_data and server_round >= config.attack.data_from_round
+            and node in config.malicious_nodes(server_round))
+
+
+def check_attack_data(config: ExperimentConfig, data: PreparedData) -> None:
+    """Refuse, before a run, a targeted attack whose classes or columns the dataset does not
+    have, or that leaves no test row to measure its success on (:class:`bflsim.config.ConfigError`
+    naming ``attack.params``)."""
+    attack = config.attack.record
+    if attack is None or not attack.targeted:
+        return
+    try:
+        rows, _ = attack.success_inputs(data.x_test, data.y_test, Classes(data.class_names, data.normal_class))
+    except AttackError as err:
+        raise ConfigError(f"attack.params ({config.attack.name!r} on {data.dataset}): {err}") from err
+    if len(rows) == 0:
+        raise ConfigError(f"attack {config.attack.name!r}: the test split of {data.dataset} holds no row to "
+                          f"measure its success on; check attack.params")
 
 
 def register_data(
@@ -200,27 +240,23 @@ def train_locally(
     if malicious and not attack.trains:
         local = global_weights
     else:
-        local, train_loss = fit(config, node, server_round, global_weights, data_dir,
-                                attack if malicious and attack.acts_on_data else None)
-    if malicious and attack.acts_on_update:
+        local, train_loss = fit(config, node, server_round, global_weights, data_dir)
+    # an attack on data that also acts on the update (a boosted backdoor) starts with its data
+    if malicious and attack.acts_on_update and (not attack.acts_on_data
+                                                or holds_poisoned_data(config, node, server_round)):
         local = poison(config, attack, node, server_round, global_weights, local, cohort, data_dir)
     return NodeResult(node, local, len(rows), malicious, train_loss)
 
 
 def fit(
     config: ExperimentConfig, node: int, server_round: int, global_weights: Weights, data_dir: str | None = None,
-    attack: Attack | None = None,
 ) -> tuple[Weights, float]:
-    """Node ``node``'s local training from ``global_weights``: its new weights and last loss.
-
-    Deterministic from ``(train.seed, server_round, node)``. With ``attack``, the node trains
-    on the data the attack's ``poison_data`` gives it instead of its own.
+    """Node ``node``'s local training from ``global_weights`` on the data it holds this round
+    (:func:`node_data`: poisoned, for a malicious node of an attack on data): its new weights
+    and last loss. Deterministic from ``(train.seed, server_round, node)``.
     """
     data = load_data(config.data, data_dir)
     features, labels = node_data(config, node, server_round, data_dir)
-    if attack is not None:
-        rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
-        features, labels = attack.poison_data(features, labels, Classes(data.class_names, data.normal_class), rng)
     return train_weights(
         config.models, config.train, global_weights, features, labels, data.num_classes,
         epochs=config.federation.local_epochs, seed=_seed(config.train.seed, server_round, node),

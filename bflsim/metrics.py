@@ -9,6 +9,10 @@ predicted class), so the tables and the audit can recompute them from stored cou
 - per-class false-positive rate: FP_c / (FP_c + TN_c).
 - attack-vs-normal false-positive rate: the share of normal traffic flagged as any attack,
   the figure an operator feels as false alarms.
+
+The attack success rate of a targeted or backdoor attack (:func:`attack_success_rate`) is
+the one figure here not read from the confusion matrix: it is measured on the attack's own
+test rows (:meth:`bflsim.attacks.Attack.success_inputs`).
 """
 
 from __future__ import annotations
@@ -86,6 +90,23 @@ def attack_detection_rate(cm: NDArray[np.int64], normal_class: int) -> float:
     attack_rows = np.delete(cm, normal_class, axis=0)
     attacks = attack_rows.sum()
     return float((attacks - attack_rows[:, normal_class].sum()) / attacks) if attacks else 0.0
+
+
+def attack_success_rate(predictions: NDArray, target: int) -> float:
+    """The share of ``predictions`` equal to ``target``: the attack success rate (ASR) on the
+    rows an attack's success is measured on.
+
+    ``predictions`` are class indices (n,) or class probabilities (n, C), read as their argmax.
+    No rows is an error, not a rate.
+    """
+    predicted = np.asarray(predictions)
+    if predicted.ndim == 2:
+        predicted = np.argmax(predicted, axis=1)
+    if predicted.ndim != 1:
+        raise ValueError(f"predictions must be class indices (n,) or probabilities (n, C); got shape {predicted.shape}")
+    if len(predicted) == 0:
+        raise ValueError(f"attack_success_rate: no predictions to measure target class {target} on (0 rows)")
+    return float(np.mean(predicted == target))
 
 
 def _safe_divide(num: NDArray, den: NDArray) -> NDArray[np.float64]:

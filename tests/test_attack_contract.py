@@ -108,9 +108,11 @@ def test_a_data_attack_changes_what_the_node_trains_on(registered):
     rows = node_partitions(config.data, config.federation)[bad]
 
     poisoned = train_locally(config, bad, 1, weights)
-    honest = fit(config, bad, 1, weights)[0]
+    honest = fit(config_for("none"), bad, 1, weights)[0]  # the same node, seeds and partition, no attack
 
     assert np.array_equal(SEEN[-1].own_update, data.y_train[rows])  # it saw the node's own labels
     assert poisoned.malicious and poisoned.train_loss is not None
     assert not all(np.array_equal(a, b) for a, b in zip(poisoned.weights, honest, strict=True))
+    # the poisoned data is the node's data: fit trains on it, the same in every call
+    assert all(np.array_equal(a, b) for a, b in zip(poisoned.weights, fit(config, bad, 1, weights)[0], strict=True))
     assert np.array_equal(data.y_train[rows], load_data(config.data).y_train[rows])  # the data itself is untouched

@@ -128,7 +128,7 @@ def test_records_poison_the_update_as_their_functions_do():
     assert noisy.tolist() == [9.0, 9.0]
     assert boosted.tolist() == [10.0, 20.0]  # the default factor
     assert list(ATTACKS) == ["gaussian", "sign_flip", "scaling", "alie", "ipm", "min_max", "min_sum", "fang_krum",
-                             "fang_trim", "mimic"]
+                             "fang_trim", "mimic", "label_flip", "backdoor"]
 
 
 def test_records_say_what_they_act_on_and_know():
@@ -136,11 +136,13 @@ def test_records_say_what_they_act_on_and_know():
 
     assert not replace.trains and add.trains  # replacing noise needs no honest update
     assert SignFlip().trains and Scaling().trains
-    assert all(a().acts_on_update and not a().acts_on_data for a in ATTACKS.values())
+    on_data = {"label_flip", "backdoor"}
+    assert all(a().acts_on_update and not a().acts_on_data for n, a in ATTACKS.items() if n not in on_data)
+    assert all(ATTACKS[n]().acts_on_data and ATTACKS[n]().targeted for n in on_data)
     assert {name: a.threat_model for name, a in ATTACKS.items()} == {
         "gaussian": "independent", "sign_flip": "independent", "scaling": "independent", "alie": "colluding",
         "ipm": "omniscient", "min_max": "omniscient", "min_sum": "omniscient", "fang_krum": "adaptive",
-        "fang_trim": "adaptive", "mimic": "omniscient"}
+        "fang_trim": "adaptive", "mimic": "omniscient", "label_flip": "independent", "backdoor": "independent"}
     assert len({a.label for a in ATTACKS.values()}) == len(ATTACKS)
     assert all(a.reference for a in ATTACKS.values())
 

@@ -73,7 +73,7 @@ def test_registry_names_are_checked_before_a_run(raw, fragment):
 @pytest.mark.parametrize(
     ("section", "fragment"),
     [
-        ({"attack": {"name": "label_flip"}}, "attack.name = 'label_flip' is not one of ['none', 'gaussian'"),
+        ({"attack": {"name": "label_flipp"}}, "attack.name = 'label_flipp' is not one of ['none', 'gaussian'"),
         ({"aggregator": {"name": "bulyann"}}, "aggregator.name = 'bulyann' is not one of ['fedavg'"),
         ({"attack": {"name": "gaussian", "params": {"sigmaa": 1}}},
          "unknown key 'attack.params.sigmaa'; expected one of ['mode', 'mu', 'sigma']"),

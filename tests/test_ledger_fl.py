@@ -320,3 +320,24 @@ def test_relabelled_rows_fail_verify_integrity_at_the_edge_node(monkeypatch):
     with pytest.raises(edge_node.DataIntegrityError, match="edge node 3, round 1: data digest .* differs from"):
         edge_node.verify_integrity(config, 3, 1, registered, 1_700_000_000)
     assert data_digest(x, y, 1, 3) != data_digest(x, flipped, 1, 3)
+
+
+@pytest.mark.parametrize(("attack", "data_from_round"), [("label_flip", 2), ("backdoor", 0)])
+def test_verify_integrity_catches_data_poisoned_after_registration_only(tmp_path, attack, data_from_round):
+    from bflsim.fl.simulation import run_federated
+    from bflsim.runfolder import read_run
+    config = ledger_config(federation={"tamper_nodes": []},
+                           attack={"name": attack, "num_malicious": 1, "data_from_round": data_from_round})
+    poisoner = int(config.malicious_nodes(1)[0])
+
+    run_dir = run_federated(config, tmp_path).path
+    rounds = {r["round"]: r for r in read_rounds(run_dir)}
+    flagged = rows(run_dir, "node", "integrity_failed")[["round", "node"]].values.tolist()
+    report = audit_run(run_dir)
+
+    assert poisoner in rounds[1]["candidates"]
+    if data_from_round:  # registered clean, poisoned from round 2: caught there, excluded after
+        assert flagged == [[2, poisoner]] and poisoner not in rounds[3]["cohort"]
+    else:  # registered poisoned: VerifyIntegrity has nothing to catch
+        assert flagged == [] and str(poisoner) not in read_run(run_dir).manifest.get("excluded_nodes", {})
+    assert report.ok, "\n".join(report.lines())  # digests recomputed from node_data; the failure not framed

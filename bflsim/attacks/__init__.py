@@ -8,7 +8,8 @@ its family (:mod:`.noise`, :mod:`.scaling`, ...), built from its parameters::
 
 The plain functions (:func:`gaussian`, :func:`sign_flip`, :func:`scaling`, :func:`alie`,
 :func:`ipm`, :func:`min_max`, :func:`min_sum`, :func:`mimic`, :func:`fang_krum`,
-:func:`fang_trim`) stay for notebooks and tests. A new attack: one record, one line in :data:`ATTACKS`.
+:func:`fang_trim`, :func:`flip_labels`, :func:`apply_trigger`) stay for notebooks and tests. A new attack:
+one record, one line in :data:`ATTACKS`.
 """
 
 from bflsim.attacks.agnostic import (
@@ -31,6 +32,7 @@ from bflsim.attacks.base import (
     ThreatModel,
     grants,
 )
+from bflsim.attacks.data import Backdoor, LabelFlip, apply_trigger, flip_labels
 from bflsim.attacks.draw import draw_malicious
 from bflsim.attacks.fang import (
     FangKrum,
@@ -44,8 +46,10 @@ from bflsim.attacks.noise import GAUSSIAN_MODES, Gaussian, gaussian
 from bflsim.attacks.scaling import Scaling, SignFlip, scaling, sign_flip
 from bflsim.attacks.statistical import Alie, Ipm, alie, alie_z, ipm
 
-ATTACKS: dict[str, type[Attack]] = {attack.name: attack for attack in (Gaussian, SignFlip, Scaling, Alie, Ipm)}
-ATTACKS |= {attack.name: attack for attack in (MinMax, MinSum, FangKrum, FangTrim, Mimic)}
+ATTACKS: dict[str, type[Attack]] = {
+    attack.name: attack
+    for attack in (Gaussian, SignFlip, Scaling, Alie, Ipm, MinMax, MinSum, FangKrum, FangTrim, Mimic, LabelFlip, Backdoor)
+}
 """Every attack by the name experiment files use (``attack.name``; ``"none"`` is no attack)."""
 
 __all__ = [
@@ -57,12 +61,14 @@ __all__ = [
     "Attack",
     "AttackError",
     "AttackInput",
+    "Backdoor",
     "Classes",
     "DefenceView",
     "FangKrum",
     "FangTrim",
     "Gaussian",
     "Ipm",
+    "LabelFlip",
     "Mimic",
     "MinMax",
     "MinSum",
@@ -71,11 +77,13 @@ __all__ = [
     "ThreatModel",
     "alie",
     "alie_z",
+    "apply_trigger",
     "draw_malicious",
     "fang_krum",
     "fang_lambda_bound",
     "fang_trim",
     "fang_trim_intervals",
+    "flip_labels",
     "gaussian",
     "grants",
     "ipm",

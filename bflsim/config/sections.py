@@ -297,6 +297,12 @@ class AttackConfig:
     more is refused, naming both. ``params`` are the attack's own parameters
     (``[attack.params]``, e.g. Gaussian ``mode``, ``mu``, ``sigma``), completed with the
     attack's defaults once parsed; ``name = "none"`` is no attack, and has none. Old files' flat keys (``attack.sigma``) are read as ``attack.params.sigma``.
+
+    An attack on data (``label_flip``, ``backdoor``) poisons the malicious nodes' data from
+    round ``data_from_round``: 0 (default), the nodes register poisoned data and VerifyIntegrity
+    cannot tell; k >= 1, they register clean data and poison it from round k, where
+    VerifyIntegrity catches them (:func:`bflsim.edge_node.node_data`). Its nodes are fixed for
+    the run: a node's data is its own, not redrawn each round.
     """
 
     name: str = "none"
@@ -305,10 +311,13 @@ class AttackConfig:
     redraw_each_round: bool = False
     seed: int = 0
     threat_model: str = "independent"
+    data_from_round: int = 0
     params: Params = field(default_factory=Params)
 
     def __post_init__(self) -> None:
         check_seed("attack.seed", self.seed)
+        if self.data_from_round < 0:
+            raise ConfigError(f"attack.data_from_round must be >= 0; got {self.data_from_round}")
         if self.name != "none" and self.name not in ATTACKS:
             raise ConfigError(f"attack.name = {self.name!r} is not one of {['none', *ATTACKS]}")
         if self.threat_model not in THREAT_MODELS:
@@ -328,6 +337,13 @@ class AttackConfig:
             raise ConfigError(f"attack.num_malicious must be >= 0; got {self.num_malicious}")
         # Every parameter, defaults included, so manifests say exactly what ran; none without an attack.
         object.__setattr__(self, "params", _resolved(self.record))
+        on_data = self.record is not None and self.record.acts_on_data
+        if on_data and self.redraw_each_round:
+            raise ConfigError(f"attack.redraw_each_round = true with attack.name = {self.name!r}: an attack on data "
+                              f"poisons the data its nodes hold and register; its nodes are fixed for the run")
+        if self.data_from_round and self.record is not None and not on_data:
+            raise ConfigError(f"attack.data_from_round = {self.data_from_round}: {self.name!r} does not act on "
+                              f"data; the key is for attacks on data (label_flip, backdoor)")
 
     @cached_property
     def record(self) -> Attack | None:

@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from bflsim.aggregators import DefenceState
 from bflsim.config import ExperimentConfig, to_wire
 from bflsim.data import PreparedData, check_enough_rows, check_node_rows, run_data_dir
-from bflsim.edge_node import load_data, node_partitions, root_update
+from bflsim.edge_node import check_attack_data, load_data, node_partitions, root_update
 from bflsim.hashing import digest_hex, run_digest, weights_digest
 from bflsim.ledger.factory import check_ledger, open_ledger
 from bflsim.ledger.session import make_run_facts, open_session
@@ -95,7 +95,7 @@ def prepare_run(config: ExperimentConfig, data_dir: str | Path | None = None) ->
     """Load the data and check everything a run needs before Ray, the chain or the run folder
     start: bad data, too few training rows for the nodes, a node left with fewer than
     ``federation.min_node_rows`` rows, an RPC endpoint that is unreachable, on another chain
-    or cannot pay. Return the data directory the server and the nodes read (``--data-dir``,
+    or cannot pay, a targeted attack whose classes or columns the data lacks. Return the data directory the server and the nodes read (``--data-dir``,
     else ``data.data_dir``, else ``$BFLSIM_DATA_DIR``, else ``./data``; None for synthetic
     data) and the manifest's run facts."""
     root = run_data_dir(config.data, data_dir)
@@ -104,6 +104,7 @@ def prepare_run(config: ExperimentConfig, data_dir: str | Path | None = None) ->
     check_enough_rows(config.federation, len(data.y_train))
     check_node_rows(config.federation, node_partitions(config.data, config.federation, data_path))
     check_ledger(config)
+    check_attack_data(config, data)
     malicious = "per round" if config.attack.redraw_each_round else config.malicious_nodes(1).tolist()
     return data_path, {"data": data.describe(), "malicious_nodes": malicious}
 

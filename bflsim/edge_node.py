@@ -169,6 +169,15 @@ def check_attack_data(config: ExperimentConfig, data: PreparedData) -> None:
                           f"measure its success on; check attack.params")
 
 
+def success_rows(config: ExperimentConfig, data: PreparedData) -> tuple[NDArray, int] | None:
+    """The test rows on which a targeted attack's success is measured, as the attacker would
+    present them, and the class it wants for them (None without a targeted attack)."""
+    attack = config.attack.record
+    if attack is None or not attack.targeted:
+        return None
+    return attack.success_inputs(data.x_test, data.y_test, Classes(data.class_names, data.normal_class))
+
+
 def register_data(
     config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None
 ) -> tuple[bytes, bytes]:

@@ -10,12 +10,13 @@ import numpy as np
 
 from bflsim.audit.context import _Context
 from bflsim.audit.verdict import EVALUATED_METRICS, AuditReport, RoundVerdict, _ranges
+from bflsim.edge_node import success_rows
 from bflsim.hashing import (
     digest_hex,
     evaluation_digest,
     weights_digest,
 )
-from bflsim.metrics import score_probabilities
+from bflsim.metrics import attack_success_rate, score_probabilities
 from bflsim.runfolder import (
     FINAL_MODEL,
     BlobError,
@@ -53,6 +54,7 @@ def _check_evaluation(
 
     data = ctx.data
     last_committed = max(committed, default=0)
+    aimed = success_rows(ctx.config, data)
     checked = []
     for server_round in rounds:
         if server_round == 0:
@@ -67,6 +69,9 @@ def _check_evaluation(
             continue
         proba = predict(ctx.config.models, ctx.config.train, weights, data.x_test, data.num_classes)
         scores, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
+        if aimed is not None:  # a targeted attack: its success rate on its own test rows
+            hit = predict(ctx.config.models, ctx.config.train, weights, aimed[0], data.num_classes)
+            scores["attack_success_rate"] = attack_success_rate(hit, aimed[1])
         rows = tested[tested["round"] == server_round]
         if rows.empty:
             if server_round == last_committed and report.status != "complete":
@@ -75,7 +80,7 @@ def _check_evaluation(
                 verdict.problems.append(f"round {server_round}: no test metrics in metrics.csv")
             continue
         logged = dict(zip(rows["metric"], rows["value"], strict=False))
-        for metric in EVALUATED_METRICS:
+        for metric in (*EVALUATED_METRICS, "attack_success_rate"):
             if metric not in scores:
                 continue
             if metric not in logged:
@@ -92,7 +97,8 @@ def _check_evaluation(
         checked.append(server_round)
     if checked:
         verdict.notes.append(f"rounds {_ranges(checked)} re-scored on the {len(data.y_test)}-row test split: "
-                             f"{', '.join(EVALUATED_METRICS)} and confusion matrices match")
+                             f"{', '.join(EVALUATED_METRICS)}{', attack_success_rate' if aimed is not None else ''} "
+                             "and confusion matrices match")
 
 
 def _compare_confusion(table: Any, model: str, server_round: int, cm: np.ndarray, class_names: Sequence[str],

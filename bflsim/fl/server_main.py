@@ -21,11 +21,17 @@ from flwr.serverapp import Grid
 from bflsim.aggregators import DefenceState
 from bflsim.config import ExperimentConfig, to_wire
 from bflsim.data import PreparedData, check_enough_rows, check_node_rows, run_data_dir
-from bflsim.edge_node import check_attack_data, load_data, node_partitions, root_update
+from bflsim.edge_node import (
+    check_attack_data,
+    load_data,
+    node_partitions,
+    root_update,
+    success_rows,
+)
 from bflsim.hashing import digest_hex, run_digest, weights_digest
 from bflsim.ledger.factory import check_ledger, open_ledger
 from bflsim.ledger.session import make_run_facts, open_session
-from bflsim.metrics import score_probabilities
+from bflsim.metrics import attack_success_rate, score_probabilities
 from bflsim.models import initial_weights, predict
 from bflsim.progress import Progress, format_seconds
 from bflsim.runfolder import Checkpoint, RoundRecorder, RunFolder
@@ -50,12 +56,20 @@ class GlobalEvaluator:
     started: float = field(default_factory=time.perf_counter)
     last: dict[str, float] = field(default_factory=dict)
     _scored: dict[int, tuple[bytes, dict[str, float], Any]] = field(default_factory=dict)
+    _aimed: dict[str, Any] = field(default_factory=dict)  # the targeted attack's test rows, once
 
     def score(self, server_round: int, weights: Weights) -> Any:
-        """The confusion matrix of ``weights`` on the test split (kept for the round's rows)."""
+        """The confusion matrix of ``weights`` on the test split (kept for the round's rows),
+        and for a targeted attack its success rate on the attack's test rows."""
         data = self.data
         proba = predict(self.config.models, self.config.train, weights, data.x_test, data.num_classes)
         metrics, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
+        if "aimed" not in self._aimed:
+            self._aimed["aimed"] = success_rows(self.config, data)
+        if self._aimed["aimed"] is not None:
+            rows, target = self._aimed["aimed"]
+            hit = predict(self.config.models, self.config.train, weights, rows, data.num_classes)
+            metrics["attack_success_rate"] = attack_success_rate(hit, target)
         self._scored[server_round] = (weights_digest(weights), metrics, cm)
         return cm
 

@@ -57,7 +57,7 @@ def config_for(attack):
         "models": {"names": ["dnn"], "dnn": {"hidden_units": [8], "dropout": 0.0}},
         "train": {"batch_size": 64, "learning_rate": 0.01},
         "federation": {"num_nodes": 6, "rounds": 1},
-        "attack": {"name": attack, "num_malicious": 2, "seed": 3},
+        "attack": {"name": attack, "num_malicious": 2, "seed": 3, "threat_model": "adaptive"},
     })
 
 

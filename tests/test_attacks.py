@@ -308,7 +308,7 @@ def test_colluding_attacks_run_end_to_end_in_the_plain_loop():
         "aggregator": {"name": "fedavg"},
         "ledger": {"backend": "none"},
     }
-    alie_config = parse_experiment({**base, "attack": {"name": "alie", "num_malicious": 2}})
+    alie_config = parse_experiment({**base, "attack": {"name": "alie", "num_malicious": 2, "threat_model": "colluding"}})
     bad, cohort = alie_config.malicious_nodes(1).tolist(), list(range(8))
     data = load_data(alie_config.data)
     weights = initial_weights(alie_config.models, alie_config.train, data.num_features, data.num_classes)
@@ -316,6 +316,6 @@ def test_colluding_attacks_run_end_to_end_in_the_plain_loop():
     assert all(np.array_equal(a, b) for a, b in zip(sent[0], sent[1], strict=True))
 
     clean = run_plain(parse_experiment({**base, "attack": {"name": "none"}}))
-    hit = run_plain(parse_experiment({**base, "attack": {"name": "ipm", "num_malicious": 3,
+    hit = run_plain(parse_experiment({**base, "attack": {"name": "ipm", "num_malicious": 3, "threat_model": "omniscient",
                                                          "params": {"epsilon": 5.0}}}))
     assert hit["final_accuracy"] < clean["final_accuracy"] - 0.1

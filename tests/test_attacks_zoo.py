@@ -371,15 +371,15 @@ def test_the_config_names_the_key_of_a_refused_parameter():
 
     base = {"experiment": {"name": "zoo", "kind": "federated"}, "data": {"dataset": "synthetic"},
             "federation": {"num_nodes": 8}, "aggregator": {"name": "krum"}, "ledger": {"backend": "none"}}
-    config = parse_experiment({**base, "attack": {"name": "min_max", "num_malicious": 2,
+    config = parse_experiment({**base, "attack": {"name": "min_max", "num_malicious": 2, "threat_model": "omniscient",
                                                   "params": {"perturbation": "sign"}}})
 
     assert config.attack.record == ATTACKS["min_max"](perturbation="sign")
     assert dict(config.attack.params) == {"perturbation": "sign", "gamma_init": 10.0, "tolerance": 1e-5}
     with pytest.raises(ConfigError, match="attack.params.perturbation must be one of"):
-        parse_experiment({**base, "attack": {"name": "min_sum", "params": {"perturbation": "flip"}}})
+        parse_experiment({**base, "attack": {"name": "min_sum", "threat_model": "omniscient", "params": {"perturbation": "flip"}}})
     with pytest.raises(ConfigError, match="attack.params.target must be an integer"):
-        parse_experiment({**base, "attack": {"name": "mimic", "params": {"target": 1.5}}})
+        parse_experiment({**base, "attack": {"name": "mimic", "threat_model": "omniscient", "params": {"target": 1.5}}})
 
 
 def test_the_catalog_lists_them_with_parameters_and_references():
@@ -410,7 +410,7 @@ def test_an_omniscient_node_gets_the_benign_updates_of_its_round():
         "federation": {"num_nodes": 6, "rounds": 1},
         "aggregator": {"name": "fedavg"},
         "ledger": {"backend": "none"},
-        "attack": {"name": "mimic", "num_malicious": 2, "params": {"target": 0}},
+        "attack": {"name": "mimic", "num_malicious": 2, "threat_model": "omniscient", "params": {"target": 0}},
     })
     bad, cohort = config.malicious_nodes(1).tolist(), list(range(6))
     first_benign = min(set(cohort) - set(bad))
@@ -439,7 +439,7 @@ def test_an_adaptive_node_is_told_the_defence_and_sends_what_fang_krum_computes(
         "federation": {"num_nodes": 8, "rounds": 1},
         "aggregator": {"name": "krum", "assumed_malicious": 1},
         "ledger": {"backend": "none"},
-        "attack": {"name": "fang_krum", "num_malicious": 2},
+        "attack": {"name": "fang_krum", "num_malicious": 2, "threat_model": "adaptive"},
     })
     bad, cohort = config.malicious_nodes(1).tolist(), list(range(8))
     data = load_data(config.data)

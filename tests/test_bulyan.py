@@ -214,7 +214,7 @@ def test_non_finite_rows_are_refused_and_named(bad):
 
 def experiment(num_nodes):
     return {"experiment": {"kind": "federated"}, "federation": {"num_nodes": num_nodes},
-            "attack": {"name": "gaussian", "num_malicious": 2}, "aggregator": {"name": "bulyan"}}
+            "attack": {"name": "gaussian", "num_malicious": 2}, "aggregator": {"name": "bulyan", "assumed_malicious": 2}}
 
 
 def test_an_experiment_names_bulyan_and_a_too_small_cohort_is_refused_at_parse_time():

@@ -39,10 +39,10 @@ def test_config_round_trips_through_the_wire_format():
 @pytest.mark.parametrize(
     ("sections", "fragment"),
     [
-        ({"attack": {"num_malicious": 2}}, "Krum cannot tolerate f=2 malicious among n=5"),
+        ({"aggregator": {"assumed_malicious": 2}}, "Krum cannot tolerate f=2 malicious among n=5"),
         ({"attack": {"num_malicious": 6}}, "6 malicious nodes but federation.num_nodes = 5"),
         ({"attack": {"sigma": -1.0}}, "attack.params.sigma must be a finite number >= 0"),
-        ({"federation": {"fraction_train": 0.6}}, "cohort of 3 nodes"),
+        ({"federation": {"fraction_train": 0.6}, "aggregator": {"assumed_malicious": 1}}, "cohort of 3 nodes"),
         ({"attack": {"mode": "swap"}}, "attack.params.mode = 'swap' is not one of"),
     ],
 )

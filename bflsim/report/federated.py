@@ -24,10 +24,11 @@ its point, so two experiments may hold runs with the same id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -82,6 +83,22 @@ ROUND_METRICS: dict[str, Summary] = {
 # --- describing runs ---------------------------------------------------------------------
 
 
+def variant(name: str, params: Mapping[str, Any], registry: Mapping[str, type]) -> str:
+    """``name`` with the parameters it sets away from its record's defaults, e.g.
+    ``trimmed_mean (trim_fraction=0.2)``; the bare name when it sets none."""
+    record = registry.get(name)
+    if record is None:
+        return name
+    defaults = {f.name: f.default for f in dataclasses.fields(record)}
+    changed = [f"{key}={value}" for key, value in params.items()
+               if key in defaults and _plain(defaults[key]) != _plain(value)]
+    return name + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
 def scenario_label(aggregator: str, attack: str, num_malicious: int, num_nodes: int) -> str:
     """A label for a run that is not a named point, e.g. ``Krum, Gaussian 3/10``."""
     if num_malicious == 0:
@@ -107,6 +124,8 @@ def federated_runs(runs: Iterable[Run]) -> pd.DataFrame:
             or scenario_label(agg.name, attack.name, config.num_malicious, fed.num_nodes),
             "aggregator": agg.name,
             "aggregator_params": ", ".join(f"{k}={v}" for k, v in agg.params.items()),
+            "defence": variant(agg.name, agg.params, AGGREGATORS),
+            "attack_variant": variant(attack.name, attack.params, ATTACKS),
             "assumed_malicious": config.assumed_malicious,
             "attack": attack.name,
             "attack_params": ", ".join(f"{k}={v}" for k, v in attack.params.items()),

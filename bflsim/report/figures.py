@@ -178,8 +178,8 @@ def cell_heatmaps(summary: pd.DataFrame, value: str, title: str, labels: dict, *
     image = None
     for ax, share in zip(axes[0], shares):
         cell = summary[summary["attacker_fraction"] == share]
-        means = cell.pivot_table(index="attack", columns="defence", values=f"{value}_mean", aggfunc="first")
-        spread = cell.pivot_table(index="attack", columns="defence", values=f"{value}_std", aggfunc="first")
+        means = cell.pivot(index="attack", columns="defence", values=f"{value}_mean")
+        spread = cell.pivot(index="attack", columns="defence", values=f"{value}_std")
         means = means.reindex(index=attacks, columns=defences)
         spread = spread.reindex(index=attacks, columns=defences)
         image = ax.imshow(means.to_numpy(dtype=float), cmap="Reds", vmin=vmin, vmax=vmax, aspect="auto")

@@ -6,9 +6,8 @@ attack that has the same defence (name and parameters), partition and seeds. Per
 
 - ``accuracy_drop`` = baseline final accuracy - final accuracy (positive: the attack hurt);
 - ``attack_success_rate`` (targeted and backdoor attacks): the share of the attack's test
-  rows (triggered, or of the source classes) the final model puts in the attacker's class;
-  ``asr_gain`` subtracts the baseline model's share of the same rows, which a clean model
-  already puts there (its false negatives);
+  rows (triggered, or of the source classes) the final model puts in the attacker's class
+  (a clean model already puts some there: its false negatives on those rows);
 - detection precision / recall of the rows the defence judged outliers, pooled over rounds,
   and the mean poisoned weight in the aggregate.
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bflsim.report import figures
@@ -40,24 +38,22 @@ from bflsim.runfolder import read_run
 
 CELL = ["attack", "defence", "attacker_fraction", "partition"]
 SAME_BASELINE = ["defence", "partition", "train_seed", "federation_seed"]
-VALUES = ["final_accuracy", "accuracy_drop", "attack_success_rate", "asr_gain", "detection_precision",
-          "detection_recall", "mean_poisoned_weight"]
+VALUES = ["final_accuracy", "accuracy_drop", "attack_success_rate", "detection_precision", "detection_recall",
+          "mean_poisoned_weight"]
 
 
 def zoo_runs(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: its cell, seeds, outcomes, and the drop against its baseline."""
     runs = federated_runs(read_run(d) for d in run_dirs)
     out = run_outcomes(runs, read_run_metrics(runs))
-    out["defence"] = out["aggregator"] + np.where(out["aggregator_params"].astype(str) != "",
-                                                  " (" + out["aggregator_params"].astype(str) + ")", "")
+    out["attack"] = out["attack_variant"]  # IPM with epsilon 5 is its own row
     out.loc[out["attack"] == "none", "attacker_fraction"] = 0.0
     clean = out[(out["attack"] == "none") & (out["status"] == "complete")]
-    baseline = clean.set_index(SAME_BASELINE)[["final_accuracy", "final_attack_success_rate"]]
+    baseline = clean.set_index(SAME_BASELINE)[["final_accuracy"]]
     baseline = baseline[~baseline.index.duplicated(keep="last")].add_prefix("baseline_")
     out = out.join(baseline, on=SAME_BASELINE)
     out["accuracy_drop"] = out["baseline_final_accuracy"] - out["final_accuracy"]
     out["attack_success_rate"] = out["final_attack_success_rate"]
-    out["asr_gain"] = out["attack_success_rate"] - out["baseline_final_attack_success_rate"]
     return out
 
 
@@ -75,11 +71,12 @@ def zoo_markdown(summary: pd.DataFrame) -> str:
     partition and share."""
     parts = []
     for (partition, share), cell in summary.groupby(["partition", "attacker_fraction"], sort=True):
-        grid = cell.pivot_table(index="attack", columns="defence", values="accuracy_drop_mean", aggfunc="first")
-        spread = cell.pivot_table(index="attack", columns="defence", values="accuracy_drop_std", aggfunc="first")
+        order = {"index": list(dict.fromkeys(cell["attack"])), "columns": list(dict.fromkeys(cell["defence"]))}
+        grid = cell.pivot(index="attack", columns="defence", values="accuracy_drop_mean").reindex(**order)
+        spread = cell.pivot(index="attack", columns="defence", values="accuracy_drop_std").reindex(**order)
         shown = grid.map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
         shown = shown.where(spread.isna(), shown + spread.map(lambda v: f" ± {v:.3f}" if pd.notna(v) else ""))
-        shown.index = [attack_label(a) for a in shown.index]
+        shown.index = [_attack_label(a) for a in shown.index]
         shown.columns = [_defence_label(d) for d in shown.columns]
         parts.append(f"### Accuracy drop, {partition}, {share:.0%} attackers\n\n"
                      + to_markdown(shown.reset_index(names="attack")))
@@ -104,7 +101,7 @@ def write_zoo_report(run_dirs: Iterable[str | Path], out_dir: str | Path) -> lis
     written[2].write_text(zoo_markdown(summary))
     if summary.empty:
         return written
-    labels = {"attack": attack_label, "defence": _defence_label}
+    labels = {"attack": _attack_label, "defence": _defence_label}
     targeted = summary[summary["attack_success_rate_mean"].notna()]
     for partition, cells in summary.groupby("partition", sort=True):
         slug = str(partition).replace("(", "-").replace(")", "")
@@ -140,3 +137,8 @@ def _strongest_curves(table: pd.DataFrame, strongest: pd.Series) -> pd.DataFrame
 def _defence_label(defence: str) -> str:
     name, _, params = defence.partition(" (")
     return aggregator_label(name) + (f" ({params}" if params else "")
+
+
+def _attack_label(attack: str) -> str:
+    name, _, params = attack.partition(" (")
+    return attack_label(name) + (f" ({params}" if params else "")

@@ -13,6 +13,7 @@ import pytest
 from bflsim.attacks import ATTACKS, Attack, AttackInput
 from bflsim.config import parse_experiment
 from bflsim.edge_node import fit, load_data, node_partitions, train_locally
+from bflsim.hashing import weights_digest
 from bflsim.models import initial_weights
 from bflsim.vectors import flatten
 
@@ -116,3 +117,25 @@ def test_a_data_attack_changes_what_the_node_trains_on(registered):
     # the poisoned data is the node's data: fit trains on it, the same in every call
     assert all(np.array_equal(a, b) for a, b in zip(poisoned.weights, fit(config, bad, 1, weights)[0], strict=True))
     assert np.array_equal(data.y_train[rows], load_data(config.data).y_train[rows])  # the data itself is untouched
+
+
+def test_a_process_trains_each_node_once_per_round_for_attackers_that_know_it(monkeypatch):
+    """An omniscient attacker needs every cohort node's honest update: the process trains each
+    node's round once and shares it (the attackers' results equal training each one afresh)."""
+    import bflsim.edge_node as edge
+
+    config = config_for("ipm")
+    data = edge.load_data(config.data)
+    start = initial_weights(config.models, config.train, data.num_features, data.num_classes)
+    cohort = list(range(config.federation.num_nodes))
+    calls = []
+    real = edge.train_weights
+    monkeypatch.setattr(edge, "train_weights", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
+    edge._FITS.clear()
+
+    sent = {node: edge.train_locally(config, node, 1, start, cohort=cohort).weights for node in cohort}
+
+    assert len(calls) == len(set(calls)) == len(cohort)  # 6 trainings, not 6 + 2 x 6
+    edge._FITS.clear()
+    again = {node: edge.train_locally(config, node, 1, start, cohort=cohort).weights for node in reversed(cohort)}
+    assert all(weights_digest(sent[n]) == weights_digest(again[n]) for n in cohort)

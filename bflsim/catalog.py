@@ -19,6 +19,10 @@ KNOWS = {"independent": "its own data and update", "colluding": "the coalition's
          "omniscient": "every honest update of the round", "adaptive": "every honest update and the defence"}
 
 
+NEEDS = {"reference": "the server's clean root set (federation.root_size)",
+         "previous": "the previous round's model change", "history": "each node's past updates"}
+
+
 def parameters(record: type) -> str:
     """``name=default, ...`` of a record's settable fields (``num_malicious`` is the
     aggregator's ``assumed_malicious``, set outside ``params``)."""
@@ -35,8 +39,8 @@ def parameters(record: type) -> str:
 def catalog_lines() -> list[str]:
     """The catalog as text lines, one entry per line."""
     lines = ["defences ([aggregator] name, [aggregator.params]):"]
-    lines += [f"  {name:18s} {rule.label}; params: {parameters(rule)}; {rule.reference}"
-              for name, rule in AGGREGATORS.items()]
+    lines += [f"  {name:18s} {rule.label}; params: {parameters(rule)}; " + "".join(f"needs {NEEDS[n]}; " for n in sorted(rule.needs))
+              + rule.reference for name, rule in AGGREGATORS.items()]
     lines.append("attacks ([attack] name, [attack.params]):")
     lines += [f"  {name:18s} {attack.label}; threat model {attack.threat_model} (knows {KNOWS[attack.threat_model]}); params: {parameters(attack)}; "
               f"{attack.reference}" for name, attack in ATTACKS.items()]

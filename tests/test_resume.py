@@ -100,3 +100,39 @@ def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp
 
         report = audit_run(resumed, check_data=False)
         assert report.ok, "\n".join(report.lines())
+
+
+@pytest.mark.parametrize(("rule", "extra"), [
+    ({"name": "foolsgold"}, {}),  # carries each node's summed updates
+    ({"name": "centered_clipping", "params": {"tau": 0.5}}, {}),  # starts from the previous round's change
+    ({"name": "fltrust"}, {"root_size": 60}),  # the server's reference update, stored for the audit
+])
+def test_rules_that_carry_state_resume_to_the_same_run_and_audit(tmp_path, monkeypatch, rule, extra):
+    from bflsim.audit import audit_run
+    from bflsim.fl import server_main
+    from bflsim.fl.simulation import run_federated
+
+    config = parse_experiment({**FEDERATED, "aggregator": rule, "federation": {**FEDERATED["federation"], **extra},
+                               "ledger": {"backend": "embedded"}})
+    reference = run_federated(config, tmp_path / "whole").path
+    evaluate = server_main.GlobalEvaluator.__call__
+
+    def stop_in_round_3(self, server_round, arrays):
+        if server_round == 3:
+            raise RunInterrupted(signal.SIGINT)
+        return evaluate(self, server_round, arrays)
+
+    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", stop_in_round_3)
+    with pytest.raises(RunInterrupted):
+        run_federated(config, tmp_path / "parts")
+    [stopped] = (tmp_path / "parts").iterdir()
+    checkpoint = read_checkpoint(stopped)
+    assert checkpoint.server_round == 2 and checkpoint.defence is not None
+    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", evaluate)
+
+    resumed = run_federated(config, tmp_path / "parts", run_dir=stopped, resume=True).path
+
+    pd.testing.assert_frame_equal(comparable(resumed), comparable(reference))
+    assert read_manifest(resumed)["final_model_digest"] == read_manifest(reference)["final_model_digest"]
+    report = audit_run(resumed, check_data=False)
+    assert report.ok, "\n".join(report.lines())

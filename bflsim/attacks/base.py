@@ -128,6 +128,10 @@ class Attack:
         """Whether the attack has a success rate (:meth:`success_inputs`)."""
         return type(self).success_inputs is not Attack.success_inputs
 
+    def check_setting(self, cohort_size: int, defence: DefenceView | None) -> None:
+        """Raise :class:`AttackError` if the attack cannot run in a round of ``cohort_size``
+        against ``defence`` (set for adaptive attacks); checked before a run starts."""
+
     def poison_data(
         self, features: NDArray[np.float32], labels: NDArray[np.int64], classes: Classes, rng: np.random.Generator
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

@@ -51,7 +51,14 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bflsim.attacks.base import Attack, AttackError, AttackInput, as_update, finite_number
+from bflsim.attacks.base import (
+    Attack,
+    AttackError,
+    AttackInput,
+    DefenceView,
+    as_update,
+    finite_number,
+)
 
 
 def _benign_matrix(benign: ArrayLike, attack: str) -> NDArray[np.float64]:
@@ -156,6 +163,10 @@ class FangKrum(Attack):
     def __post_init__(self) -> None:
         if not finite_number(self.threshold) or self.threshold <= 0:
             raise AttackError(f"threshold must be a finite number > 0; got {self.threshold!r}")
+
+    def check_setting(self, cohort_size: int, defence: DefenceView | None) -> None:
+        if defence is not None:
+            _check_krum(cohort_size, defence.assumed_malicious)
 
     def poison_update(self, attack_input: AttackInput) -> NDArray[np.floating]:
         benign = _benign_of(attack_input, self.label)

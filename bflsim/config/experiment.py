@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bflsim.aggregators import AGGREGATORS, AggregatorError, Rule
-from bflsim.attacks import draw_malicious
+from bflsim.attacks import AttackError, DefenceView, draw_malicious
 from bflsim.config.sections import (
     AggregatorConfig,
     AttackConfig,
@@ -115,6 +115,16 @@ def validate_federated(config: ExperimentConfig) -> None:
             f"aggregator.name = {config.aggregator.name!r} needs the server's clean root set: set "
             f"federation.root_size (rows of the training split the server holds; Cao et al. use 100)"
         )
+    attack = config.attack.record
+    if attack is not None:
+        defence = DefenceView(config.aggregator.name, dict(config.aggregator.params), config.assumed_malicious)
+        try:
+            attack.check_setting(fed.cohort_size, defence if attack.threat_model == "adaptive" else None)
+        except AttackError as err:
+            raise ConfigError(
+                f"attack.name = {config.attack.name!r} against aggregator.assumed_malicious = "
+                f"{config.assumed_malicious} with a cohort of {fed.cohort_size} nodes: {err}"
+            ) from err
     try:
         config.rule.check_cohort(fed.cohort_size)
     except AggregatorError as err:

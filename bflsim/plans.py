@@ -104,7 +104,8 @@ def plan_from_dict(raw: dict[str, Any]) -> Plan:
         return Plan(name, ((Point(name, name, ()), check_config(parse_experiment(raw))),))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
-        raise ConfigError(f"point names repeat: {names}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"point names repeat: {repeated} (two points set the same keys to the same values)")
     return Plan(name, tuple((p, _config_at(raw, p)) for p in points))
 
 

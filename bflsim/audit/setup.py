@@ -124,6 +124,10 @@ def _check_rows_beyond_commits(ctx: _Context, report: AuditReport, committed: li
 def _check_configuration(ctx: _Context, report: AuditReport) -> None:
     """The manifest's configuration against the run digest recorded on chain (registry v2)."""
     verdict = report.configuration
+    if "reference" in ctx.config.rule.needs:
+        verdict.notes.append(f"{ctx.config.rule.label}'s reference updates are read from the run folder (defence/): "
+                             "every round's aggregation is replayed with them; the server's root-set training "
+                             "that produced them is not re-run")
     configured = ctx.events["RunConfigured"].get("all", [])
     version = int(ctx.chain_info.get("registry_version", 2 if configured else 1))
     report.registry_version = version

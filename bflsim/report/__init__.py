@@ -14,16 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from bflsim.report.centralized import copy_manifests, write_centralized_report
+from bflsim.report.centralized import bundle_manifests, copy_manifests, write_centralized_report
 from bflsim.report.federated import write_federated_confusion, write_federated_report
 from bflsim.report.runs import find_runs
 from bflsim.runfolder import MANIFEST, Run, read_run
 
+MANIFEST_FILES_MAX = 200  # more runs than this: their manifests in one manifests.jsonl.gz
+
 FIGURES = {
-    "auto": "federated runs: Table 4 and Figure 2, or the sweep summary and figure when one aggregator "
-            "meets 3 or more attacker shares; centralized runs: Tables 3, 5 and Figures 1, 3",
+    "auto": "federated runs: the zoo's map when several attacks meet several defences, else the sweep summary "
+            "and figure when one aggregator meets 3 or more attacker shares, else Table 4 and Figure 2; "
+            "centralized runs: Tables 3, 5 and Figures 1, 3",
     "table4": "federated runs as scenarios: Table 4 and Figure 2 (accuracy per round)",
     "sweep": "federated runs as a sweep: summary and final accuracy against the share of attackers",
+    "zoo": "federated runs as an attack x defence map: heatmaps of the accuracy drop and attack success",
     "confusion": "federated runs: the final global model's confusion matrix, one figure per run",
 }
 """What ``bflsim report --figure`` can draw."""
@@ -63,7 +67,10 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, *, model: str
         if figure == "confusion":
             written += write_federated_confusion(federated, out_dir)
         else:
-            layout = {"auto": "auto", "table4": "scenarios", "sweep": "sweep"}[figure]
+            layout = {"auto": "auto", "table4": "scenarios", "sweep": "sweep", "zoo": "zoo"}[figure]
             written += write_federated_report([r.path for r in federated], out_dir, layout=layout)
-        written += copy_manifests(federated, out_dir / "manifests")
+        if len(federated) > MANIFEST_FILES_MAX:
+            written.append(bundle_manifests(federated, out_dir / "manifests.jsonl.gz"))
+        else:
+            written += copy_manifests(federated, out_dir / "manifests")
     return written

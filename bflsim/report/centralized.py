@@ -6,6 +6,8 @@ and writes CSV, Markdown, PNG and PDF; nothing trains.
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +56,17 @@ def copy_manifests(runs: list[Run], out_dir: Path) -> list[Path]:
         target.write_text((run.path / MANIFEST).read_text())
         written.append(target)
     return written
+
+
+def bundle_manifests(runs: list[Run], target: Path) -> Path:
+    """Every run's manifest as one JSON line of a gzip file (``{"path": folder name,
+    "manifest": {...}}``), for reports of many runs where one file per run would be a
+    folder of thousands."""
+    lines = [json.dumps({"path": run.path.name, "manifest": json.loads((run.path / MANIFEST).read_text())},
+                        sort_keys=True) for run in runs]
+    with gzip.GzipFile(target, "wb", mtime=0) as out:  # mtime 0: the same runs give the same bytes
+        out.write(("\n".join(lines) + "\n").encode())
+    return target
 
 
 def protocol_label(data: DataConfig) -> str:

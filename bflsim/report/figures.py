@@ -166,17 +166,19 @@ def accuracy_vs_attackers(
 
 
 def cell_heatmaps(summary: pd.DataFrame, value: str, title: str, labels: dict, *, vmin: float, vmax: float):
-    """One panel per attacker share: rows attacks, columns defences, colour ``<value>_mean``;
+    """One panel per attacker share, stacked: rows attacks, columns defences, colour ``<value>_mean``;
     each cell prints the mean and, below it, the standard deviation over seeds."""
     plt = _pyplot()
     shares = sorted(summary["attacker_fraction"].unique())
     attacks = list(dict.fromkeys(summary["attack"]))
     defences = list(dict.fromkeys(summary["defence"]))
-    width = 1.0 + 0.62 * len(defences)
-    fig, axes = plt.subplots(1, len(shares), figsize=(width * len(shares) + 1.5, 0.42 * len(attacks) + 2.2),
+    width = 2.0 + 0.62 * len(defences)
+    height = 0.34 * len(attacks) + 0.5
+    fig, axes = plt.subplots(len(shares), 1, figsize=(width, height * len(shares) + 1.6),
                              constrained_layout=True, squeeze=False)
+    axes = axes[:, 0]
     image = None
-    for ax, share in zip(axes[0], shares):
+    for row, (ax, share) in enumerate(zip(axes, shares)):
         cell = summary[summary["attacker_fraction"] == share]
         means = cell.pivot(index="attack", columns="defence", values=f"{value}_mean")
         spread = cell.pivot(index="attack", columns="defence", values=f"{value}_std")
@@ -191,11 +193,11 @@ def cell_heatmaps(summary: pd.DataFrame, value: str, title: str, labels: dict, *
                 text = f"{mean:.2f}" + (f"\n±{std:.2f}" if pd.notna(std) else "")
                 dark = (mean - vmin) / (vmax - vmin) > 0.6
                 ax.text(j, i, text, ha="center", va="center", fontsize=5.5, color="white" if dark else "black")
-        ax.set_xticks(range(len(defences)), [labels["defence"](d) for d in defences], rotation=60, ha="right",
-                      fontsize=7)
+        names = [labels["defence"](d) for d in defences] if row == len(shares) - 1 else [""] * len(defences)
+        ax.set_xticks(range(len(defences)), names, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(attacks)), [labels["attack"](a) for a in attacks], fontsize=7)
         ax.set_title(f"{share:.0%} attackers", fontsize=9)
-    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label=value.replace("_", " "))
+    fig.colorbar(image, ax=axes.tolist(), fraction=0.03, label=value.replace("_", " "))
     fig.suptitle(title)
     return fig
 
@@ -205,20 +207,26 @@ def accuracy_under_strongest(curves: pd.DataFrame, labels: dict):
     defence under its strongest attack; one panel per partition."""
     plt = _pyplot()
     partitions = sorted(curves["partition"].unique())
-    fig, axes = plt.subplots(1, len(partitions), figsize=(5.2 * len(partitions), 3.8), constrained_layout=True,
+    fig, axes = plt.subplots(1, len(partitions), figsize=(5.2 * len(partitions), 5.2), layout="constrained",
                              squeeze=False, sharey=True)
+    defences = list(dict.fromkeys(curves["defence"]))
+    colours = plt.get_cmap("tab20")
+    markers = "osD^v<>ph*XP8d"
     for ax, partition in zip(axes[0], partitions):
         part = curves[curves["partition"] == partition]
         for defence, line in part.groupby("defence", sort=False):
             line = line.sort_values("attacker_fraction")
             attack = line["attack"].iloc[0]
+            k = defences.index(defence)
             ax.errorbar(line["attacker_fraction"], line["accuracy_mean"], yerr=line["accuracy_std"].fillna(0),
-                        marker="o", markersize=3, capsize=2,
+                        marker=markers[k % len(markers)], markersize=4, capsize=2, color=colours(k % 20),
                         label=f"{labels['defence'](defence)} / {labels['attack'](attack)}")
         ax.set_xlabel("attacker share")
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x:.0%}")
         ax.set_title(str(partition), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final accuracy")
-    axes[0][-1].legend(fontsize=6, loc="lower left")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="outside lower center", ncol=3)
     fig.suptitle("Final accuracy under each defence's strongest attack")
     return fig

@@ -83,6 +83,27 @@ def zoo_markdown(summary: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def defence_table(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per defence: its no-attack accuracy per partition (mean over seeds), the cell
+    where it lost most (attack, share, partition, mean drop, seed spread), and its detection
+    precision / recall and poisoned weight averaged over the attacked cells."""
+    clean = table[(table["attack"] == "none") & (table["status"] == "complete")]
+    baseline = clean.pivot_table(index="defence", columns="partition", values="final_accuracy", aggfunc="mean")
+    baseline.columns = [f"no attack, {c}" for c in baseline.columns]
+    worst = summary.loc[summary.groupby("defence", sort=False)["accuracy_drop_mean"].idxmax()].set_index("defence")
+    worst = pd.DataFrame({
+        "worst attack": worst["attack"].map(_attack_label),
+        "at": worst["attacker_fraction"].map("{:.0%}".format) + ", " + worst["partition"],
+        "drop": worst["accuracy_drop_mean"], "drop std": worst["accuracy_drop_std"],
+    })
+    detection = summary.groupby("defence", sort=False)[
+        ["detection_precision_mean", "detection_recall_mean", "mean_poisoned_weight_mean"]].mean()
+    detection.columns = ["detection precision", "detection recall", "poisoned weight"]
+    out = baseline.join(worst, how="right").join(detection).reset_index(names="defence")
+    out["defence"] = out["defence"].map(_defence_label)
+    return out
+
+
 def strongest_attacks(summary: pd.DataFrame) -> pd.Series:
     """Per defence, the attack with the largest mean accuracy drop over shares and partitions."""
     mean_drop = summary.groupby(["defence", "attack"])["accuracy_drop_mean"].mean()
@@ -98,13 +119,20 @@ def write_zoo_report(run_dirs: Iterable[str | Path], out_dir: str | Path) -> lis
     written = [out_dir / "zoo_runs.csv", out_dir / "zoo_summary.csv", out_dir / "zoo_summary.md"]
     table.drop(columns=["path"]).to_csv(written[0], index=False)
     summary.to_csv(written[1], index=False)
+    defences = defence_table(table, summary)
+    defences.to_csv(out_dir / "zoo_defences.csv", index=False)
+    formats = {c: "{:.4f}" for c in defences.columns if c.startswith("no attack")}
+    formats |= {"drop": "{:+.3f}", "drop std": "{:.3f}", "detection precision": "{:.2f}", "detection recall": "{:.2f}",
+                "poisoned weight": "{:.3f}"}
+    (out_dir / "zoo_defences.md").write_text(to_markdown(defences, formats))
+    written += [out_dir / "zoo_defences.csv", out_dir / "zoo_defences.md"]
     written[2].write_text(zoo_markdown(summary))
     if summary.empty:
         return written
     labels = {"attack": _attack_label, "defence": _defence_label}
     targeted = summary[summary["attack_success_rate_mean"].notna()]
     for partition, cells in summary.groupby("partition", sort=True):
-        slug = str(partition).replace("(", "-").replace(")", "")
+        slug = str(partition).replace("(", "-").replace(")", "").replace(".", "_")  # dirichlet-0_5
         fig = figures.cell_heatmaps(cells, "accuracy_drop", f"Accuracy drop (baseline - attacked), {partition}",
                                     labels, vmin=-0.05, vmax=0.5)
         written += figures.save_figure(fig, out_dir / f"heatmap_accuracy_drop_{slug}")

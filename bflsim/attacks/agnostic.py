@@ -168,49 +168,45 @@ def _check_search(perturbation_kind: str, gamma_init: object, tolerance: object)
 
 
 @dataclass(frozen=True)
-class MinMax(Attack):
+class _AgrAgnostic(Attack):
+    """Min-Max and Min-Sum: ``mean(benign) + gamma * p``, gamma the largest that keeps the
+    attack's condition (its ``search``), found by the authors' halving search."""
+
+    reference: ClassVar[str] = "Shejwalkar & Houmansadr, NDSS 2021"
+    threat_model: ClassVar = "omniscient"
+    search: ClassVar[Callable[..., NDArray[np.floating]]]
+
+    perturbation: str = "unit_vec"
+    gamma_init: float = 10.0
+    tolerance: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_search(self.perturbation, self.gamma_init, self.tolerance)
+
+    def poison_update(self, attack_input: AttackInput) -> NDArray[np.floating]:
+        benign = _benign_of(attack_input, self.label, self.threat_model)
+        sent = type(self).search(benign, self.perturbation, self.gamma_init, self.tolerance)
+        return sent.astype(as_update(attack_input.own_update).dtype)
+
+
+@dataclass(frozen=True)
+class MinMax(_AgrAgnostic):
     """Send ``mean(benign) + gamma * p``, no farther from any benign update than the benign
     updates are from each other."""
 
     name: ClassVar[str] = "min_max"
     label: ClassVar[str] = "Min-Max"
-    reference: ClassVar[str] = "Shejwalkar & Houmansadr, NDSS 2021"
-    threat_model: ClassVar = "omniscient"
-
-    perturbation: str = "unit_vec"
-    gamma_init: float = 10.0
-    tolerance: float = 1e-5
-
-    def __post_init__(self) -> None:
-        _check_search(self.perturbation, self.gamma_init, self.tolerance)
-
-    def poison_update(self, attack_input: AttackInput) -> NDArray[np.floating]:
-        benign = _benign_of(attack_input, self.label, self.threat_model)
-        sent = min_max(benign, self.perturbation, self.gamma_init, self.tolerance)
-        return sent.astype(as_update(attack_input.own_update).dtype)
+    search: ClassVar = staticmethod(min_max)
 
 
 @dataclass(frozen=True)
-class MinSum(Attack):
+class MinSum(_AgrAgnostic):
     """Send ``mean(benign) + gamma * p``, its sum of squared distances to the benign updates
     no larger than a benign update's."""
 
     name: ClassVar[str] = "min_sum"
     label: ClassVar[str] = "Min-Sum"
-    reference: ClassVar[str] = "Shejwalkar & Houmansadr, NDSS 2021"
-    threat_model: ClassVar = "omniscient"
-
-    perturbation: str = "unit_vec"
-    gamma_init: float = 10.0
-    tolerance: float = 1e-5
-
-    def __post_init__(self) -> None:
-        _check_search(self.perturbation, self.gamma_init, self.tolerance)
-
-    def poison_update(self, attack_input: AttackInput) -> NDArray[np.floating]:
-        benign = _benign_of(attack_input, self.label, self.threat_model)
-        sent = min_sum(benign, self.perturbation, self.gamma_init, self.tolerance)
-        return sent.astype(as_update(attack_input.own_update).dtype)
+    search: ClassVar = staticmethod(min_sum)
 
 
 @dataclass(frozen=True)

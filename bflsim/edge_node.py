@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from bflsim.attacks import Attack, AttackError, AttackInput, Classes, DefenceView, grants
+from bflsim.attacks import Attack, AttackError, AttackInput, Classes, grants
 from bflsim.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
@@ -157,14 +157,11 @@ def check_attack_data(config: ExperimentConfig, data: PreparedData) -> None:
     """Refuse, before a run, a targeted attack whose classes or columns the dataset does not
     have, or that leaves no test row to measure its success on (:class:`bflsim.config.ConfigError`
     naming ``attack.params``)."""
-    attack = config.attack.record
-    if attack is None or not attack.targeted:
-        return
     try:
-        rows, _ = attack.success_inputs(data.x_test, data.y_test, Classes(data.class_names, data.normal_class))
+        aimed = success_rows(config, data)
     except AttackError as err:
         raise ConfigError(f"attack.params ({config.attack.name!r} on {data.dataset}): {err}") from err
-    if len(rows) == 0:
+    if aimed is not None and len(aimed[0]) == 0:
         raise ConfigError(f"attack {config.attack.name!r}: the test split of {data.dataset} holds no row to "
                           f"measure its success on; check attack.params")
 
@@ -312,9 +309,7 @@ def poison(
         if omniscient:
             rows = [deltas[i] for i in known if i not in bad]
             benign = np.stack(rows) if rows else np.empty((0, own.size), own.dtype)
-    defence = None
-    if attack.threat_model == "adaptive":
-        defence = DefenceView(config.aggregator.name, dict(config.aggregator.params), config.assumed_malicious)
+    defence = config.defence_view() if attack.threat_model == "adaptive" else None
     rng = np.random.default_rng(_seed(config.attack.seed, server_round, node))
     attacked = attack.poison_update(AttackInput(own, rng, coalition=coalition, honest=everyone, benign=benign,
                                                 num_nodes=len(cohort) if coalition is not None else None,

@@ -55,9 +55,29 @@ def trail_rounds(run_dir):
     return [r for r in map(json.loads, lines) if r["round"] > 0]  # round 0: data digests carry a timestamp
 
 
+def stopped_in_round_3(config, out, monkeypatch):
+    """Run ``config`` into ``out`` and stop it by SIGINT in round 3, after its commit and
+    before its checkpoint; the interrupted run folder."""
+    from bflsim.fl import server_main
+    from bflsim.fl.simulation import run_federated
+
+    evaluate = server_main.GlobalEvaluator.__call__
+
+    def stop_in_round_3(self, server_round, arrays):
+        if server_round == 3:
+            raise RunInterrupted(signal.SIGINT)
+        return evaluate(self, server_round, arrays)
+
+    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", stop_in_round_3)
+    with pytest.raises(RunInterrupted):
+        run_federated(config, out)
+    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", evaluate)
+    [stopped] = out.iterdir()
+    return stopped
+
+
 @pytest.mark.parametrize("backend", ["embedded", "none", "anvil"])
 def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch, backend):
-    from bflsim.fl import server_main
     from bflsim.fl.simulation import run_federated
 
     if backend == "anvil":
@@ -65,19 +85,8 @@ def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp
 
     config = parse_experiment({**FEDERATED, "ledger": {**FEDERATED["ledger"], "backend": backend}})
     reference = run_federated(config, tmp_path / "whole").path
-    evaluate = server_main.GlobalEvaluator.__call__
-
-    def stop_in_round_3(self, server_round, arrays):  # after round 3's commit, before its checkpoint
-        if server_round == 3:
-            raise RunInterrupted(signal.SIGINT)
-        return evaluate(self, server_round, arrays)
-
-    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", stop_in_round_3)
-    with pytest.raises(RunInterrupted):
-        run_federated(config, tmp_path / "parts")
-    [stopped] = (tmp_path / "parts").iterdir()
+    stopped = stopped_in_round_3(config, tmp_path / "parts", monkeypatch)
     assert read_manifest(stopped)["status"] == "interrupted" and read_checkpoint(stopped).server_round == 2
-    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", evaluate)
 
     resumed = run_federated(config, tmp_path / "parts", run_dir=stopped, resume=True).path
 
@@ -109,26 +118,14 @@ def test_a_run_stopped_after_round_2_and_resumed_equals_an_uninterrupted_run(tmp
 ])
 def test_rules_that_carry_state_resume_to_the_same_run_and_audit(tmp_path, monkeypatch, rule, extra):
     from bflsim.audit import audit_run
-    from bflsim.fl import server_main
     from bflsim.fl.simulation import run_federated
 
     config = parse_experiment({**FEDERATED, "aggregator": rule, "federation": {**FEDERATED["federation"], **extra},
                                "ledger": {"backend": "embedded"}})
     reference = run_federated(config, tmp_path / "whole").path
-    evaluate = server_main.GlobalEvaluator.__call__
-
-    def stop_in_round_3(self, server_round, arrays):
-        if server_round == 3:
-            raise RunInterrupted(signal.SIGINT)
-        return evaluate(self, server_round, arrays)
-
-    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", stop_in_round_3)
-    with pytest.raises(RunInterrupted):
-        run_federated(config, tmp_path / "parts")
-    [stopped] = (tmp_path / "parts").iterdir()
+    stopped = stopped_in_round_3(config, tmp_path / "parts", monkeypatch)
     checkpoint = read_checkpoint(stopped)
     assert checkpoint.server_round == 2 and checkpoint.defence is not None
-    monkeypatch.setattr(server_main.GlobalEvaluator, "__call__", evaluate)
 
     resumed = run_federated(config, tmp_path / "parts", run_dir=stopped, resume=True).path
 

@@ -74,6 +74,10 @@ class ExperimentConfig:
         """The aggregation rule, with its parameters and f."""
         return self.aggregator.rule(self.assumed_malicious)
 
+    def defence_view(self) -> DefenceView:
+        """What an adaptive attacker is told of the defence: the experiment's aggregator setting."""
+        return DefenceView(self.aggregator.name, dict(self.aggregator.params), self.assumed_malicious)
+
     def malicious_nodes(self, server_round: int) -> NDArray[np.int64]:
         """The malicious node ids in this round (fixed for the run unless redrawn per round)."""
         return draw_malicious(
@@ -117,9 +121,8 @@ def validate_federated(config: ExperimentConfig) -> None:
         )
     attack = config.attack.record
     if attack is not None:
-        defence = DefenceView(config.aggregator.name, dict(config.aggregator.params), config.assumed_malicious)
         try:
-            attack.check_setting(fed.cohort_size, defence if attack.threat_model == "adaptive" else None)
+            attack.check_setting(fed.cohort_size, config.defence_view() if attack.threat_model == "adaptive" else None)
         except AttackError as err:
             raise ConfigError(
                 f"attack.name = {config.attack.name!r} against aggregator.assumed_malicious = "

@@ -56,7 +56,10 @@ class GlobalEvaluator:
     started: float = field(default_factory=time.perf_counter)
     last: dict[str, float] = field(default_factory=dict)
     _scored: dict[int, tuple[bytes, dict[str, float], Any]] = field(default_factory=dict)
-    _aimed: dict[str, Any] = field(default_factory=dict)  # the targeted attack's test rows, once
+    _aimed: tuple[Any, int] | None = field(init=False)  # a targeted attack's test rows and target
+
+    def __post_init__(self) -> None:
+        self._aimed = success_rows(self.config, self.data)
 
     def score(self, server_round: int, weights: Weights) -> Any:
         """The confusion matrix of ``weights`` on the test split (kept for the round's rows),
@@ -64,10 +67,8 @@ class GlobalEvaluator:
         data = self.data
         proba = predict(self.config.models, self.config.train, weights, data.x_test, data.num_classes)
         metrics, cm = score_probabilities(proba, data.y_test, data.num_classes, data.normal_class)
-        if "aimed" not in self._aimed:
-            self._aimed["aimed"] = success_rows(self.config, data)
-        if self._aimed["aimed"] is not None:
-            rows, target = self._aimed["aimed"]
+        if self._aimed is not None:
+            rows, target = self._aimed
             hit = predict(self.config.models, self.config.train, weights, rows, data.num_classes)
             metrics["attack_success_rate"] = attack_success_rate(hit, target)
         self._scored[server_round] = (weights_digest(weights), metrics, cm)

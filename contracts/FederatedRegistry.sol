@@ -1,30 +1,62 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-/// @title FederatedRegistry: an audit trail for federated learning rounds (registry v2).
-/// @notice One registry per run. The deployer (owner) records the run's digest (its resolved
-/// configuration, code commit, data and test-split digests and a random nonce), registers the
-/// edge nodes (address + index 0..254) before the first round, and names the aggregator, a
-/// separate key. Nodes register the digest and size of their data, and the digest of every
-/// model update they send, bound to the run's digest and to their registered sample count, so
-/// a signed update from another run or with another weight reverts. The aggregator opens the
-/// rounds in sequence, each from the global model the previous round committed, with a cohort
-/// of active nodes, and commits each with the new global digest, the accepted nodes, a digest
-/// of the scores and a digest of the new model's evaluation on the run's test split.
-/// A cohort member that submitted but was not accepted gets a rejection; at `maxRejections`
-/// rejections the contract revokes the node (0 disables revocation).
-/// @dev Sets of nodes are uint256 bitmaps over node indices (bit i = node i). Update and
-/// evaluation digests live only in events: a round keeps one `pending` word instead, seeded at
-/// openRound with the cohort plus the OPEN bit (bit 255), from which each submission clears its
-/// own bit. Every submitUpdate therefore writes a slot that is already non-zero (2,900 gas
-/// rather than 22,100) and "once per round" is one bit test; the node's index, status and
-/// registered sample count share one slot, so its checks cost one cold read.
+/// @title FederatedRegistry: an audit trail for federated learning rounds (registry v3).
+/// @notice One registry per run, bound at deploy to the run's digest (its resolved
+/// configuration, code commit, data and test-split digests and a random nonce). The deployer
+/// (owner) registers the federation before the first round and names the aggregator, a
+/// separate key. A registry runs in one of two modes, fixed by how the federation is
+/// registered:
+///
+/// - per-node (`registerNodes`): every node is on chain (index, address, status, data
+///   digest, sample count); each node sends its own `registerData` and, every round it is in
+///   the cohort, its own `submitUpdate`, bound to the run and to its registered sample count;
+///   the aggregator opens each round with the cohort's indices and commits it with the
+///   accepted indices, and the contract gives every submitter left out a rejection (and
+///   revokes a node at `maxRejections`). Gas grows with the cohort.
+/// - batched (`registerNodeRoot`): the federation, the nodes' data registrations and every
+///   round's signed updates are Merkle roots. Each node signs its data registration and its
+///   update off chain (EIP-712 typed data, domain "bflsim FederatedRegistry" / "3" / chain /
+///   this contract); the aggregator commits one root per round over the signed leaves. Gas per
+///   round does not depend on the cohort. The chain proves the order of rounds, the model
+///   chain (each round opens from the model the previous one committed) and which roots the
+///   aggregator committed to, when; that each leaf carries a valid signature of its node, that
+///   the cohort held only registered, unrevoked nodes and that rejections were counted moves to
+///   the audit (the registry checks signatures and proofs on request: `recoverUpdate`,
+///   `recoverData`, `proves`).
+///
+/// Node indices are uint32. Rounds open in sequence, each once the previous one is committed
+/// and from the global model it committed.
+/// @dev Per-node mode keeps, for every open round, words of 127 two-bit cells (member,
+/// submitted) keyed by index / 127, with bit 255 of each word set while the round is open: a
+/// `submitUpdate` then reads and writes one slot that is already non-zero (2,900 gas rather
+/// than 22,100). The cohort itself is only hashed in storage (`cohortDigest`, keccak256 of the
+/// 32-byte words of its sorted indices) and listed in the `RoundOpened` event; `commitRound`
+/// is given it again and walks it. A node's index, status, rejections, data timestamp and
+/// registered sample count share one slot.
 contract FederatedRegistry {
     uint256 private constant OPEN = 1 << 255;
-    uint256 public constant MAX_NODES = 255;
+    uint256 private constant CELLS = 127; // two-bit cells per pending word (bits 0..253)
+
+    uint8 private constant NONE = 0;
+    uint8 private constant OPENED = 1;
+    uint8 private constant COMMITTED = 2;
+
+    uint8 public constant PER_NODE = 1;
+    uint8 public constant BATCHED = 2;
+
+    bytes32 private constant DOMAIN_TYPEHASH = keccak256(
+        "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    );
+    bytes32 public constant UPDATE_TYPEHASH = keccak256(
+        "Update(bytes32 run,uint32 round,uint32 node,bytes32 updateDigest,uint32 numSamples)"
+    );
+    bytes32 public constant DATA_TYPEHASH = keccak256(
+        "Data(bytes32 run,uint32 node,bytes32 dataDigest,uint64 timestamp,uint32 numSamples)"
+    );
 
     struct Node {
-        uint8 index;
+        uint32 index;
         bool registered;
         bool active;
         uint32 rejections;
@@ -33,44 +65,65 @@ contract FederatedRegistry {
     }
 
     struct Round {
-        uint256 cohort;
-        uint256 pending; // OPEN | members that have not submitted yet; OPEN cleared at commit
-        uint256 accepted;
-        bytes32 globalDigest;
+        uint8 status;
+        bool batched;
+        uint32 cohortSize;
+        uint32 submitted; // set at commit
+        uint32 accepted; // set at commit
+        bytes32 cohortDigest; // per-node: keccak256 of the sorted indices; batched: Merkle root
         bytes32 newGlobalDigest;
-        bytes32 scoresDigest;
+        bytes32 updatesRoot; // batched: Merkle root of the round's signed updates
     }
 
     // No immutables: the deployed code is then the same for every deployment, so a client can
     // recognise the contract by the hash of its code.
     address public owner;
     address public pendingOwner;
-    address public aggregator; // shares its slot with maxRejections and lastRound
+    address public aggregator; // shares its slot with maxRejections, lastRound and mode
     uint32 public maxRejections;
     uint32 public lastRound; // the last round opened (0: none yet)
+    uint8 public mode; // 0 until the federation is registered, then PER_NODE or BATCHED
     bytes32 public runDigest;
-    uint256 public registeredNodes; // bitmap
-    uint256 public activeNodes; // bitmap: registered and not revoked
+    bytes32 public initialGlobalDigest; // the model round 1 opened from
+    uint32 public nodeCount;
+    uint32 public activeCount;
+    uint32 public dataCount; // batched: leaves under dataRoot
+    bytes32 public nodesRoot; // batched: Merkle root of (index, address) leaves
+    bytes32 public dataRoot; // batched: Merkle root of the nodes' signed data registrations
 
     mapping(address => Node) private _nodes;
     mapping(address => bytes32) private _dataDigest;
     mapping(uint256 => address) public nodeAt;
+    mapping(uint256 => uint256) private _activeWords; // bit (index & 255) of word (index >> 8)
+    mapping(uint32 => mapping(uint256 => uint256)) private _pending;
     mapping(uint32 => Round) private _rounds;
 
     event RunConfigured(bytes32 runDigest, uint32 maxRejections);
     event OwnershipTransferStarted(address indexed previousOwner, address indexed newOwner);
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
-    event NodeRegistered(address indexed node, uint8 index);
     event AggregatorSet(address indexed aggregator);
+    event NodeRegistered(address indexed node, uint32 index);
+    event NodeRootRegistered(bytes32 nodesRoot, uint32 nodeCount);
     event DataRegistered(address indexed node, bytes32 digest, uint64 timestamp, uint32 numSamples);
-    event RoundOpened(uint32 indexed round, bytes32 globalDigest, uint256 cohort);
+    event DataRootRegistered(bytes32 dataRoot, uint32 dataCount);
+    event RoundOpened(uint32 indexed round, bytes32 globalDigest, uint32[] cohort);
     event UpdateSubmitted(
         uint32 indexed round, address indexed node, bytes32 updateDigest, uint32 numSamples
     );
     event RoundCommitted(
         uint32 indexed round,
         bytes32 newGlobalDigest,
-        uint256 accepted,
+        uint32[] accepted,
+        bytes32 scoresDigest,
+        bytes32 evaluationDigest
+    );
+    event BatchOpened(uint32 indexed round, bytes32 globalDigest, bytes32 cohortRoot, uint32 cohortSize);
+    event BatchCommitted(
+        uint32 indexed round,
+        bytes32 newGlobalDigest,
+        bytes32 updatesRoot,
+        uint32 submitted,
+        uint32 accepted,
         bytes32 scoresDigest,
         bytes32 evaluationDigest
     );
@@ -82,15 +135,18 @@ contract FederatedRegistry {
     error NotAggregator(address caller);
     error ZeroAddress();
     error LengthMismatch(uint256 nodes, uint256 indices);
-    error IndexOutOfRange(uint256 index);
-    error IndexTaken(uint8 index);
+    error IndexTaken(uint32 index);
     error AlreadyRegistered(address node);
     error RegistrationClosed(uint32 lastRound);
+    error WrongMode(uint8 mode);
+    error EmptyFederation();
     error UnknownNode(address node);
     error NodeIsRevoked(address node);
     error ZeroSamples(address node);
     error EmptyCohort(uint32 round);
-    error InactiveInCohort(uint32 round, uint256 nodes);
+    error CohortNotSorted(uint32 round, uint32 index);
+    error InactiveInCohort(uint32 round, uint32 index);
+    error CohortMismatch(uint32 round);
     error RoundOutOfOrder(uint32 round, uint32 expected);
     error PreviousRoundOpen(uint32 round);
     error GlobalDigestMismatch(uint32 round, bytes32 expected, bytes32 given);
@@ -99,7 +155,9 @@ contract FederatedRegistry {
     error SampleCountMismatch(address node, uint32 claimed, uint32 registered);
     error NotInCohort(uint32 round, address node);
     error AlreadySubmitted(uint32 round, address node);
-    error AcceptedWithoutSubmission(uint32 round, uint256 nodes);
+    error AcceptedWithoutSubmission(uint32 round, uint32 index);
+    error AcceptedNotInCohort(uint32 round, uint32 index);
+    error BatchCountsInvalid(uint32 round, uint32 submitted, uint32 accepted, uint32 cohortSize);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
@@ -145,21 +203,20 @@ contract FederatedRegistry {
         emit AggregatorSet(aggregator_);
     }
 
-    /// @notice The federation is fixed before round 1: no node can be added once it opened.
-    function registerNodes(address[] calldata nodes, uint8[] calldata indices)
+    /// @notice Per-node mode: register nodes (in as many calls as blocks need) before round 1.
+    function registerNodes(address[] calldata nodes, uint32[] calldata indices)
         external
         onlyOwner
     {
         if (lastRound != 0) revert RegistrationClosed(lastRound);
+        if (mode == BATCHED) revert WrongMode(mode);
         if (nodes.length != indices.length) revert LengthMismatch(nodes.length, indices.length);
-        uint256 registered = registeredNodes;
-        uint256 active = activeNodes;
+        mode = PER_NODE;
         for (uint256 k = 0; k < nodes.length; ++k) {
             address node = nodes[k];
-            uint8 index = indices[k];
+            uint32 index = indices[k];
             if (node == address(0)) revert ZeroAddress();
-            if (index >= MAX_NODES) revert IndexOutOfRange(index);
-            if (registered & (1 << index) != 0) revert IndexTaken(index);
+            if (nodeAt[index] != address(0)) revert IndexTaken(index);
             if (_nodes[node].registered) revert AlreadyRegistered(node);
             _nodes[node] = Node({
                 index: index,
@@ -170,15 +227,36 @@ contract FederatedRegistry {
                 numSamples: 0
             });
             nodeAt[index] = node;
-            registered |= 1 << index;
-            active |= 1 << index;
+            _activeWords[index >> 8] |= uint256(1) << (index & 255);
             emit NodeRegistered(node, index);
         }
-        registeredNodes = registered;
-        activeNodes = active;
+        nodeCount += uint32(nodes.length);
+        activeCount += uint32(nodes.length);
     }
 
-    // ---- edge nodes -----------------------------------------------------------------
+    /// @notice Batched mode: the federation as the Merkle root of its (index, address) leaves
+    /// (bflsim.ledger.merkle.node_leaf), once, before round 1.
+    function registerNodeRoot(bytes32 root, uint32 count) external onlyOwner {
+        if (mode != 0) revert WrongMode(mode);
+        if (count == 0) revert EmptyFederation();
+        mode = BATCHED;
+        nodesRoot = root;
+        nodeCount = count;
+        activeCount = count;
+        emit NodeRootRegistered(root, count);
+    }
+
+    /// @notice Batched mode: the Merkle root of the nodes' signed data registrations
+    /// (bflsim.ledger.merkle.data_leaf); a later call before round 1 replaces it.
+    function registerDataRoot(bytes32 root, uint32 count) external onlyOwner {
+        if (mode != BATCHED) revert WrongMode(mode);
+        if (lastRound != 0) revert RegistrationClosed(lastRound);
+        dataRoot = root;
+        dataCount = count;
+        emit DataRootRegistered(root, count);
+    }
+
+    // ---- edge nodes (per-node mode) ---------------------------------------------------
 
     /// @param digest bflsim.hashing.data_digest of the node's batch (features, labels,
     /// timestamp, node index).
@@ -207,88 +285,126 @@ contract FederatedRegistry {
         if (numSamples != node.numSamples || numSamples == 0) {
             revert SampleCountMismatch(msg.sender, numSamples, node.numSamples);
         }
-        uint256 bit = 1 << node.index;
-        Round storage r = _rounds[round];
-        uint256 pending = r.pending;
-        if (pending & OPEN == 0) revert RoundNotOpen(round);
-        if (pending & bit == 0) {
-            if (r.cohort & bit == 0) revert NotInCohort(round, msg.sender);
-            revert AlreadySubmitted(round, msg.sender);
+        mapping(uint256 => uint256) storage pending = _pending[round];
+        uint256 slot = node.index / CELLS;
+        uint256 shift = 2 * (node.index % CELLS);
+        uint256 word = pending[slot];
+        if (word & OPEN == 0) {
+            Round storage r = _rounds[round];
+            if (r.status != OPENED || r.batched) revert RoundNotOpen(round);
+            revert NotInCohort(round, msg.sender);
         }
-        r.pending = pending & ~bit;
+        if ((word >> shift) & 1 == 0) revert NotInCohort(round, msg.sender);
+        if ((word >> shift) & 2 != 0) revert AlreadySubmitted(round, msg.sender);
+        pending[slot] = word | (uint256(2) << shift);
         emit UpdateSubmitted(round, msg.sender, updateDigest, numSamples);
     }
 
-    // ---- aggregator -----------------------------------------------------------------
+    // ---- aggregator (per-node mode) ---------------------------------------------------
 
-    /// @notice Rounds open in sequence (1, 2, ...), each once the previous one is committed
-    /// and, after round 1, from the global model it committed.
-    function openRound(uint32 round, bytes32 globalDigest, uint256 cohort)
+    /// @param cohort the round's nodes, strictly increasing indices of active nodes.
+    function openRound(uint32 round, bytes32 globalDigest, uint32[] calldata cohort)
         external
         onlyAggregator
     {
-        uint32 previous = lastRound;
-        if (round != previous + 1) revert RoundOutOfOrder(round, previous + 1);
-        if (previous != 0) {
-            Round storage last = _rounds[previous];
-            if (last.pending & OPEN != 0) revert PreviousRoundOpen(previous);
-            bytes32 expected = last.newGlobalDigest;
-            if (globalDigest != expected) revert GlobalDigestMismatch(round, expected, globalDigest);
+        if (mode != PER_NODE) revert WrongMode(mode);
+        if (cohort.length == 0) revert EmptyCohort(round);
+        _sequence(round, globalDigest);
+        mapping(uint256 => uint256) storage pending = _pending[round];
+        uint256 slot = cohort[0] / CELLS;
+        uint256 bits = OPEN;
+        uint256 activeSlot = cohort[0] >> 8;
+        uint256 active = _activeWords[activeSlot];
+        for (uint256 k = 0; k < cohort.length; ++k) {
+            uint32 index = cohort[k];
+            if (k > 0 && index <= cohort[k - 1]) revert CohortNotSorted(round, index);
+            if (index / CELLS != slot) {
+                pending[slot] = bits;
+                slot = index / CELLS;
+                bits = OPEN;
+            }
+            if (index >> 8 != activeSlot) {
+                activeSlot = index >> 8;
+                active = _activeWords[activeSlot];
+            }
+            if (active & (uint256(1) << (index & 255)) == 0) revert InactiveInCohort(round, index);
+            bits |= uint256(1) << (2 * (index % CELLS));
         }
-        if (cohort == 0) revert EmptyCohort(round);
-        uint256 inactive = cohort & ~activeNodes;
-        if (inactive != 0) revert InactiveInCohort(round, inactive);
-        lastRound = round;
+        pending[slot] = bits;
         Round storage r = _rounds[round];
-        r.cohort = cohort;
-        r.pending = cohort | OPEN;
-        r.globalDigest = globalDigest;
+        r.status = OPENED;
+        r.cohortSize = uint32(cohort.length);
+        r.cohortDigest = keccak256(abi.encodePacked(cohort));
         emit RoundOpened(round, globalDigest, cohort);
     }
 
-    /// @param accepted bitmap of the nodes whose updates entered the aggregate; it must be a
-    /// subset of those that submitted. Submitters left out each get one rejection.
+    /// @param cohort the round's cohort exactly as opened (checked against its digest).
+    /// @param accepted strictly increasing indices of the nodes whose updates entered the
+    /// aggregate: cohort members that submitted. Submitters left out get one rejection each.
     /// @param evaluationDigest bflsim.hashing.evaluation_digest of the new global model's
-    /// confusion matrix on the run's test split (kept in the event only).
+    /// confusion matrix on the run's test split (kept in the event only, like scoresDigest).
     function commitRound(
         uint32 round,
         bytes32 newGlobalDigest,
-        uint256 accepted,
+        uint32[] calldata cohort,
+        uint32[] calldata accepted,
         bytes32 scoresDigest,
         bytes32 evaluationDigest
     ) external onlyAggregator {
         Round storage r = _rounds[round];
-        uint256 pending = r.pending;
-        if (pending & OPEN == 0) revert RoundNotOpen(round);
-        uint256 submitted = r.cohort & ~pending;
-        uint256 stray = accepted & ~submitted;
-        if (stray != 0) revert AcceptedWithoutSubmission(round, stray);
-        r.pending = pending & ~OPEN;
-        r.accepted = accepted;
+        if (r.status != OPENED || r.batched) revert RoundNotOpen(round);
+        if (keccak256(abi.encodePacked(cohort)) != r.cohortDigest) revert CohortMismatch(round);
+        uint32 submitted = _settle(round, cohort, accepted);
+        r.status = COMMITTED;
+        r.submitted = submitted;
+        r.accepted = uint32(accepted.length);
         r.newGlobalDigest = newGlobalDigest;
-        r.scoresDigest = scoresDigest;
         emit RoundCommitted(round, newGlobalDigest, accepted, scoresDigest, evaluationDigest);
-
-        _reject(round, submitted & ~accepted);
     }
 
-    /// @dev One rejection for each node of `rejected`; revocation at the threshold.
-    function _reject(uint32 round, uint256 rejected) private {
-        uint32 threshold = maxRejections;
-        for (uint256 i = 0; rejected != 0; ++i) {
-            if (rejected & (1 << i) == 0) continue;
-            rejected &= ~(1 << i);
-            address addr = nodeAt[i];
-            Node storage node = _nodes[addr];
-            uint32 count = node.rejections + 1;
-            node.rejections = count;
-            emit NodeRejected(round, addr, count);
-            if (threshold != 0 && count >= threshold && node.active) {
-                node.active = false;
-                activeNodes &= ~(1 << i);
-                emit NodeRevoked(addr, round, count);
-            }
+    // ---- aggregator (batched mode) ----------------------------------------------------
+
+    /// @param cohortRoot Merkle root of the cohort's index leaves (bflsim.ledger.merkle.cohort_leaf).
+    function openBatch(uint32 round, bytes32 globalDigest, bytes32 cohortRoot, uint32 cohortSize)
+        external
+        onlyAggregator
+    {
+        if (mode != BATCHED) revert WrongMode(mode);
+        if (cohortSize == 0) revert EmptyCohort(round);
+        _sequence(round, globalDigest);
+        Round storage r = _rounds[round];
+        r.status = OPENED;
+        r.batched = true;
+        r.cohortSize = cohortSize;
+        r.cohortDigest = cohortRoot;
+        emit BatchOpened(round, globalDigest, cohortRoot, cohortSize);
+    }
+
+    /// @param updatesRoot Merkle root of the round's signed updates, one leaf per update the
+    /// aggregator received with a valid signature (bflsim.ledger.merkle.update_leaf: node,
+    /// EIP-712 digest, signature, accepted or not).
+    function commitBatch(
+        uint32 round,
+        bytes32 newGlobalDigest,
+        bytes32 updatesRoot,
+        uint32 submitted,
+        uint32 accepted,
+        bytes32 scoresDigest,
+        bytes32 evaluationDigest
+    ) external onlyAggregator {
+        Round storage r = _rounds[round];
+        if (r.status != OPENED || !r.batched) revert RoundNotOpen(round);
+        if (accepted > submitted || submitted > r.cohortSize) {
+            revert BatchCountsInvalid(round, submitted, accepted, r.cohortSize);
         }
+        r.status = COMMITTED;
+        r.submitted = submitted;
+        r.accepted = accepted;
+        r.newGlobalDigest = newGlobalDigest;
+        r.updatesRoot = updatesRoot;
+        emit BatchCommitted(
+            round, newGlobalDigest, updatesRoot, submitted, accepted, scoresDigest, evaluationDigest
+        );
     }
 
     // ---- views ----------------------------------------------------------------------
@@ -299,7 +415,7 @@ contract FederatedRegistry {
         returns (
             bool registered,
             bool active,
-            uint8 index,
+            uint32 index,
             uint32 rejections,
             bytes32 dataDigest,
             uint64 dataTimestamp,
@@ -318,36 +434,182 @@ contract FederatedRegistry {
         );
     }
 
+    /// @notice Per-node mode: `count` words of the active set from word `first` (bit i of
+    /// word w = node 256 w + i).
+    function activeWords(uint256 first, uint256 count) external view returns (uint256[] memory words) {
+        words = new uint256[](count);
+        for (uint256 k = 0; k < count; ++k) words[k] = _activeWords[first + k];
+    }
+
+    /// @notice Per-node mode: whether node `index` is in round `round`'s cohort and submitted.
+    function cell(uint32 round, uint32 index) external view returns (bool member, bool submitted) {
+        uint256 bits = _pending[round][index / CELLS] >> (2 * (index % CELLS));
+        return (bits & 1 != 0, bits & 2 != 0);
+    }
+
     /// @return status 0 = never opened, 1 = open, 2 = committed.
     function roundInfo(uint32 round)
         external
         view
         returns (
             uint8 status,
-            uint256 cohort,
-            uint256 submitted,
-            uint256 accepted,
+            bool batched,
+            uint32 cohortSize,
+            uint32 submitted,
+            uint32 accepted,
+            bytes32 cohortDigest,
             bytes32 globalDigest,
             bytes32 newGlobalDigest,
-            bytes32 scoresDigest
+            bytes32 updatesRoot
         )
     {
         Round storage r = _rounds[round];
-        if (r.cohort == 0) status = 0;
-        else if (r.pending & OPEN != 0) status = 1;
-        else status = 2;
+        if (r.status != NONE) {
+            globalDigest = round == 1 ? initialGlobalDigest : _rounds[round - 1].newGlobalDigest;
+        }
         return (
-            status,
-            r.cohort,
-            r.cohort & ~r.pending,
+            r.status,
+            r.batched,
+            r.cohortSize,
+            r.submitted,
             r.accepted,
-            r.globalDigest,
+            r.cohortDigest,
+            globalDigest,
             r.newGlobalDigest,
-            r.scoresDigest
+            r.updatesRoot
         );
     }
 
+    /// @notice The EIP-712 domain separator nodes sign under in batched mode.
+    function domainSeparator() public view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                DOMAIN_TYPEHASH,
+                keccak256("bflsim FederatedRegistry"),
+                keccak256("3"),
+                block.chainid,
+                address(this)
+            )
+        );
+    }
+
+    /// @notice The signer of an EIP-712 `Update` (address(0) for an invalid signature).
+    function recoverUpdate(
+        uint32 round,
+        uint32 node,
+        bytes32 updateDigest,
+        uint32 numSamples,
+        bytes calldata signature
+    ) external view returns (address) {
+        bytes32 structHash = keccak256(
+            abi.encode(UPDATE_TYPEHASH, runDigest, round, node, updateDigest, numSamples)
+        );
+        return _recover(structHash, signature);
+    }
+
+    /// @notice The signer of an EIP-712 `Data` registration (address(0) for an invalid one).
+    function recoverData(
+        uint32 node,
+        bytes32 dataDigest,
+        uint64 timestamp,
+        uint32 numSamples,
+        bytes calldata signature
+    ) external view returns (address) {
+        bytes32 structHash = keccak256(
+            abi.encode(DATA_TYPEHASH, runDigest, node, dataDigest, timestamp, numSamples)
+        );
+        return _recover(structHash, signature);
+    }
+
+    /// @notice Whether `proof` leads from `leaf` to `root` (pairs hashed in sorted order).
+    function proves(bytes32 root, bytes32 leaf, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        bytes32 h = leaf;
+        for (uint256 k = 0; k < proof.length; ++k) {
+            bytes32 p = proof[k];
+            h = h < p ? keccak256(abi.encodePacked(h, p)) : keccak256(abi.encodePacked(p, h));
+        }
+        return h == root;
+    }
+
     // ---- internal -------------------------------------------------------------------
+
+    /// @dev Rounds open in sequence (1, 2, ...), each once the previous one is committed and,
+    /// after round 1, from the global model it committed.
+    function _sequence(uint32 round, bytes32 globalDigest) private {
+        uint32 previous = lastRound;
+        if (round != previous + 1) revert RoundOutOfOrder(round, previous + 1);
+        if (previous != 0) {
+            Round storage last = _rounds[previous];
+            if (last.status != COMMITTED) revert PreviousRoundOpen(previous);
+            bytes32 expected = last.newGlobalDigest;
+            if (globalDigest != expected) revert GlobalDigestMismatch(round, expected, globalDigest);
+        } else {
+            initialGlobalDigest = globalDigest;
+        }
+        lastRound = round;
+    }
+
+    /// @dev Walk the cohort and the accepted list together (both sorted): close the round's
+    /// pending words, check every accepted node submitted, reject every other submitter.
+    function _settle(uint32 round, uint32[] calldata cohort, uint32[] calldata accepted)
+        private
+        returns (uint32 submitted)
+    {
+        uint256 slot = type(uint256).max;
+        uint256 bits;
+        uint256 a = 0;
+        for (uint256 k = 0; k < cohort.length; ++k) {
+            uint32 index = cohort[k];
+            if (index / CELLS != slot) {
+                if (slot != type(uint256).max) _pending[round][slot] = bits & ~OPEN;
+                slot = index / CELLS;
+                bits = _pending[round][slot];
+            }
+            bool sent = (bits >> (2 * (index % CELLS))) & 2 != 0;
+            if (a < accepted.length && accepted[a] == index) {
+                if (!sent) revert AcceptedWithoutSubmission(round, index);
+                ++a;
+            } else if (sent) {
+                _reject(round, index);
+            }
+            if (sent) ++submitted;
+        }
+        _pending[round][slot] = bits & ~OPEN;
+        if (a != accepted.length) revert AcceptedNotInCohort(round, accepted[a]);
+    }
+
+    /// @dev One rejection for node `index`; revocation at the threshold.
+    function _reject(uint32 round, uint32 index) private {
+        address addr = nodeAt[index];
+        Node storage node = _nodes[addr];
+        uint32 count = node.rejections + 1;
+        node.rejections = count;
+        emit NodeRejected(round, addr, count);
+        uint32 threshold = maxRejections;
+        if (threshold != 0 && count >= threshold && node.active) {
+            node.active = false;
+            _activeWords[index >> 8] &= ~(uint256(1) << (index & 255));
+            activeCount -= 1;
+            emit NodeRevoked(addr, round, count);
+        }
+    }
+
+    function _recover(bytes32 structHash, bytes calldata signature) private view returns (address) {
+        if (signature.length != 65) return address(0);
+        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", domainSeparator(), structHash));
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        // EIP-2: only the lower half of s, so a signature has one valid form
+        if (uint256(s) > 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0) {
+            return address(0);
+        }
+        return ecrecover(digest, v, r, s);
+    }
 
     function _activeNode(address addr) private view returns (Node storage node) {
         node = _nodes[addr];

@@ -28,6 +28,7 @@ from bflsim.tamper import CASES, forge_run
 
 SECRET = "a-test-secret-0123456789abcdef"
 V1_RUN = Path(__file__).parent / "data" / "v1_run"
+V2_RUN = Path(__file__).parent / "data" / "v2_run"  # experiments/audit_tamper.toml at 8bd60af (registry v2)
 
 RAW = {
     "experiment": {"name": "audit_test", "kind": "federated"},
@@ -81,7 +82,7 @@ def test_a_consistent_forgery_passes_in_seed_mode_and_the_verdict_says_so(forged
     assert report.exit_code == 0, "\n".join(report.lines())
     verdict = report.lines()[-1]
     assert verdict.startswith("verdict: PASS (run complete, 3 of 3 rounds committed")
-    assert report.registry_version == 2 and "v1 registry" not in verdict
+    assert report.registry_version == 3 and "v1 registry" not in verdict
     assert "self-consistency only" in verdict and "a forged folder can pass" in verdict
 
 
@@ -95,6 +96,20 @@ def test_a_v1_registry_run_stays_auditable_and_says_what_is_not_on_chain(tmp_pat
     assert report.registry_version == 1
     assert "not recorded on chain (v1 registry): run configuration, evaluations, partition sizes" in report.lines()[-1]
     assert "round 2" not in report.rounds[0].line()  # node 2's integrity failure in round 2 re-checked, justified
+
+
+def test_a_v2_registry_run_stays_auditable(tmp_path):
+    run_dir = tmp_path / "v2_run"
+    shutil.copytree(V2_RUN, run_dir)  # a real run with the 255-node bitmap registry
+
+    report = audit_run(run_dir)
+
+    assert report.exit_code == 0, "\n".join(report.lines())
+    assert report.registry_version == 2 and not report.not_on_chain
+    assert "accepted [0, 2, 3, 4, 5, 6]" in report.rounds[1].line()  # the commit's bitmap, read as indices
+    tampered = run_dir / "trail" / "rounds.jsonl"
+    tampered.write_text(tampered.read_text().replace('"accepted": [0, 3, 4, 5, 6]', '"accepted": [0, 3, 4, 5]', 1))
+    assert audit_run(run_dir).exit_code == 1
 
 
 def test_a_forgery_in_env_mode_fails_for_an_auditor_holding_the_secret(tmp_path, monkeypatch):
@@ -362,7 +377,7 @@ def test_an_audit_with_sampled_rounds_scores_only_those(copy_of):
 def test_v2_run_digest_and_evaluation_digests_are_checked(forged):
     report = audit_run(forged)
 
-    assert report.registry_version == 2 and not report.not_on_chain
+    assert report.registry_version == 3 and not report.not_on_chain
     assert "matches the manifest (config, test split)" in report.configuration.line()
     assert "checked only through" not in report.configuration.line()
 

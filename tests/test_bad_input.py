@@ -12,6 +12,7 @@ import pytest
 from bflsim.cli import main
 from bflsim.config import ConfigError, parse_experiment, read_toml
 from bflsim.data import DataError, check_enough_rows, check_node_rows, partition, run_data_dir
+from bflsim.ledger.base import LedgerError
 from bflsim.ledger.factory import check_ledger
 from bflsim.ledger.web3_ledger import _is_insufficient_funds, check_rpc_endpoint, operator_gas_need
 
@@ -353,3 +354,17 @@ def test_a_plan_is_checked_point_by_point_before_its_first_run(tmp_path, capsys)
                    'set = { "federation.partition" = "dirichlet", "federation.alpha" = 0.001 }\n')
 
     refused(tmp_path, capsys, "point 'skewed' (skewed): federation.partition = 'dirichlet'", text=text)
+
+
+def test_rpc_pre_flight_refuses_a_cohort_that_no_block_of_the_endpoint_holds(anvil):
+    nodes = ["0x" + f"{i:040x}" for i in range(1, 4)]
+
+    facts = check_rpc_endpoint(anvil.url, chain_id=31337, private_key=None, node_addresses=nodes, rounds=1,
+                               cohort_size=1_000)
+    with pytest.raises(LedgerError) as refused:
+        check_rpc_endpoint(anvil.url, chain_id=31337, private_key=None, node_addresses=nodes, rounds=1,
+                           cohort_size=3_000)
+
+    assert facts["block_gas_limit"] == 30_000_000
+    assert "a round of 3000 nodes needs up to 45,150,000 gas" in str(refused.value)
+    assert "(30,000,000)" in str(refused.value)

@@ -247,3 +247,16 @@ def test_bflsim_list_prints_every_registry_entry_with_its_parameters(capsys):
     assert "trimmed_mean       Trimmed mean; params: trim_fraction=0.1; Yin et al., ICML 2018" in out
     assert "gaussian           Gaussian; threat model independent (knows its own data and update); params: mode='replace', mu=0.0, sigma=1.0;" in out
     assert "alie               ALIE; threat model colluding (knows the coalition's honest updates); params: z=None;" in out
+
+
+def test_a_per_node_cohort_too_large_for_a_block_is_refused_with_the_numbers():
+    big = {"experiment": {"kind": "federated"}, "federation": {"num_nodes": 3000, "fraction_train": 1.0}}
+    with pytest.raises(ConfigError) as info:
+        parse_experiment(big)
+
+    message = str(info.value)
+    assert "a cohort of 3000 nodes" in message and "45,150,000 gas" in message and "(30,000,000)" in message
+    assert "at most 1990 nodes" in message
+    # past the old 255-node cap, a cohort that fits is fine; without a ledger any size is
+    assert parse_experiment({**big, "federation": {"num_nodes": 3000, "fraction_train": 0.5}}).federation.cohort_size == 1500
+    assert parse_experiment({**big, "ledger": {"backend": "none"}}).federation.num_nodes == 3000

@@ -1,4 +1,4 @@
-"""FederatedRegistry (v2) through the Ledger interface, the same tests on two chains.
+"""FederatedRegistry (v3, per-node mode) through the Ledger interface, the same tests on two chains.
 
 ``ledger`` is an EmbeddedLedger (py-evm, in process) or an RpcLedger on a fresh contract on
 one anvil node that this module starts on 127.0.0.1 and stops afterwards. Node transactions
@@ -142,7 +142,7 @@ def test_only_the_owner_names_the_aggregator(ledger, nodes):
 
 
 def test_the_owner_cannot_open_rounds(ledger, nodes):
-    raw = ledger._call_data("openRound", 1, GLOBAL_0, 0b1)
+    raw = ledger._call_data("openRound", 1, GLOBAL_0, [0])
     with pytest.raises(TransactionReverted, match="NotAggregator"):
         ledger._transact("open_round", raw, to=ledger.address)  # sent from the owner's key
 
@@ -221,7 +221,7 @@ def test_open_round_records_cohort(ledger, nodes):
 
 
 def test_open_round_by_non_aggregator_reverts(ledger, nodes):
-    reverts_with(ledger, signed_call(ledger, nodes[0], "openRound", 1, GLOBAL_0, 1), "NotAggregator")
+    reverts_with(ledger, signed_call(ledger, nodes[0], "openRound", 1, GLOBAL_0, [0]), "NotAggregator")
 
 
 def test_rounds_open_in_sequence_once_each(ledger, nodes):
@@ -250,13 +250,13 @@ def test_a_round_opens_from_the_previous_commit(ledger, nodes):
 
 
 def test_a_cohort_holds_active_nodes_only(ledger, nodes):
-    with pytest.raises(TransactionReverted, match=r"InactiveInCohort\(round=1, nodes=128\)"):
+    with pytest.raises(TransactionReverted, match=r"InactiveInCohort\(round=1, index=7\)"):
         ledger.open_round(1, GLOBAL_0, [0, 7])  # 7: never registered
     with pytest.raises(TransactionReverted, match="EmptyCohort"):
         ledger.open_round(1, GLOBAL_0, [])
     revoke(ledger, nodes, 3)
 
-    with pytest.raises(TransactionReverted, match=r"InactiveInCohort\(round=3, nodes=8\)"):
+    with pytest.raises(TransactionReverted, match=r"InactiveInCohort\(round=3, index=3\)"):
         ledger.open_round(3, GLOBAL_1, [0, 3])
 
 
@@ -385,7 +385,7 @@ def test_commit_by_non_aggregator_reverts(ledger, nodes):
     ledger.open_round(1, GLOBAL_0, [0])
     submit(ledger, nodes[0], 1)
 
-    raw = signed_call(ledger, nodes[0], "commitRound", 1, GLOBAL_1, 1, SCORES, EVALUATION)
+    raw = signed_call(ledger, nodes[0], "commitRound", 1, GLOBAL_1, [0], [0], SCORES, EVALUATION)
 
     reverts_with(ledger, raw, "NotAggregator")
     assert ledger.round_info(1).status == "open"
@@ -441,7 +441,7 @@ def test_set_aggregator_hands_over_rounds(ledger, nodes):
 
     with pytest.raises(TransactionReverted, match="NotAggregator"):
         ledger.open_round(1, GLOBAL_0, [1])
-    record = ledger.send_raw(signed_call(ledger, aggregator, "openRound", 1, GLOBAL_0, 0b10))
+    record = ledger.send_raw(signed_call(ledger, aggregator, "openRound", 1, GLOBAL_0, [1]))
     assert record.status == 1 and ledger.round_info(1).cohort == (1,)
 
 
@@ -485,11 +485,12 @@ def test_events_cover_every_step(ledger, nodes):
 
     assert [e.name for e in events] == [
         "DataRegistered", "RoundOpened", "UpdateSubmitted", "UpdateSubmitted",
-        "RoundCommitted", "NodeRejected",
+        "NodeRejected", "RoundCommitted",
     ]
     assert events[0].args == {"node": node.address, "digest": b"\xd0" * 32, "timestamp": 5,
                               "numSamples": NUM_SAMPLES}
-    assert events[4].args == {"round": 1, "newGlobalDigest": GLOBAL_1, "accepted": 0b01,
+    assert events[1].args == {"round": 1, "globalDigest": GLOBAL_0, "cohort": (0, 1)}
+    assert events[5].args == {"round": 1, "newGlobalDigest": GLOBAL_1, "accepted": (0,),
                               "scoresDigest": SCORES, "evaluationDigest": EVALUATION}
     assert all(e.tx_hash.startswith("0x") and e.block >= start for e in events)
     assert [r.kind for r in ledger.records[-5:]] == [

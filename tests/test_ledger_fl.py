@@ -88,7 +88,7 @@ def test_run_facts_bind_the_registry_and_each_commit_carries_the_logged_evaluati
     confusion = pd.read_csv(chain_run / "confusion.csv")
     classes = manifest["data"]["class_names"]
 
-    assert chain["registry_version"] == 2 and chain["run_facts"] == facts
+    assert chain["registry_version"] == 3 and chain["run_facts"] == facts
     assert manifest["run_digest"] == chain["run_digest"] == "0x" + run_digest(facts).hex()
     assert facts["config"] == config_digest(read_run(chain_run).config) and facts["run_id"] == chain_run.name
     assert chain["aggregator"] != chain["operator"]

@@ -14,9 +14,11 @@ from bflsim.ledger import (
     TxContext,
     derive_identities,
     from_bitmap,
+    node_set,
     read_update_tx,
     sign_data_tx,
     sign_update_tx,
+    sorted_indices,
     to_bitmap,
 )
 from bflsim.ledger.identity import (
@@ -51,8 +53,11 @@ def test_identity_repr_hides_the_key():
 
 
 def test_identity_rejects_bad_index():
-    with pytest.raises(ValueError, match="0..254"):
-        NodeIdentity(255, b"\x01" * 32)
+    assert NodeIdentity(70_000, b"\x01" * 32).index == 70_000  # registry v3: uint32 indices
+    with pytest.raises(ValueError, match="0..4294967294"):
+        NodeIdentity(2**32 - 1, b"\x01" * 32)
+    with pytest.raises(ValueError, match="0..4294967294"):
+        NodeIdentity(-1, b"\x01" * 32)
 
 
 def test_signed_update_tx_recovers_to_the_node_and_encodes_the_call():
@@ -157,11 +162,15 @@ def test_embedded_chain_accepts_offline_signed_legacy_tx():
     assert ledger.node_info(node.address).num_samples == 33
 
 
-def test_bitmaps():
-    assert to_bitmap([0, 3, 254]) == 1 | 8 | 1 << 254
+def test_node_sets_of_every_registry_version():
+    assert to_bitmap([0, 3, 254]) == 1 | 8 | 1 << 254  # v1, v2
     assert from_bitmap(to_bitmap([5, 1, 5])) == (1, 5)
     with pytest.raises(ValueError, match="0..254"):
         to_bitmap([255])
+    assert node_set(0b1010) == (1, 3) and node_set((70_000, 2, 9)) == (2, 9, 70_000)  # v3: index lists
+    assert sorted_indices([5, 1, 5], "cohort") == [1, 5]
+    with pytest.raises(ValueError, match=r"cohort: node index must be in 0..4294967294; got -1"):
+        sorted_indices([3, -1], "cohort")
 
 
 def test_no_ledger_records_nothing():

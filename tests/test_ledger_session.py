@@ -231,7 +231,7 @@ def test_the_run_digest_and_evaluation_digest_are_on_chain_and_in_the_trail(sess
     commit(session, 1, [0], [honest])
 
     chain = read_chain(session.run_dir)
-    assert chain["registry_version"] == 2
+    assert chain["registry_version"] == 3
     assert chain["run_digest"] == digest_hex(run_digest(chain["run_facts"])) == digest_hex(session.run_digest)
     assert session.ledger.run_digest == session.run_digest
     assert chain["aggregator"] == session.ledger.aggregator != chain["operator"]

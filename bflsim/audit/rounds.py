@@ -16,7 +16,7 @@ from bflsim.hashing import (
     digest_hex,
     weights_digest,
 )
-from bflsim.ledger.base import from_bitmap
+from bflsim.ledger.base import node_set
 from bflsim.ledger.identity import (
     UPDATE_GAS_LIMIT,
     TxContext,
@@ -45,7 +45,7 @@ def _check_round(
                         f"{digest_hex(committed[server_round - 1])}")
     if server_round == 1:
         _check_initial_model(ctx, global_digest, verdict)
-    cohort = list(from_bitmap(int(opened[0]["cohort"])))
+    cohort = list(node_set(opened[0]["cohort"]))
     _check_cohort(ctx, server_round, cohort, exclusions, verdict)
     if trail is None:
         if closed:
@@ -100,7 +100,7 @@ def _check_round(
     if new_digest != bytes(commit["newGlobalDigest"]):
         problems.append(f"re-aggregation ({config.aggregator.name}) gives {digest_hex(new_digest)}, committed "
                         f"{digest_hex(bytes(commit['newGlobalDigest']))}")
-    accepted = list(from_bitmap(int(commit["accepted"])))
+    accepted = list(node_set(commit["accepted"]))
     if accepted != list(decision.accepted):
         problems.append(f"accepted on chain {accepted}, re-aggregation accepts {list(decision.accepted)}")
     if decision.scores_digest != bytes(commit["scoresDigest"]):

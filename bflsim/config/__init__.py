@@ -8,9 +8,10 @@ their records' own (``[aggregator.params]``, ``[attack.params]``), checked by th
 """
 
 from bflsim.config.experiment import (
-    MAX_LEDGER_NODES,
+    LOCAL_BLOCK_GAS_LIMIT,
     ExperimentConfig,
     ExperimentKind,
+    per_node_round_gas,
     validate_federated,
 )
 from bflsim.config.loading import (
@@ -49,7 +50,7 @@ from bflsim.config.typed import ConfigError, Params, build, build_record, to_dic
 
 __all__ = [
     "LEGACY_KEYS",
-    "MAX_LEDGER_NODES",
+    "LOCAL_BLOCK_GAS_LIMIT",
     "AggregatorConfig",
     "AttackConfig",
     "BackendConfig",
@@ -78,6 +79,7 @@ __all__ = [
     "parse_experiment",
     "parse_overrides",
     "parse_recorded",
+    "per_node_round_gas",
     "read_toml",
     "set_dotted",
     "to_dict",

@@ -32,7 +32,16 @@ from bflsim.config.typed import ConfigError
 
 ExperimentKind = Literal["centralized", "federated"]
 
-MAX_LEDGER_NODES = 255  # the registry's node bitmaps hold indices 0..254
+# The largest transaction of a round in the registry's per-node mode (v3) is commitRound, which
+# walks the cohort: measured about 120,000 gas + 13,500 per member when every submitter but one
+# is rejected and revoked (contracts/README.md); openRound takes about 2,000 per member.
+PER_NODE_COMMIT_GAS, PER_NODE_COMMIT_GAS_PER_MEMBER = 150_000, 15_000
+LOCAL_BLOCK_GAS_LIMIT = 30_000_000  # what py-evm (embedded) and anvil start their blocks with
+
+
+def per_node_round_gas(cohort_size: int) -> int:
+    """An upper bound of the gas of a per-node round's largest transaction (its commit)."""
+    return PER_NODE_COMMIT_GAS + PER_NODE_COMMIT_GAS_PER_MEMBER * cohort_size
 
 
 @dataclass(frozen=True)
@@ -105,11 +114,16 @@ def default_assumed(aggregator: AggregatorConfig, cohort_size: int) -> int:
 def validate_federated(config: ExperimentConfig) -> None:
     """Cross-section checks of a federated experiment, before anything starts."""
     fed = config.federation
-    if config.ledger.enabled and fed.num_nodes > MAX_LEDGER_NODES:
-        raise ConfigError(
-            f"federation.num_nodes = {fed.num_nodes}: the on-chain registry holds nodes 0..{MAX_LEDGER_NODES - 1}; "
-            f"use at most {MAX_LEDGER_NODES} nodes or ledger.backend = 'none'"
-        )
+    if config.ledger.enabled and config.ledger.backend != "rpc":  # rpc: checked against the endpoint's blocks
+        gas = per_node_round_gas(fed.cohort_size)
+        if gas > LOCAL_BLOCK_GAS_LIMIT:
+            raise ConfigError(
+                f"federation: a cohort of {fed.cohort_size} nodes (num_nodes = {fed.num_nodes} x fraction_train = "
+                f"{fed.fraction_train}) needs up to {gas:,} gas to commit a round on the registry, more than one "
+                f"{config.ledger.backend} block holds ({LOCAL_BLOCK_GAS_LIMIT:,}); use a cohort of at most "
+                f"{(LOCAL_BLOCK_GAS_LIMIT - PER_NODE_COMMIT_GAS) // PER_NODE_COMMIT_GAS_PER_MEMBER} nodes or "
+                "ledger.backend = 'none'"
+            )
     if config.num_malicious > fed.num_nodes:
         raise ConfigError(
             f"attack: {config.num_malicious} malicious nodes but federation.num_nodes = {fed.num_nodes}"

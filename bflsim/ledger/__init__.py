@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bflsim.ledger.base import (
+    BITMAP_NODES,
     MAX_NODES,
     REGISTRY_VERSION,
     ChainEvent,
@@ -33,6 +34,8 @@ from bflsim.ledger.base import (
     TxRecord,
     from_bitmap,
     load_artifact,
+    node_set,
+    sorted_indices,
     to_bitmap,
 )
 from bflsim.ledger.identity import (
@@ -60,6 +63,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BITMAP_NODES",
     "DATA_GAS_LIMIT",
     "MAX_NODES",
     "REGISTRY_VERSION",
@@ -87,9 +91,11 @@ __all__ = [
     "derive_identities",
     "from_bitmap",
     "load_artifact",
+    "node_set",
     "read_update_tx",
     "sign_data_tx",
     "sign_update_tx",
+    "sorted_indices",
     "to_bitmap",
 ]
 

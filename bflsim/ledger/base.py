@@ -18,6 +18,7 @@ from bflsim.ledger.identity import NodeIdentity, TxContext
 from bflsim.runfolder.folder import RunStopped
 
 __all__ = [
+    "BITMAP_NODES",
     "MAX_NODES",
     "REGISTRY_VERSION",
     "ChainEvent",
@@ -34,19 +35,23 @@ __all__ = [
     "TxRecord",
     "from_bitmap",
     "load_artifact",
+    "node_set",
+    "sorted_indices",
     "to_bitmap",
 ]
 
-MAX_NODES = 255  # node indices 0..254: bit 255 of a round's pending word is its OPEN flag
+MAX_NODES = 2**32 - 1  # registry v3: node indices are uint32 (0..2**32 - 2)
+BITMAP_NODES = 255  # registries v1 and v2 kept node sets in uint256 bitmaps: indices 0..254
 ARTIFACT_ENV = "BFLSIM_REGISTRY_ARTIFACT"
-REGISTRY_VERSION = 2  # what runs deploy now; trail/chain.json says which one a run used
+REGISTRY_VERSION = 3  # what runs deploy now; trail/chain.json says which one a run used
 _CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 _DEFAULT_ARTIFACT = _CONTRACTS / "FederatedRegistry.json"
 # Registries of earlier versions, kept to audit the runs that used them (no registry_version
 # in their trail/chain.json: 1). v1: one key for owner and aggregator, no run digest, no
-# sample counts, no evaluation digest (source: git history, contracts/FederatedRegistry.sol
-# before registry v2; its sha256 is in the artifact).
-_OLD_ARTIFACTS = {1: _CONTRACTS / "FederatedRegistry.v1.json"}
+# sample counts, no evaluation digest; v2: node sets as uint256 bitmaps (255 nodes at most),
+# no batched mode (sources: git history of contracts/FederatedRegistry.sol; each artifact
+# keeps its source's sha256).
+_OLD_ARTIFACTS = {1: _CONTRACTS / "FederatedRegistry.v1.json", 2: _CONTRACTS / "FederatedRegistry.v2.json"}
 
 
 # ---- errors ----------------------------------------------------------------------------
@@ -120,6 +125,12 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class RoundInfo:
+    """A round as the registry knows it. ``scores_digest`` is stored by v1/v2 registries;
+    v3 keeps it in the RoundCommitted event, from which it is read. Batched rounds (v3) have
+    no per-node sets on chain: ``cohort``/``submitted``/``accepted`` are empty, and
+    ``cohort_digest`` (the cohort's Merkle root), ``updates_root`` and the counts say what was
+    committed."""
+
     server_round: int
     status: Literal["none", "open", "committed"]
     cohort: tuple[int, ...]
@@ -128,6 +139,12 @@ class RoundInfo:
     global_digest: bytes
     new_global_digest: bytes
     scores_digest: bytes
+    batched: bool = False
+    cohort_size: int = 0
+    num_submitted: int = 0
+    num_accepted: int = 0
+    cohort_digest: bytes = bytes(32)
+    updates_root: bytes = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -139,16 +156,16 @@ class ChainEvent:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-# ---- bitmaps ---------------------------------------------------------------------------
+# ---- node sets ------------------------------------------------------------------------
 
 
 def to_bitmap(indices: Iterable[int]) -> int:
-    """Set of node indices -> the contract's uint256 bitmap (bit i = node i)."""
+    """Set of node indices -> a v1/v2 registry's uint256 bitmap (bit i = node i)."""
     bitmap = 0
     for index in indices:
         index = int(index)
-        if not 0 <= index < MAX_NODES:
-            raise ValueError(f"node index must be in 0..{MAX_NODES - 1}; got {index}")
+        if not 0 <= index < BITMAP_NODES:
+            raise ValueError(f"node index must be in 0..{BITMAP_NODES - 1}; got {index}")
         bitmap |= 1 << index
     return bitmap
 
@@ -156,6 +173,24 @@ def to_bitmap(indices: Iterable[int]) -> int:
 def from_bitmap(bitmap: int) -> tuple[int, ...]:
     """uint256 bitmap -> sorted node indices."""
     return tuple(i for i in range(bitmap.bit_length()) if bitmap >> i & 1)
+
+
+def node_set(value: int | Sequence[int]) -> tuple[int, ...]:
+    """A node set as an event carries it -> sorted indices: a bitmap (registries v1, v2) or a
+    list of indices (v3)."""
+    if isinstance(value, int):
+        return from_bitmap(value)
+    return tuple(sorted(int(i) for i in value))
+
+
+def sorted_indices(indices: Iterable[int], what: str) -> list[int]:
+    """Distinct node indices, sorted, each a uint32 below 2**32 - 1, as the v3 registry takes
+    them; a ValueError names ``what`` and the offending value."""
+    result = sorted({int(i) for i in indices})
+    if result and not 0 <= result[0] <= result[-1] < MAX_NODES:
+        bad = result[0] if result[0] < 0 else result[-1]
+        raise ValueError(f"{what}: node index must be in 0..{MAX_NODES - 1}; got {bad}")
+    return result
 
 
 # ---- artifact --------------------------------------------------------------------------
@@ -195,6 +230,12 @@ class RegistryArtifact:
                 events[keccak(text=signature)] = item
         object.__setattr__(self, "errors", errors)
         object.__setattr__(self, "events", events)
+
+    @property
+    def version(self) -> int:
+        """The registry version this artifact is: 3 has batched rounds, 2 a run digest."""
+        names = {item.get("name") for item in self.abi}
+        return 3 if "openBatch" in names else 2 if "runDigest" in names else 1
 
     @property
     def code_hash(self) -> bytes:
@@ -322,16 +363,15 @@ class Ledger(ABC):
         """Send ``wei`` from the operator to every address that holds less."""
 
     @abstractmethod
-    def register_nodes(self, nodes: Mapping[int, str]) -> TxRecord | None:
-        """Register ``{index: address}`` in one transaction."""
+    def register_nodes(self, nodes: Mapping[int, str]) -> list[TxRecord]:
+        """Register ``{index: address}``, in as many transactions as the block gas limit needs."""
 
     def enroll(
         self, identities: Sequence[NodeIdentity], fund_wei: int = 10**18
     ) -> list[TxRecord]:
         """Fund the nodes' accounts and register them: the setup step for a federation."""
         records = list(self.fund([n.address for n in identities], fund_wei))
-        record = self.register_nodes({n.index: n.address for n in identities})
-        return records + ([record] if record else [])
+        return records + self.register_nodes({n.index: n.address for n in identities})
 
     @abstractmethod
     def set_aggregator(self, address: str) -> TxRecord | None: ...
@@ -359,8 +399,11 @@ class Ledger(ABC):
         accepted: Iterable[int],
         scores_digest: bytes,
         evaluation_digest: bytes = bytes(32),
+        *,
+        cohort: Iterable[int] | None = None,
     ) -> TxRecord | None:
-        """Close the round: submitters not in ``accepted`` get a rejection each."""
+        """Close the round: submitters not in ``accepted`` get a rejection each. ``cohort``:
+        the round's cohort as opened (default: what :meth:`open_round` was given)."""
 
     @abstractmethod
     def send_raw(self, raw_tx: bytes, kind: str = "relay") -> TxRecord | None:

@@ -36,6 +36,7 @@ import rlp
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account import Account
+from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_keys.constants import SECPK1_N
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
@@ -61,9 +62,13 @@ __all__ = [
     "read_data_tx",
     "read_tx",
     "read_update_tx",
+    "recover_data_typed",
+    "recover_update_typed",
     "sign_data_tx",
+    "sign_data_typed",
     "sign_tx",
     "sign_update_tx",
+    "sign_update_typed",
 ]
 
 # Gas limits the nodes sign with. submitUpdate's limit is also its budget (the design asks for
@@ -86,15 +91,15 @@ KEY_FILE = "node-{index}.key"
 
 @dataclass(frozen=True)
 class NodeIdentity:
-    """An edge node: its index on chain (0..254) and its secp256k1 key."""
+    """An edge node: its index on chain (a uint32) and its secp256k1 key."""
 
     index: int
     private_key: bytes = field(repr=False)
     address: str = field(init=False)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.index < 255:
-            raise ValueError(f"node index must be in 0..254 (a uint256 bitmap); got {self.index}")
+        if not 0 <= self.index < 2**32 - 1:
+            raise ValueError(f"node index must be in 0..{2**32 - 2} (a uint32); got {self.index}")
         if len(self.private_key) != 32:
             raise ValueError(f"a private key has 32 bytes; got {len(self.private_key)}")
         public = keys.PrivateKey(self.private_key).public_key
@@ -546,3 +551,86 @@ def read_data_tx(raw_tx: bytes) -> tuple[SignedTx, bytes, int, int]:
     except Exception as err:
         raise ValueError(f"registerData arguments do not decode: {err}") from err
     return tx, bytes(digest), int(timestamp), int(num_samples)
+
+
+# --- batched mode (registry v3): EIP-712 typed data a node signs instead of a transaction --------
+
+EIP712_NAME = "bflsim FederatedRegistry"
+EIP712_VERSION = "3"
+_EIP712_DOMAIN = [
+    {"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"},
+]
+_TYPES = {
+    "Update": [
+        {"name": "run", "type": "bytes32"}, {"name": "round", "type": "uint32"}, {"name": "node", "type": "uint32"},
+        {"name": "updateDigest", "type": "bytes32"}, {"name": "numSamples", "type": "uint32"},
+    ],
+    "Data": [
+        {"name": "run", "type": "bytes32"}, {"name": "node", "type": "uint32"}, {"name": "dataDigest", "type": "bytes32"},
+        {"name": "timestamp", "type": "uint64"}, {"name": "numSamples", "type": "uint32"},
+    ],
+}
+
+
+def _typed(primary: str, ctx: TxContext, message: dict[str, Any]) -> Any:
+    return encode_typed_data(full_message={
+        "types": {"EIP712Domain": _EIP712_DOMAIN, primary: _TYPES[primary]},
+        "primaryType": primary,
+        "domain": {"name": EIP712_NAME, "version": EIP712_VERSION, "chainId": ctx.chain_id,
+                   "verifyingContract": to_checksum_address(ctx.contract_address)},
+        "message": {"run": bytes32(ctx.run_digest, "run_digest"), **message},
+    })
+
+
+def _update_message(node: int, server_round: int, update_digest: bytes, num_samples: int) -> dict[str, Any]:
+    return {"round": server_round, "node": node, "updateDigest": bytes32(update_digest, "update_digest"),
+            "numSamples": num_samples}
+
+
+def _data_message(node: int, data_digest: bytes, timestamp: int, num_samples: int) -> dict[str, Any]:
+    return {"node": node, "dataDigest": bytes32(data_digest, "data_digest"), "timestamp": timestamp,
+            "numSamples": num_samples}
+
+
+def sign_update_typed(
+    identity: NodeIdentity, ctx: TxContext, server_round: int, update_digest: bytes, num_samples: int
+) -> bytes:
+    """The node's 65-byte signature (r, s, v) of the EIP-712 ``Update`` of its update for
+    ``ctx``'s run and registry (batched mode: nothing is sent; the aggregator puts it in the
+    round's Merkle tree). The registry's ``recoverUpdate`` recovers the same signer."""
+    message = _typed("Update", ctx, _update_message(identity.index, server_round, update_digest, num_samples))
+    return bytes(Account.sign_message(message, identity.private_key).signature)
+
+
+def recover_update_typed(
+    signature: bytes, ctx: TxContext, node: int, server_round: int, update_digest: bytes, num_samples: int
+) -> str | None:
+    """Who signed this ``Update`` (checksummed), or None for a malformed signature."""
+    message = _typed("Update", ctx, _update_message(node, server_round, update_digest, num_samples))
+    return _recover(message, signature)
+
+
+def sign_data_typed(
+    identity: NodeIdentity, ctx: TxContext, data_digest: bytes, timestamp: int, num_samples: int
+) -> bytes:
+    """The node's signature of the EIP-712 ``Data`` registration of its batch (batched mode)."""
+    message = _typed("Data", ctx, _data_message(identity.index, data_digest, timestamp, num_samples))
+    return bytes(Account.sign_message(message, identity.private_key).signature)
+
+
+def recover_data_typed(
+    signature: bytes, ctx: TxContext, node: int, data_digest: bytes, timestamp: int, num_samples: int
+) -> str | None:
+    """Who signed this ``Data`` registration (checksummed), or None for a malformed signature."""
+    return _recover(_typed("Data", ctx, _data_message(node, data_digest, timestamp, num_samples)), signature)
+
+
+def _recover(message: Any, signature: bytes) -> str | None:
+    signature = bytes(signature)
+    if len(signature) != 65 or int.from_bytes(signature[32:64], "big") > SECPK1_N // 2:
+        return None  # the registry's recover* refuse the high-s twin of a signature too
+    try:
+        return to_checksum_address(Account.recover_message(message, signature=signature))
+    except Exception:  # noqa: BLE001 - any undecodable signature
+        return None

@@ -46,8 +46,8 @@ class NoLedger(Ledger):
     def fund(self, addresses: Sequence[str], wei: int) -> list[TxRecord]:
         return []
 
-    def register_nodes(self, nodes: Mapping[int, str]) -> None:
-        return None
+    def register_nodes(self, nodes: Mapping[int, str]) -> list[TxRecord]:
+        return []
 
     def set_aggregator(self, address: str) -> None:
         return None
@@ -65,6 +65,8 @@ class NoLedger(Ledger):
         accepted: Iterable[int],
         scores_digest: bytes,
         evaluation_digest: bytes = _ZERO_DIGEST,
+        *,
+        cohort: Iterable[int] | None = None,
     ) -> None:
         return None
 

@@ -376,7 +376,7 @@ class ChainSession:
         new_digest = self.trail.blobs.put(decision.new_weights)
         with _on_chain(self.ledger, "committing the round"):
             self.ledger.commit_round(server_round, new_digest, list(decision.accepted), decision.scores_digest,
-                                     evaluation_digest)
+                                     evaluation_digest, cohort=cohort)
             active = len(self.ledger.active_nodes())
         self.seconds += time.perf_counter() - started
         records: list[TxRecord] = self.ledger.records[self._round_start:]

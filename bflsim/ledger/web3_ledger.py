@@ -45,6 +45,7 @@ from bflsim.ledger.base import (
     TxRecord,
     from_bitmap,
     load_artifact,
+    sorted_indices,
     to_bitmap,
 )
 from bflsim.ledger.identity import NodeIdentity, TxContext, bytes32, sign_tx
@@ -53,6 +54,9 @@ __all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger", "check_rpc_endpoint", "d
 
 _ROUND_STATUS = {0: "none", 1: "open", 2: "committed"}
 _GAS_MARGIN = 1.25  # on top of eth_estimateGas for the server's own transactions
+# registerNodes (v3) costs ~50,000 gas per node (results/bench/chain.csv); batches are sized
+# with this bound, so that each fits half a block.
+REGISTER_GAS_PER_NODE = 60_000
 
 
 def _revert_data(exc: BaseException) -> bytes | str | None:
@@ -149,6 +153,8 @@ class Web3Ledger(Ledger):
         self._address: str | None = None
         self._contract: Any = None
         self._nonces: dict[str, int] = {}  # next nonce of each of the server's accounts
+        self._cohorts: dict[int, list[int]] = {}  # round -> the cohort it was opened with (v3)
+        self._max_index: int | None = None  # the highest registered node index (v3 active set)
 
     # -- chain ---------------------------------------------------------------------------
     @property
@@ -404,12 +410,34 @@ class Web3Ledger(Ledger):
                 records.append(self._transact("fund", b"", to=address, value=missing, gas=21_000))
         return records
 
-    def register_nodes(self, nodes: Mapping[int, str]) -> TxRecord:
-        indices = list(nodes)
-        to_bitmap(indices)  # range check with a clear message
-        addresses = [to_checksum_address(nodes[i]) for i in indices]
-        data = self._call_data("registerNodes", addresses, indices)
-        return self._transact("register_nodes", data, to=self._address)
+    def register_nodes(self, nodes: Mapping[int, str]) -> list[TxRecord]:
+        if self.artifact.version < 3:
+            indices = list(nodes)
+            to_bitmap(indices)  # range check with a clear message
+            addresses = [to_checksum_address(nodes[i]) for i in indices]
+            return [self._transact("register_nodes", self._call_data("registerNodes", addresses, indices),
+                                   to=self._address)]
+        indices = sorted_indices(nodes, "register_nodes")
+        if len(indices) != len(nodes):
+            raise ValueError("register_nodes: the same index twice")
+        batch = self.register_batch_size()
+        records = []
+        for start in range(0, len(indices), batch):
+            part = indices[start:start + batch]
+            data = self._call_data("registerNodes", [to_checksum_address(nodes[i]) for i in part], part)
+            records.append(self._transact("register_nodes", data, to=self._address))
+        if indices:
+            self._max_index = max(indices[-1], self._max_index or 0)
+        return records
+
+    def block_gas_limit(self) -> int:
+        """The latest block's gas limit: what one transaction can use at most."""
+        return int(self.w3.eth.get_block("latest")["gasLimit"])
+
+    def register_batch_size(self) -> int:
+        """Nodes per ``registerNodes`` transaction: half a block's gas at
+        :data:`REGISTER_GAS_PER_NODE` each."""
+        return max(1, self.block_gas_limit() // 2 // REGISTER_GAS_PER_NODE)
 
     def set_aggregator(self, address: str) -> TxRecord:
         """Name ``address`` aggregator on chain; the rounds are then sent from it if it is
@@ -469,10 +497,16 @@ class Web3Ledger(Ledger):
     def open_round(
         self, server_round: int, global_digest: bytes, cohort: Iterable[int]
     ) -> TxRecord:
-        data = self._call_data(
-            "openRound", server_round, bytes32(global_digest, "global_digest"), to_bitmap(cohort)
-        )
-        return self._transact("open_round", data, to=self._address, sender=self._aggregator)
+        if self.artifact.version < 3:
+            data = self._call_data(
+                "openRound", server_round, bytes32(global_digest, "global_digest"), to_bitmap(cohort)
+            )
+            return self._transact("open_round", data, to=self._address, sender=self._aggregator)
+        members = sorted_indices(cohort, f"round {server_round}'s cohort")
+        data = self._call_data("openRound", server_round, bytes32(global_digest, "global_digest"), members)
+        record = self._transact("open_round", data, to=self._address, sender=self._aggregator)
+        self._cohorts[server_round] = members
+        return record
 
     def commit_round(
         self,
@@ -481,16 +515,87 @@ class Web3Ledger(Ledger):
         accepted: Iterable[int],
         scores_digest: bytes,
         evaluation_digest: bytes = bytes(32),
+        *,
+        cohort: Iterable[int] | None = None,
     ) -> TxRecord:
-        data = self._call_data(
-            "commitRound",
-            server_round,
-            bytes32(new_global_digest, "new_global_digest"),
-            to_bitmap(accepted),
-            bytes32(scores_digest, "scores_digest"),
-            bytes32(evaluation_digest, "evaluation_digest"),
-        )
+        new_global_digest = bytes32(new_global_digest, "new_global_digest")
+        scores_digest = bytes32(scores_digest, "scores_digest")
+        evaluation_digest = bytes32(evaluation_digest, "evaluation_digest")
+        if self.artifact.version < 3:
+            data = self._call_data("commitRound", server_round, new_global_digest, to_bitmap(accepted),
+                                   scores_digest, evaluation_digest)
+        else:
+            members = (sorted_indices(cohort, f"round {server_round}'s cohort") if cohort is not None
+                       else self._opened_cohort(server_round))
+            data = self._call_data("commitRound", server_round, new_global_digest, members,
+                                   sorted_indices(accepted, f"round {server_round}'s accepted nodes"),
+                                   scores_digest, evaluation_digest)
         return self._transact("commit_round", data, to=self._address, sender=self._aggregator)
+
+    # -- batched mode (registry v3) -------------------------------------------------------
+    def register_node_root(self, root: bytes, count: int) -> TxRecord:
+        """Batched mode: the federation as the Merkle root of its ``merkle.node_leaf`` leaves."""
+        data = self._call_data("registerNodeRoot", bytes32(root, "nodes_root"), count)
+        return self._transact("register_node_root", data, to=self._address)
+
+    def register_data_root(self, root: bytes, count: int) -> TxRecord:
+        """Batched mode: the root of the nodes' signed data registrations (``merkle.data_leaf``)."""
+        data = self._call_data("registerDataRoot", bytes32(root, "data_root"), count)
+        return self._transact("register_data_root", data, to=self._address)
+
+    def open_batch(self, server_round: int, global_digest: bytes, cohort_root: bytes, cohort_size: int) -> TxRecord:
+        """Batched mode: open a round with the Merkle root of its cohort (``merkle.cohort_leaf``)."""
+        data = self._call_data("openBatch", server_round, bytes32(global_digest, "global_digest"),
+                               bytes32(cohort_root, "cohort_root"), cohort_size)
+        return self._transact("open_batch", data, to=self._address, sender=self._aggregator)
+
+    def commit_batch(
+        self, server_round: int, new_global_digest: bytes, updates_root: bytes, submitted: int, accepted: int,
+        scores_digest: bytes, evaluation_digest: bytes = bytes(32),
+    ) -> TxRecord:
+        """Batched mode: commit a round with the root of its signed updates (``merkle.update_leaf``)."""
+        data = self._call_data("commitBatch", server_round, bytes32(new_global_digest, "new_global_digest"),
+                               bytes32(updates_root, "updates_root"), submitted, accepted,
+                               bytes32(scores_digest, "scores_digest"), bytes32(evaluation_digest, "evaluation_digest"))
+        return self._transact("commit_batch", data, to=self._address, sender=self._aggregator)
+
+    def domain_separator(self) -> bytes:
+        """The EIP-712 domain separator the registry computes (batched-mode signatures)."""
+        return bytes(self._require_contract().functions.domainSeparator().call())
+
+    def recover_update(self, server_round: int, node: int, update_digest: bytes, num_samples: int,
+                       signature: bytes) -> str:
+        """The signer of an ``Update`` as the registry recovers it (the zero address if invalid)."""
+        return str(self._require_contract().functions.recoverUpdate(
+            server_round, node, update_digest, num_samples, signature).call())
+
+    def proves(self, root: bytes, leaf: bytes, proof: Sequence[bytes]) -> bool:
+        """The registry's check of a Merkle inclusion proof."""
+        return bool(self._require_contract().functions.proves(root, leaf, list(proof)).call())
+
+    def mode(self) -> str:
+        """"per-node", "batched", or "unset" before the federation is registered (v3)."""
+        return {0: "unset", 1: "per-node", 2: "batched"}[int(self._require_contract().functions.mode().call())]
+
+    def _opened_cohort(self, server_round: int) -> list[int]:
+        """The cohort round ``server_round`` was opened with: remembered, else its RoundOpened
+        event; empty for a round never opened (the registry then says why it refuses)."""
+        if server_round not in self._cohorts:
+            opened = self._round_events("RoundOpened", server_round)
+            if not opened:
+                return []
+            self._cohorts[server_round] = [int(i) for i in opened[-1].args["cohort"]]
+        return self._cohorts[server_round]
+
+    def _round_events(self, name: str, server_round: int) -> list[ChainEvent]:
+        """The registry's ``name`` events of one round (the round is their first indexed topic)."""
+        item = next(i for i in self.artifact.abi if i.get("type") == "event" and i["name"] == name)
+        topic0 = keccak(text=f"{name}({','.join(i['type'] for i in item['inputs'])})")
+        logs = self.w3.eth.get_logs({
+            "address": self._address, "fromBlock": 0, "toBlock": "latest",
+            "topics": ["0x" + topic0.hex(), "0x" + abi_encode(["uint32"], [server_round]).hex()],
+        })
+        return [self._decode_log(log) for log in logs]
 
     # -- reads ---------------------------------------------------------------------------
     def node_info(self, address: str) -> NodeInfo:
@@ -501,23 +606,53 @@ class Web3Ledger(Ledger):
                         data_timestamp, *rest)  # registry v1: no sample count
 
     def active_nodes(self) -> tuple[int, ...]:
-        return from_bitmap(self._require_contract().functions.activeNodes().call())
+        contract = self._require_contract()
+        if self.artifact.version < 3:
+            return from_bitmap(contract.functions.activeNodes().call())
+        if self._max_index is None:  # attached: the highest index any NodeRegistered named
+            registered = [int(e.args["index"]) for e in self.events() if e.name == "NodeRegistered"]
+            self._max_index = max(registered, default=-1)
+        words = contract.functions.activeWords(0, self._max_index // 256 + 1).call() if self._max_index >= 0 else []
+        return tuple(256 * w + i for w, word in enumerate(words) for i in range(word.bit_length()) if word >> i & 1)
 
     def max_rejections(self) -> int:
         return int(self._require_contract().functions.maxRejections().call())
 
     def round_info(self, server_round: int) -> RoundInfo:
-        fields = self._require_contract().functions.roundInfo(server_round).call()
-        status, cohort, submitted, accepted, global_digest, new_digest, scores = fields
+        contract = self._require_contract()
+        if self.artifact.version < 3:
+            fields = contract.functions.roundInfo(server_round).call()
+            status, cohort, submitted, accepted, global_digest, new_digest, scores = fields
+            return RoundInfo(
+                server_round=server_round,
+                status=_ROUND_STATUS[status],  # type: ignore[arg-type]
+                cohort=from_bitmap(cohort),
+                submitted=from_bitmap(submitted),
+                accepted=from_bitmap(accepted),
+                global_digest=bytes(global_digest),
+                new_global_digest=bytes(new_digest),
+                scores_digest=bytes(scores),
+            )
+        (status, batched, cohort_size, num_submitted, num_accepted, cohort_digest, global_digest, new_digest,
+         updates_root) = contract.functions.roundInfo(server_round).call()
+        cohort: tuple[int, ...] = ()
+        submitted: tuple[int, ...] = ()
+        accepted: tuple[int, ...] = ()
+        scores = bytes(32)
+        if status and not batched:
+            cohort = tuple(self._opened_cohort(server_round))
+            submitted = tuple(i for i in cohort if contract.functions.cell(server_round, i).call()[1])
+        if status == 2:
+            name = "BatchCommitted" if batched else "RoundCommitted"
+            [commit] = self._round_events(name, server_round)[-1:]
+            scores = bytes(commit.args["scoresDigest"])
+            accepted = () if batched else tuple(int(i) for i in commit.args["accepted"])
         return RoundInfo(
-            server_round=server_round,
-            status=_ROUND_STATUS[status],  # type: ignore[arg-type]
-            cohort=from_bitmap(cohort),
-            submitted=from_bitmap(submitted),
-            accepted=from_bitmap(accepted),
-            global_digest=bytes(global_digest),
-            new_global_digest=bytes(new_digest),
-            scores_digest=bytes(scores),
+            server_round=server_round, status=_ROUND_STATUS[status],  # type: ignore[arg-type]
+            cohort=cohort, submitted=submitted, accepted=accepted, global_digest=bytes(global_digest),
+            new_global_digest=bytes(new_digest), scores_digest=scores, batched=bool(batched),
+            cohort_size=int(cohort_size), num_submitted=int(num_submitted), num_accepted=int(num_accepted),
+            cohort_digest=bytes(cohort_digest), updates_root=bytes(updates_root),
         )
 
     def events(self, from_block: int = 0) -> list[ChainEvent]:
@@ -680,6 +815,7 @@ def check_rpc_endpoint(
     private_key: bytes | str | None,
     node_addresses: Sequence[str],
     rounds: int,
+    cohort_size: int = 0,
     fund_wei: int = 10**18,
     timeout: float = 10.0,
 ) -> dict[str, Any]:
@@ -690,8 +826,12 @@ def check_rpc_endpoint(
     :class:`InsufficientFunds`: the operator's balance is below what the run needs, i.e.
     :func:`operator_gas_need` at today's fee per gas plus what funding the ``node_addresses``
     up to ``fund_wei`` each costs (:meth:`Ledger.enroll`; nodes pay their own transactions
-    from it). Returns what it found, for messages and the manifest.
+    from it); or a round of ``cohort_size`` nodes would not fit the endpoint's blocks
+    (:func:`bflsim.config.per_node_round_gas`). Returns what it found, for messages and the
+    manifest.
     """
+    from bflsim.config import per_node_round_gas
+
     ledger = RpcLedger(url, chain_id=chain_id, private_key=private_key, timeout=timeout)
     w3 = ledger.w3
     try:
@@ -699,16 +839,24 @@ def check_rpc_endpoint(
         price = int(fees.get("maxFeePerGas", fees.get("gasPrice", 0)))
         balance = int(w3.eth.get_balance(ledger.operator))
         funding = sum(max(0, fund_wei - int(w3.eth.get_balance(to_checksum_address(a)))) for a in node_addresses)
+        block_gas = ledger.block_gas_limit()
     except LedgerError:
         raise
     except Exception as exc:  # any failure here means the node cannot serve the run
         raise EndpointUnreachable(
             f"{url} answered eth_chainId but not the balance and fee queries: {type(exc).__name__}: {exc}"
         ) from exc
+    round_gas = per_node_round_gas(cohort_size)
+    if cohort_size and round_gas > block_gas:
+        raise LedgerError(
+            f"a round of {cohort_size} nodes needs up to {round_gas:,} gas in one commitRound, more than a block of "
+            f"{url} holds ({block_gas:,}): use a smaller cohort (federation.fraction_train)"
+        )
     gas = operator_gas_need(len(node_addresses), rounds)
     need = gas * price + funding
     facts = {"endpoint": url, "chain_id": ledger.chain_id, "operator": ledger.operator,
-             "balance_wei": balance, "need_wei": need, "gas": gas, "fee_per_gas_wei": price}
+             "balance_wei": balance, "need_wei": need, "gas": gas, "fee_per_gas_wei": price,
+             "block_gas_limit": block_gas}
     if balance < need:
         raise InsufficientFunds(
             f"the operator account {ledger.operator} on {url} (chain {ledger.chain_id}) holds {balance} wei "

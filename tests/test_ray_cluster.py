@@ -199,7 +199,8 @@ def cluster():
             [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
              "--num-cpus=1", '--resources={"bflsim_head": 1}', f"--temp-dir={temp_dir}",
              "--include-dashboard=false", f"--dashboard-port={free_port()}", "--disable-usage-stats",
-             f"--ray-client-server-port={free_port()}", f"--object-store-memory={80 * 1024**2}"],
+             f"--ray-client-server-port={free_port()}", f"--object-store-memory={80 * 1024**2}",
+             "--min-worker-port=0", "--max-worker-port=0"],  # ports the OS picks: none shared with another Ray
             check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=90,
         )
         assert head.returncode == 0, head.stdout + head.stderr

@@ -197,8 +197,8 @@ def start_ray(init_args: dict[str, Any]) -> None:
 
 def head_address(address: str) -> tuple[str, int]:
     """The head's (host, port) in ``backend.ray_address``: ``host:port`` (its GCS, what
-    ``ray start --head`` prints), ``ray://host:port`` (Ray Client), or ``auto`` (the cluster
-    last started on this machine, or ``$RAY_ADDRESS``, as Ray finds it)."""
+    ``ray start --head`` prints), ``ray://host:port`` (Ray Client), or ``auto`` (as Ray finds
+    it: ``$RAY_ADDRESS``, the cluster last started with ``ray start`` here, any running one)."""
     if address == "auto":
         from ray._private.services import get_ray_address_from_environment
 

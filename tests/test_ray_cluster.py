@@ -305,3 +305,11 @@ def test_the_head_address_is_parsed_or_refused():
     assert runtime.head_address("[::1]:6379") == ("::1", 6379)
     with pytest.raises(ValueError, match=r"backend.ray_address = 'head.lan': expected host:port"):
         runtime.head_address("head.lan")
+
+
+@pytest.mark.parametrize("address", ["head.lan", "head.lan:", "head.lan:99999", "local", "ray://head.lan"])
+def test_a_ray_address_of_another_shape_is_refused_when_the_config_is_read(address):
+    from bflsim.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"backend.ray_address must be host:port .*; got '{address}'"):
+        parse_experiment(experiment(address))

@@ -264,10 +264,10 @@ def check_cluster(address: str | None, client_resources: dict[str, float]) -> No
     has = "; ".join(f"node {n['NodeID'][:8]} at {n['NodeManagerAddress']}: {n['Resources'].get('CPU', 0):g} CPUs"
                     for n in nodes) or "no alive node"
     total = sum(n["Resources"].get("CPU", 0) for n in nodes)
+    more = "add a node with more CPUs (`ray start --num-cpus=N`)" if address else "raise backend.num_cpus"
     raise ValueError(
         f"{where}: no node of the Ray cluster can hold a client: each needs backend.client_num_cpus = {need:g} "
-        f"CPUs on one node; the cluster has {total:g} CPUs ({has}); lower backend.client_num_cpus or add a node "
-        f"with more CPUs (`ray start --num-cpus=N`)"
+        f"CPUs on one node; the cluster has {total:g} CPUs ({has}); lower backend.client_num_cpus or {more}"
     )
 
 

@@ -410,9 +410,14 @@ class AggregatorConfig:
 class BackendConfig:
     """Ray simulation backend: resources per virtual client, and where Ray runs.
 
-    ``ray_address`` joins an existing Ray cluster (e.g. ``"ray://host:10001"`` or
-    ``"auto"``); by default a local Ray instance is started with ``num_cpus`` CPUs (all
-    cores when unset) and stopped at the end.
+    By default a local Ray instance is started on 127.0.0.1 with ``num_cpus`` CPUs (all
+    cores when unset) and stopped at the end. ``ray_address`` joins a Ray cluster started
+    by hand instead (one or many machines; see the README): ``"host:port"``, the head's
+    address that ``ray start --head`` prints; ``"auto"``, the cluster last started on this
+    machine (or ``$RAY_ADDRESS``); ``"ray://host:port"``, a Ray Client server. bflsim (the
+    driver, with the ServerApp and an embedded chain) runs on a node of that cluster; the
+    ClientApp actors run on any node with ``client_num_cpus`` CPUs free. ``num_cpus`` sizes
+    the local instance only (a cluster's nodes have the CPUs ``ray start --num-cpus`` gave them).
     """
 
     client_num_cpus: float = 1.0
@@ -425,6 +430,11 @@ class BackendConfig:
             raise ConfigError(f"backend.client_num_cpus must be > 0; got {self.client_num_cpus}")
         if self.threads_per_client < 1:
             raise ConfigError(f"backend.threads_per_client must be >= 1; got {self.threads_per_client}")
+        if self.ray_address is not None:
+            host, sep, port = self.ray_address.removeprefix("ray://").rpartition(":")
+            if self.ray_address != "auto" and not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ConfigError(f"backend.ray_address must be host:port (the head's address that `ray start "
+                                  f"--head` prints), ray://host:port or auto; got {self.ray_address!r}")
 
 
 LedgerBackend = Literal["embedded", "anvil", "rpc", "none"]

@@ -98,66 +98,77 @@ def run_federated(
     # Ray's node IP defaults to localhost, so its servers listen on 127.0.0.1 only; with
     # _node_ip_address alone, Ray 2.55 still listens on every interface.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from bflsim.fl.server_main import prepare_run
+
+    if resume and run_dir is None:
+        raise ValueError("resume needs the run folder")
+    progress = progress or Progress(quiet=True)
+    data_path, facts = prepare_run(config, data_dir)
+    with contextlib.ExitStack() as stack:
+        # Ray before the run folder: an unreachable backend.ray_address, or a cluster that
+        # cannot hold a client, fails here and leaves no run behind.
+        runtime = active_runtime()
+        if runtime is None:
+            runtime = stack.enter_context(Runtime(config))
+        runtime.check(config)
+        if resume:
+            opened = RunFolder.resume(run_dir)
+        else:
+            opened = RunFolder.start(out_dir, config, path=run_dir, point=point, **facts)
+        with opened as run:
+            _simulate(config, run, data_path, progress, runtime, resume=resume, facts=facts)
+    return run
+
+
+def _simulate(config: ExperimentConfig, run: RunFolder, data_path: str | None, progress: Progress, runtime: Runtime,
+              *, resume: bool, facts: dict[str, Any]) -> None:
+    """The rounds of :func:`run_federated`, in its open run folder, on ``runtime``'s Ray."""
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     from bflsim.fl.client_app import app as client_app
-    from bflsim.fl.server_main import describe, prepare_run, serve
+    from bflsim.fl.server_main import describe, serve
 
-    progress = progress or Progress(quiet=True)
-    data_path, facts = prepare_run(config, data_dir)
     if resume:
-        if run_dir is None:
-            raise ValueError("resume needs the run folder")
-        opened = RunFolder.resume(run_dir)
-    else:
-        opened = RunFolder.start(out_dir, config, path=run_dir, point=point, **facts)
-    with opened as run:
-        if resume:
-            check_same_data(run, facts)
-            progress.say(f"{run.path.name}: resuming after round {run.resumed_from.server_round}")
-        progress.say(describe(config))
-        errors: list[BaseException] = []
-        stop, served = threading.Event(), threading.Event()
-        server_app = ServerApp()
+        check_same_data(run, facts)
+        progress.say(f"{run.path.name}: resuming after round {run.resumed_from.server_round}")
+    progress.say(describe(config))
+    errors: list[BaseException] = []
+    stop, served = threading.Event(), threading.Event()
+    server_app = ServerApp()
 
-        @server_app.main()
-        def main(grid, context) -> None:
-            try:
-                serve(StoppableGrid(grid, stop), config, run, data_path, progress, checkpoint=run.resumed_from)
-            except BaseException as err:  # noqa: BLE001 - surfaced after the simulation returns
-                errors.append(err)
-            finally:
-                served.set()
+    @server_app.main()
+    def main(grid, context) -> None:
+        try:
+            serve(StoppableGrid(grid, stop), config, run, data_path, progress, checkpoint=run.resumed_from)
+        except BaseException as err:  # noqa: BLE001 - surfaced after the simulation returns
+            errors.append(err)
+        finally:
+            served.set()
 
-        started = time.perf_counter()
-        quiet_flower()
-        with contextlib.ExitStack() as stack:
-            runtime = active_runtime()
-            if runtime is None:
-                runtime = stack.enter_context(Runtime(config))
-            runtime.check(config)
-            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                watch_signals(run, stop)
-                run_simulation(
-                    server_app=server_app,
-                    client_app=client_app,
-                    num_supernodes=config.federation.num_nodes,
-                    backend_config=runtime.backend,
-                )
-            finally:
-                stop.set()  # the ServerApp thread stops waiting for replies and leaves
-                if not served.wait(SERVER_JOIN_SECONDS):
-                    progress.say(f"the server thread did not stop within {SERVER_JOIN_SECONDS:g} s; "
-                                 "it can no longer write to the run folder")
-                restore_signals(previous)  # this run's handler no longer applies
-        if errors:
-            raise errors[0]
-        if "final_model_digest" not in run.manifest:
-            raise RuntimeError(f"{run.path}: the simulation ended before its last round")
-        progress.say(f"done in {time.perf_counter() - started:.0f} s")
-    return run
+    started = time.perf_counter()
+    quiet_flower()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watch_signals(run, stop)
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=config.federation.num_nodes,
+            backend_config=runtime.backend,
+        )
+    finally:
+        stop.set()  # the ServerApp thread stops waiting for replies and leaves
+        if not served.wait(SERVER_JOIN_SECONDS):
+            progress.say(f"the server thread did not stop within {SERVER_JOIN_SECONDS:g} s; "
+                         "it can no longer write to the run folder")
+        restore_signals(previous)  # this run's handler no longer applies
+    if errors:
+        raise errors[0]
+    run.write_manifest(ray=runtime.placements())
+    if "final_model_digest" not in run.manifest:
+        raise RuntimeError(f"{run.path}: the simulation ended before its last round")
+    progress.say(f"done in {time.perf_counter() - started:.0f} s")
 
 
 def check_same_data(run: RunFolder, facts: dict[str, Any]) -> None:

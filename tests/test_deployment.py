@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from bflsim.config import ConfigError, parse_experiment, to_wire
 from bflsim.fl import client_app
 from bflsim.fl.deployment import (
     chain_address,
-    make_chain_key,
+    export_chain_key,
     make_node_auth_key,
     make_tls_files,
     node_settings,
@@ -53,15 +54,18 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
-def experiment(ledger: str = "embedded", num_nodes: int = 3):
+SECRET = "operator-secret-0123456789abcdef"  # ledger.key_source = "env": only the operator knows it
+
+
+def experiment(ledger: str = "embedded", key_source: str = "seed"):
     return parse_experiment({
         "experiment": {"name": "deployment", "kind": "federated"},
         "data": {"dataset": "synthetic", "synthetic": {"num_samples": 900}},
         "models": {"names": ["dnn"], "dnn": {"hidden_units": [8], "dropout": 0.0}},
         "train": {"batch_size": 64, "learning_rate": 0.005},
-        "federation": {"num_nodes": num_nodes, "rounds": 2},
+        "federation": {"num_nodes": 3, "rounds": 2},
         "aggregator": {"name": "median"},
-        "ledger": {"backend": ledger},
+        "ledger": {"backend": ledger, **({"key_source": key_source} if ledger != "none" else {})},
     })
 
 
@@ -87,32 +91,43 @@ def test_a_node_config_that_does_not_fit_the_experiment_is_refused_naming_the_ke
         node_settings(node_config, experiment())
 
 
-def test_a_chain_key_file_must_be_the_owners_alone_and_a_secp256k1_key(tmp_path):
+def test_the_operator_exports_each_devices_chain_key_into_a_file_only_its_owner_reads(tmp_path, monkeypatch):
+    monkeypatch.setenv("BFLSIM_NODE_KEY_SECRET", SECRET)
+    config = experiment(key_source="env")
     path = tmp_path / "chain.key"
-    address = make_chain_key(path)
+    address = export_chain_key(config, 1, path)
     loose, bad = tmp_path / "loose.key", tmp_path / "bad.key"
     loose.write_text(path.read_text())
     loose.chmod(0o644)
     bad.write_text("00" * 32)
     bad.chmod(0o600)
 
-    assert chain_address(read_chain_key(path)) == address and path.stat().st_mode & 0o777 == 0o600
+    assert address == node_identities(config)[1].address == chain_address(read_chain_key(path))
+    assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(FileExistsError, match="never overwritten"):
-        make_chain_key(path)
+        export_chain_key(config, 1, path)
+    with pytest.raises(ConfigError, match="edge node 3 does not exist: federation.num_nodes = 3"):
+        export_chain_key(config, 3, tmp_path / "three.key")
+    with pytest.raises(ConfigError, match="ledger.backend = 'none': the experiment registers nothing"):
+        export_chain_key(experiment(ledger="none"), 0, tmp_path / "none.key")
+    monkeypatch.delenv("BFLSIM_NODE_KEY_SECRET")
+    with pytest.raises(ConfigError, match=r"key secret from \$BFLSIM_NODE_KEY_SECRET, but it is not set"):
+        export_chain_key(config, 0, tmp_path / "zero.key")
     with pytest.raises(ConfigError, match=r"loose.key is readable by others \(mode 644\); `chmod 600"):
         read_chain_key(loose)
     with pytest.raises(ConfigError, match="must hold a secp256k1 private key as 64 hex digits"):
         read_chain_key(bad)
     with pytest.raises(ConfigError, match="chain-key-file: no key file"):
-        node_settings({"partition-id": 0, "chain-key-file": str(tmp_path / "none.key")}, experiment())
+        node_settings({"partition-id": 0, "chain-key-file": str(tmp_path / "none.key")}, config)
     with pytest.raises(ConfigError, match="chain-key-file is set, but the experiment has ledger.backend = 'none'"):
         node_settings({"partition-id": 0, "chain-key-file": str(path)}, experiment(ledger="none"))
 
 
-def test_a_supernode_with_its_own_chain_key_signs_its_data_registration_with_it(tmp_path):
-    key_file = tmp_path / "chain.key"
-    address = make_chain_key(key_file)
-    config = experiment()
+def test_a_supernode_signs_with_its_chain_key_file_and_needs_no_key_secret(tmp_path, monkeypatch):
+    config = experiment(key_source="env")
+    monkeypatch.setenv("BFLSIM_NODE_KEY_SECRET", SECRET)  # the operator's side
+    address = export_chain_key(config, 1, tmp_path / "chain.key")
+    monkeypatch.delenv("BFLSIM_NODE_KEY_SECRET")  # the device's side
     ctx = TxContext(chain_id=1, contract_address="0x" + "42" * 20, nonce=0)
     record = p.config_record(0, to_wire(config), None, chain=ctx.to_config(prefix=""))
     metadata = Metadata(run_id=1, message_id="m1", src_node_id=1, dst_node_id=7, reply_to_message_id="",
@@ -124,11 +139,11 @@ def test_a_supernode_with_its_own_chain_key_signs_its_data_registration_with_it(
         reply = client_app.register(msg, context)
         return read_data_tx(bytes(reply.content[p.CHAIN][p.TX]))[0].sender, int(reply.content[p.METRICS][p.NODE])
 
-    own = register({"partition-id": 1, "num-partitions": 3, "chain-key-file": str(key_file)})
-    derived = register({"partition-id": 1, "num-partitions": 3})
+    signed = register({"partition-id": 1, "num-partitions": 3, "chain-key-file": str(tmp_path / "chain.key")})
 
-    assert own == (address, 1)
-    assert derived == (node_identities(config)[1].address, 1) and derived[0] != address
+    assert signed == (address, 1)
+    with pytest.raises(ValueError, match=r"\$BFLSIM_NODE_KEY_SECRET, but it is not set"):
+        register({"partition-id": 1, "num-partitions": 3})  # without its file it would need the secret
 
 
 class IdentifyingGrid:
@@ -205,6 +220,7 @@ class Federation:
     ca_cert: Path
     superlink_log: Path
     node_logs: list[Path] = field(default_factory=list)
+    chain_keys: list[Path] = field(default_factory=list)  # each device's own chain key file
 
     def flwr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """A `flwr` CLI call as the operator (the connection "deployment" of its FLWR_HOME)."""
@@ -256,14 +272,23 @@ def federation(tmp_path):
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    fed = Federation(tmp_path, env, marker.encode(), port, tls.ca_cert, tmp_path / "superlink.log")
+    env.pop("BFLSIM_NODE_KEY_SECRET", None)  # the devices never see it
+    config = parse_experiment(tomllib.loads(EXPERIMENT))
+    with pytest.MonkeyPatch.context() as operator:  # the operator hands each device its own chain key
+        operator.setenv("BFLSIM_NODE_KEY_SECRET", SECRET)
+        chain_keys = [tmp_path / f"node{i}" / "chain.key" for i in range(NUM_NODES)]
+        for i, path in enumerate(chain_keys):
+            path.parent.mkdir()
+            export_chain_key(config, i, path)
+    fed = Federation(tmp_path, env, marker.encode(), port, tls.ca_cert, tmp_path / "superlink.log",
+                     chain_keys=chain_keys)
     try:
         with fed.superlink_log.open("w") as out:
             superlink = subprocess.Popen(
                 [str(VENV_BIN / "flower-superlink"), *tls.superlink_args(), "--enable-supernode-auth",
                  "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
+                env={**env, "BFLSIM_NODE_KEY_SECRET": SECRET}, stdout=out, stderr=subprocess.STDOUT,
+            )  # the ServerApp, which the SuperLink starts, derives the addresses it enrols
         wait_for(lambda: superlink.poll() is not None or "Uvicorn running on https" in fed.superlink_log.read_text(),
                  30, "the SuperLink start")
         assert superlink.poll() is None, fed.superlink_log.read_text()
@@ -273,7 +298,8 @@ def federation(tmp_path):
         for reply in registered:
             assert reply.returncode == 0 and "registered successfully" in reply.stdout, reply.stdout + reply.stderr
         for i in range(NUM_NODES):
-            fed.supernode(f"node{i}", f"partition-id={i} num-partitions={NUM_NODES}", "--root-certificates",
+            fed.supernode(f"node{i}", f'partition-id={i} num-partitions={NUM_NODES} chain-key-file="{chain_keys[i]}"',
+                          "--root-certificates",
                           str(tls.ca_cert), "--auth-supernode-private-key", str(keys[i].private_key))
             fed.node_logs.append(tmp_path / f"node{i}.log")
         yield fed
@@ -284,7 +310,8 @@ def federation(tmp_path):
             client.get(f"https://127.0.0.1:{port}/health", timeout=2)
 
 
-def test_the_deployment_engine_runs_the_experiment_on_authenticated_supernodes_over_tls(tmp_path, federation):
+def test_the_deployment_engine_runs_the_experiment_on_authenticated_supernodes_over_tls(
+        tmp_path, federation, monkeypatch):
     # Prepare: two clients that must be refused, while the registered SuperNodes connect.
     stranger_keys = make_node_auth_key(tmp_path / "stranger", "supernode")
     stranger = federation.supernode("stranger", f"partition-id=0 num-partitions={NUM_NODES}",
@@ -334,9 +361,10 @@ def test_the_deployment_engine_runs_the_experiment_on_authenticated_supernodes_o
     assert rounds[rounds["metric"] == "updates_received"]["value"].tolist() == [3.0, 3.0]
     assert sorted(zip(weights["round"], weights["node"].astype(int))) == [(r, n) for r in (1, 2) for n in range(3)]
     assert (weights["value"] > 0).all()  # every edge node's update counted in both rounds
-    assert sorted(chain["nodes"]) == ["0", "1", "2"]
+    assert chain["nodes"] == {str(i): chain_address(read_chain_key(key)) for i, key in enumerate(federation.chain_keys)}
     for log in federation.node_logs:  # each SuperNode process trained in both rounds
         assert log.read_text().count("Receiving: train message") == 2, log.read_text()[-2000:]
+    monkeypatch.setenv("BFLSIM_NODE_KEY_SECRET", SECRET)  # the auditor checks the enrolled addresses with it
     report = audit_run(run_dir)
     assert report.ok, "\n".join(report.lines())
 
@@ -375,4 +403,5 @@ name = "median"
 
 [ledger]
 backend = "embedded"
+key_source = "env"
 """

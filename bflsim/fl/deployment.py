@@ -13,18 +13,22 @@ SuperNodes" describe them, with the ``cryptography`` package (no ``openssl`` nee
   format. The device keeps the private key (``--auth-supernode-private-key``); the operator
   registers the public key (``flwr supernode register KEY.pub CONNECTION``) with a SuperLink
   started with ``--enable-supernode-auth``, which then refuses every unregistered key;
-- a device's chain key (:func:`make_chain_key`): a secp256k1 key file (64 hex digits, mode
-  0600) with which the device signs its own ``registerData`` and ``submitUpdate``
-  transactions. The ClientApp reads it from its node config (``chain-key-file``,
-  :func:`node_settings`); only its address leaves the device.
+- a device's chain key (:func:`export_chain_key`): the secp256k1 key (a file of 64 hex
+  digits, mode 0600) that the experiment's ``ledger.key_source`` gives its edge node, which
+  the operator hands to that device alone. The device signs its own ``registerData`` and
+  ``submitUpdate`` transactions with it; its ClientApp reads it from its node config
+  (``chain-key-file``, :func:`node_settings`) and needs neither the key secret nor the
+  keystore. The registry enrols the addresses of ``ledger.key_source``, so the operator can
+  still derive every key; keys that only the devices ever see would need the registry to enrol
+  addresses the devices report, which it cannot yet.
 
 Each SuperNode learns which edge node it is from its node config
 (``--node-config "partition-id=3 num-partitions=10"``): :func:`node_settings` reads and checks
 it against the experiment.
 
-Run ``python -m bflsim.fl.deployment tls DIR --host HOST`` (the operator) or ``python -m
-bflsim.fl.deployment node DIR`` (a device) to write these files; the README's "Real devices"
-section has the whole procedure.
+``python -m bflsim.fl.deployment tls DIR --host HOST`` (the operator), ``... node DIR`` (a
+device) and ``... chain-key EXPERIMENT NODE FILE`` (the operator, for each device) write these
+files; the README's "Real devices" section has the whole procedure.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import argparse
 import datetime
 import ipaddress
 import os
-import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,18 +172,31 @@ def make_node_auth_key(folder: str | Path, name: str = "supernode") -> NodeAuthK
     return NodeAuthKey(_write(folder / name, private, 0o600), _write(folder / f"{name}.pub", public))
 
 
-def make_chain_key(path: str | Path) -> str:
-    """Write a fresh random secp256k1 key to ``path`` (64 hex digits, mode 0600; an existing
-    file is refused) and return its checksummed address, which the operator needs."""
+def export_chain_key(config: ExperimentConfig, node: int, path: str | Path) -> str:
+    """Write edge node ``node``'s chain key, as the experiment's ``ledger.key_source`` gives it,
+    to ``path`` (64 hex digits, mode 0600; an existing file is refused) for its device, and
+    return the address the registry enrols for it.
+
+    The operator runs this once per device and hands each device its own file only: with
+    ``key_source = "env"`` the secret stays with the operator, and no device holds another
+    device's key.
+    """
+    from bflsim.ledger.identity import node_identities
+
+    num_nodes = config.federation.num_nodes
+    if not 0 <= node < num_nodes:
+        raise ConfigError(f"edge node {node} does not exist: federation.num_nodes = {num_nodes}")
+    if not config.ledger.enabled:
+        raise ConfigError("ledger.backend = 'none': the experiment registers nothing, so its nodes need no chain key")
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; a chain key is never overwritten")
-    while True:
-        key = secrets.token_bytes(32)
-        if 0 < int.from_bytes(key, "big") < _SECP256K1_ORDER:
-            break
-    _write(path, (key.hex() + "\n").encode(), 0o600)
-    return chain_address(read_chain_key(path))
+    try:
+        identity = node_identities(config)[node]
+    except ValueError as err:  # env: the secret is missing or too short
+        raise ConfigError(str(err)) from err
+    _write(path, (identity.private_key.hex() + "\n").encode(), 0o600)
+    return identity.address
 
 
 def read_chain_key(path: str | Path) -> bytes:
@@ -269,19 +286,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     tls.add_argument("--host", action="append", default=[],
                      help="a name or IP address the SuperNodes use to reach the SuperLink (repeat; default 127.0.0.1, localhost)")
     tls.add_argument("--days", type=int, default=365)
-    node = commands.add_parser("node", help="a device's Flower key pair and chain key")
+    node = commands.add_parser("node", help="a device's Flower key pair (its private key and the public key to register)")
     node.add_argument("folder", type=Path)
+    chain = commands.add_parser("chain-key", help="an edge node's chain key from the experiment's ledger.key_source, for its device")
+    chain.add_argument("experiment", type=Path, help="the experiment TOML file (one run)")
+    chain.add_argument("node", type=int, help="the edge-node index (the device's partition-id)")
+    chain.add_argument("file", type=Path, help="where to write the key (a new file, mode 0600)")
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except (ConfigError, OSError, ValueError) as err:  # bad input: one line, exit status 2
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "tls":
         files = make_tls_files(args.folder, args.host or _LOOPBACK, days=args.days)
         print(f"CA certificate (give it to every SuperNode and flwr user): {files.ca_cert}")
         print(f"SuperLink certificate and key (keep on the SuperLink): {files.server_cert} {files.server_key}")
-    else:
+    elif args.command == "node":
         auth = make_node_auth_key(args.folder)
-        address = make_chain_key(args.folder / "chain.key")
-        print(f"Flower private key (keep): {auth.private_key}")
+        print(f"Flower private key (keep on the device): {auth.private_key}")
         print(f"Flower public key (send to the SuperLink operator): {auth.public_key}")
-        print(f"chain key (keep): {args.folder / 'chain.key'}; its address (send to the operator): {address}")
+    else:
+        from bflsim.plans import load_plan
+
+        plan = load_plan(args.experiment)
+        if len(plan.points) != 1:
+            raise ConfigError(f"{args.experiment}: makes {len(plan.points)} runs; name an experiment of one run")
+        address = export_chain_key(plan.points[0][1], args.node, args.file)
+        print(f"chain key of edge node {args.node} (give it to that device only): {args.file}; address {address}")
 
 
 if __name__ == "__main__":

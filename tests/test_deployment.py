@@ -7,7 +7,10 @@ SuperNodes admitted) and three SuperNodes on free 127.0.0.1 ports, each with its
 and key pair, registers their public keys, checks that a SuperNode with an unregistered key
 and a plaintext client are both refused, runs a two-round experiment on the embedded chain
 with `flwr run`, audits the run folder, and stops every process it started (found by a
-marker in their environment), by process id.
+marker in their environment), by process id. The experiment's chain keys come from a secret
+(``ledger.key_source = "env"``) that only the SuperLink's environment holds: each SuperNode
+signs with the key file the operator exported for it, so a SuperNode that did not read its
+``chain-key-file`` could not sign at all.
 """
 
 import json
@@ -320,9 +323,12 @@ def test_the_deployment_engine_runs_the_experiment_on_authenticated_supernodes_o
                                     "--max-retries", "1", "--max-wait-time", "20")
     plaintext = federation.supernode("plaintext", f"partition-id=0 num-partitions={NUM_NODES}", "--insecure",
                                      "--max-retries", "1", "--max-wait-time", "20")
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx.TransportError):  # plain HTTP gets no answer
         httpx.get(f"http://127.0.0.1:{federation.port}/health", timeout=5)
-    assert httpx.get(f"https://127.0.0.1:{federation.port}/health", verify=ssl.create_default_context(cafile=federation.ca_cert)).is_success
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):  # nor does TLS without the CA
+        httpx.get(f"https://127.0.0.1:{federation.port}/health", timeout=5)
+    tls = ssl.create_default_context(cafile=federation.ca_cert)
+    assert httpx.get(f"https://127.0.0.1:{federation.port}/health", verify=tls, timeout=5).is_success
     assert stranger.wait(timeout=60) != 0 and plaintext.wait(timeout=60) != 0
     wait_for(lambda: federation.superlink_log.read_text().count("[Fleet.ActivateNode] Activated") >= NUM_NODES,
              60, f"{NUM_NODES} SuperNodes online")

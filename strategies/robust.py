@@ -77,8 +77,8 @@ def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settl
     if count != num_nodes:
         raise FederationMismatch(
             f"the federation has {count} SuperNodes but federation.num_nodes = {num_nodes}: "
-            f"run `flwr run` with --federation-config \"num-supernodes={num_nodes}\", "
-            f"or set federation.num_nodes = {count}"
+            f"run `flwr run` with --federation-config \"num-supernodes={num_nodes}\" (simulation) or with "
+            f"{num_nodes} SuperNodes online (`flwr supernode list`), or set federation.num_nodes = {count}"
         )
     return node_ids
 

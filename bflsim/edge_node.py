@@ -42,7 +42,13 @@ from bflsim.attacks import Attack, AttackError, AttackInput, Classes, grants
 from bflsim.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
-from bflsim.ledger.identity import TxContext, node_identities, sign_data_tx, sign_update_tx
+from bflsim.ledger.identity import (
+    NodeIdentity,
+    TxContext,
+    node_identities,
+    sign_data_tx,
+    sign_update_tx,
+)
 from bflsim.models import configure_tensorflow, train_weights
 from bflsim.vectors import Weights, flatten, unflatten
 
@@ -176,13 +182,17 @@ def success_rows(config: ExperimentConfig, data: PreparedData) -> tuple[NDArray,
 
 
 def register_data(
-    config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None
+    config: ExperimentConfig, node: int, ctx: TxContext, timestamp: int, data_dir: str | None = None,
+    identity: NodeIdentity | None = None,
 ) -> tuple[bytes, bytes]:
     """The node's data digest ``sha256([X, y] || timestamp || node)`` and its signed ``registerData``
-    (digest, timestamp and the number of rows: the weight its updates will claim)."""
+    (digest, timestamp and the number of rows: the weight its updates will claim).
+
+    The node signs with ``identity`` (a key it holds itself, e.g. a SuperNode's chain key
+    file) or, without one, with its key from ``ledger.key_source``."""
     x, y = node_data(config, node, 0, data_dir)
     digest = data_digest(x, y, timestamp, node)
-    return digest, sign_data_tx(node_identities(config)[node], ctx, digest, timestamp, len(y))
+    return digest, sign_data_tx(identity or node_identities(config)[node], ctx, digest, timestamp, len(y))
 
 
 def verify_integrity(
@@ -203,11 +213,13 @@ def verify_integrity(
 
 
 def sign_update(
-    config: ExperimentConfig, node: int, ctx: TxContext, server_round: int, weights: Weights, num_examples: int
+    config: ExperimentConfig, node: int, ctx: TxContext, server_round: int, weights: Weights, num_examples: int,
+    identity: NodeIdentity | None = None,
 ) -> tuple[bytes, bytes]:
-    """The digest of the weights the node returns and its signed ``submitUpdate`` for them."""
+    """The digest of the weights the node returns and its signed ``submitUpdate`` for them
+    (with ``identity``, else its key from ``ledger.key_source``, as :func:`register_data`)."""
     digest = weights_digest(weights)
-    return digest, sign_update_tx(node_identities(config)[node], ctx, server_round, digest, num_examples)
+    return digest, sign_update_tx(identity or node_identities(config)[node], ctx, server_round, digest, num_examples)
 
 
 def inject_faults(federation: FederationConfig, node: int, server_round: int) -> None:

@@ -77,8 +77,8 @@ def connected_nodes(grid: Grid, num_nodes: int, *, timeout: float = 120.0, settl
     if count != num_nodes:
         raise FederationMismatch(
             f"the federation has {count} SuperNodes but federation.num_nodes = {num_nodes}: "
-            f"run `flwr run` with --federation-config \"num-supernodes={num_nodes}\", "
-            f"or set federation.num_nodes = {count}"
+            f"run `flwr run` with --federation-config \"num-supernodes={num_nodes}\" (simulation) or with "
+            f"{num_nodes} SuperNodes online (`flwr supernode list`), or set federation.num_nodes = {count}"
         )
     return node_ids
 
@@ -192,6 +192,15 @@ class RobustStrategy(Strategy):
                 node = int(reply.content[p.METRICS][p.NODE])
                 self.edge_index[reply.metadata.src_node_id] = node
                 self.sizes[node] = int(reply.content[p.METRICS][p.NUM_EXAMPLES])
+        claimed: dict[int, list[int]] = {}
+        for flower_id, node in sorted(self.edge_index.items()):
+            claimed.setdefault(node, []).append(flower_id)
+        if twice := {node: ids for node, ids in claimed.items() if len(ids) > 1}:
+            node, ids = min(twice.items())
+            raise FederationMismatch(
+                f"SuperNodes {', '.join(map(str, ids))} all say they are edge node {node}: each SuperNode "
+                f"needs its own node config partition-id in 0..{expected - 1}"
+            )
         if len(self.edge_index) != expected:
             raise FederationMismatch(
                 f"only {len(self.edge_index)} of {expected} edge nodes said who they are"

@@ -8,11 +8,19 @@ transaction the node signed for their digest when the run has a ledger. Before t
 a node checks its data against the digest registered on chain (VerifyIntegrity) and refuses
 the round when they differ. The messages are :mod:`strategies.protocol`'s; the experiment and
 the chain context travel in them, so the same app serves every experiment.
+
+The node learns which edge node it is from its node config (Flower's simulation sets
+``partition-id`` and ``num-partitions``; a SuperNode of the deployment engine is started with
+``--node-config "partition-id=3 num-partitions=10"``), checked against the experiment by
+:func:`bflsim.fl.deployment.node_settings`. A SuperNode may also name its own chain key
+(``chain-key-file``: it then signs with that key instead of the experiment's
+``ledger.key_source``) and its own data folder (``data-dir``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -25,48 +33,76 @@ from bflsim.edge_node import (
     train_locally,
     verify_integrity,
 )
+from bflsim.fl.deployment import NodeSettings, node_settings
+from bflsim.ledger.identity import NodeIdentity
 from strategies import protocol as p
 
 app = ClientApp()
 
 
-def _edge_index(context: Context) -> int:
-    return int(context.node_config["partition-id"])
+@dataclass(frozen=True)
+class _Node:
+    """This node as one message addresses it: the request, and who the node is for it."""
+
+    request: p.Request
+    settings: NodeSettings
+
+    @property
+    def index(self) -> int:
+        return self.settings.node
+
+    @property
+    def data_dir(self) -> str | None:
+        return self.settings.data_dir or self.request.data_dir
+
+    @property
+    def identity(self) -> NodeIdentity | None:
+        key = self.settings.chain_key
+        return NodeIdentity(self.index, key) if key is not None else None
+
+
+def _read(msg: Message, context: Context) -> _Node:
+    request = p.Request.read(msg)
+    return _Node(request, node_settings(context.node_config, request.config))
 
 
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
-    request, node = p.Request.read(msg), _edge_index(context)
-    rows = node_partitions(request.config.data, request.config.federation, request.data_dir)[node]
-    return p.reply(msg, {p.NODE: node, p.NUM_EXAMPLES: len(rows)})
+    node = _read(msg, context)
+    config = node.request.config
+    rows = node_partitions(config.data, config.federation, node.data_dir)[node.index]
+    return p.reply(msg, {p.NODE: node.index, p.NUM_EXAMPLES: len(rows)})
 
 
 @app.query("register_data")
 def register(msg: Message, context: Context) -> Message:
-    request, node = p.Request.read(msg), _edge_index(context)
+    node = _read(msg, context)
     timestamp = int(time.time())
-    digest, raw_tx = register_data(request.config, node, request.tx_context, timestamp, request.data_dir)
-    return p.reply(msg, {p.NODE: node}, chain={p.DATA_DIGEST: digest, p.TIMESTAMP: timestamp, p.TX: raw_tx})
+    digest, raw_tx = register_data(node.request.config, node.index, node.request.tx_context, timestamp,
+                                   node.data_dir, identity=node.identity)
+    return p.reply(msg, {p.NODE: node.index},
+                   chain={p.DATA_DIGEST: digest, p.TIMESTAMP: timestamp, p.TX: raw_tx})
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    request, node = p.Request.read(msg), _edge_index(context)
+    this = _read(msg, context)
+    request, node, data_dir = this.request, this.index, this.data_dir
     config, server_round = request.config, request.server_round
     if request.tx_context is not None:
         try:
-            verify_integrity(config, node, server_round, request.data_digest, request.data_timestamp, request.data_dir)
+            verify_integrity(config, node, server_round, request.data_digest, request.data_timestamp, data_dir)
         except DataIntegrityError as err:
             return p.reply(msg, {p.NODE: node, p.INTEGRITY_FAILED: 1}, chain={p.REASON: str(err)})
 
     global_weights = msg.content[p.ARRAYS].to_numpy_ndarrays()
-    result = train_locally(config, node, server_round, global_weights, request.data_dir, request.cohort)
+    result = train_locally(config, node, server_round, global_weights, data_dir, request.cohort)
     metrics = {p.NODE: result.node, p.NUM_EXAMPLES: result.num_examples}
     if result.train_loss is not None:
         metrics[p.TRAIN_LOSS] = result.train_loss
     chain = None
     if request.tx_context is not None:
         digest, raw_tx = sign_update(config, node, request.tx_context, server_round, result.weights,
-                                     result.num_examples)
+                                     result.num_examples, identity=this.identity)
         chain = {p.UPDATE_DIGEST: digest, p.TX: raw_tx}
     return p.reply(msg, metrics, weights=result.weights, chain=chain)

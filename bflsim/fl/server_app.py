@@ -12,10 +12,13 @@ experiment to run and where its results go:
 - ``data-dir``: the data directory; empty means ``$BFLSIM_DATA_DIR``, else ``./data``.
 
 Flower runs this app from a copy of the project under ``$FLWR_HOME``, in a process the
-local SuperLink starts: the current directory and the environment are the SuperLink's, so
-give absolute paths when in doubt. The nodes learn their edge-node index from
-``node_config["partition-id"]``; the federation must have ``federation.num_nodes``
-SuperNodes (``--federation-config "num-supernodes=N"``), or the run stops before round 1.
+SuperLink starts: the current directory and the environment are the SuperLink's, so give
+absolute paths when in doubt. The nodes learn their edge-node index from their node config
+(``partition-id``, :func:`bflsim.fl.deployment.node_settings`); the federation must have
+``federation.num_nodes`` SuperNodes, each with its own index, or the run stops before round 1.
+In simulation that is ``--federation-config "num-supernodes=N"``; with Flower's deployment
+engine (a SuperLink and one SuperNode per device, :mod:`bflsim.fl.deployment`) it is N
+SuperNodes started with ``--node-config "partition-id=i num-partitions=N"``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Shared fixtures. Real-data tests read $BFLSIM_DATA_DIR (CI: ../shared/datasets)."""
 
+import ipaddress
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,77 @@ num_cpus = 2
 {points}
 """)
     return experiment
+
+
+# --- processes and sockets a test started (Flower's SuperLink/SuperNodes, a Ray cluster) -------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def processes_with(marker: bytes) -> list[int]:
+    """Ids of the live processes whose environment holds ``marker`` (those a test started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0") and not _zombie(int(entry.name)):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def stop(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, each process by its id."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while (pids := [p for p in pids if not _zombie(p)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of the TCP sockets that ``pids`` listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                hex_address, hex_port = fields[1].split(":")
+                raw = bytes.fromhex(hex_address)
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                address = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((str(ipaddress.ip_address(address)), int(hex_port, 16)))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)

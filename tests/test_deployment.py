@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from conftest import free_port, is_loopback, listening_addresses, processes_with, stop
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
@@ -34,7 +35,6 @@ from flwr.app import Context, Metadata, RecordDict
 from flwr.app.message import make_message
 from flwr.cli.supernode.register import try_load_public_key
 from flwr.supercore.task_identity import TaskIdentity
-from test_flwr_run import free_port, is_loopback, listening_addresses, processes_with, stop
 
 from bflsim.audit import audit_run
 from bflsim.config import ConfigError, parse_experiment, to_wire

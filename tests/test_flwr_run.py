@@ -5,10 +5,8 @@ own FLWR_HOME, checks that every process it started listens on loopback only, an
 them all (found by that FLWR_HOME in their environment) before it returns.
 """
 
-import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import free_port, is_loopback, listening_addresses, processes_with, stop
 
 from bflsim.config import ConfigError
 from bflsim.fl.server_app import AppSettings, redact_token
@@ -94,76 +93,6 @@ def test_the_launch_token_is_kept_out_of_the_manifest():
 
 
 # --- one real `flwr run .` ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes_with(marker: bytes) -> list[int]:
-    """Ids of the processes whose environment holds ``marker`` (those this test started)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def stop(pids: list[int], grace: float = 10.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while (pids := [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not pids:
-            return
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
-    """(address, port) of the TCP sockets that ``pids`` listen on."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                hex_address, hex_port = fields[1].split(":")
-                raw = bytes.fromhex(hex_address)
-                # The kernel prints each 32-bit word in host (little-endian) order.
-                address = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add((str(ipaddress.ip_address(address)), int(hex_port, 16)))
-    return found
-
-
-def is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 @pytest.fixture

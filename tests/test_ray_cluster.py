@@ -16,12 +16,10 @@ So the node is started with the same call ``ray start`` makes (``ray._private.no
 its IP kept at 127.0.0.1.
 """
 
-import ipaddress
 import json
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import free_port, is_loopback, listening_addresses, processes_with, stop
 
 from bflsim.config import parse_experiment
 from bflsim.fl import runtime
@@ -78,78 +77,7 @@ def experiment(address: str, **backend) -> dict:
     }
 
 
-# --- processes and sockets (as tests/test_flwr_run.py finds Flower's) --------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes_with(marker: bytes) -> list[int]:
-    """Ids of the processes whose environment holds ``marker`` (those this module started)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0") and not _zombie(int(entry.name)):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def end(pids: list[int], grace: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, each process by its id (Ray's GCS server,
-    its autoscaler monitor and runtime-env agent take over 10 s to leave on SIGTERM)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while (pids := [p for p in pids if not _zombie(p)]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not pids:
-            return
-
-
-def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
-    """(address, port) of the TCP sockets that ``pids`` listen on."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                hex_address, hex_port = fields[1].split(":")
-                raw = bytes.fromhex(hex_address)
-                address = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
-                found.add((str(ipaddress.ip_address(address)), int(hex_port, 16)))
-    return found
-
-
-def is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+# --- where the cluster listens (conftest finds the processes and sockets) -------------------
 
 
 class Listening(threading.Thread):
@@ -214,7 +142,7 @@ def cluster():
         yield address, watcher
     finally:
         watcher.done.set()
-        end(processes_with(marker))
+        stop(processes_with(marker), grace=3.0)
         if second is not None:
             second.wait(timeout=10)
         left = processes_with(marker)

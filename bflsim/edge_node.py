@@ -47,12 +47,14 @@ from bflsim.ledger.identity import (
     TxContext,
     node_identities,
     sign_data_tx,
+    sign_data_typed,
     sign_update_tx,
+    sign_update_typed,
 )
 from bflsim.models import configure_tensorflow, train_weights
 from bflsim.vectors import Weights, flatten, unflatten
 
-# Entropy word of the root set's draw and of the server's root training (not a node id: nodes are < 255).
+# Entropy word of the root set's draw and of the server's root training (kept from when node ids were < 255).
 _ROOT_DRAW = 0x726F6F74
 
 
@@ -186,13 +188,17 @@ def register_data(
     identity: NodeIdentity | None = None,
 ) -> tuple[bytes, bytes]:
     """The node's data digest ``sha256([X, y] || timestamp || node)`` and its signed ``registerData``
-    (digest, timestamp and the number of rows: the weight its updates will claim).
+    (digest, timestamp and the number of rows: the weight its updates will claim); in the
+    ledger's batched mode, its EIP-712 ``Data`` signature of the same instead.
 
     The node signs with ``identity`` (a key it holds itself, e.g. a SuperNode's chain key
     file) or, without one, with its key from ``ledger.key_source``."""
     x, y = node_data(config, node, 0, data_dir)
     digest = data_digest(x, y, timestamp, node)
-    return digest, sign_data_tx(identity or node_identities(config)[node], ctx, digest, timestamp, len(y))
+    key = identity or node_identities(config)[node]
+    if config.ledger.mode == "batched":  # an EIP-712 Data signature for the round-0 Merkle tree
+        return digest, sign_data_typed(key, ctx, digest, timestamp, len(y))
+    return digest, sign_data_tx(key, ctx, digest, timestamp, len(y))
 
 
 def verify_integrity(
@@ -217,9 +223,13 @@ def sign_update(
     identity: NodeIdentity | None = None,
 ) -> tuple[bytes, bytes]:
     """The digest of the weights the node returns and its signed ``submitUpdate`` for them
-    (with ``identity``, else its key from ``ledger.key_source``, as :func:`register_data`)."""
+    (with ``identity``, else its key from ``ledger.key_source``, as :func:`register_data`); in
+    the ledger's batched mode, its EIP-712 ``Update`` signature instead."""
     digest = weights_digest(weights)
-    return digest, sign_update_tx(identity or node_identities(config)[node], ctx, server_round, digest, num_examples)
+    key = identity or node_identities(config)[node]
+    if config.ledger.mode == "batched":  # an EIP-712 Update signature for the round's Merkle tree
+        return digest, sign_update_typed(key, ctx, server_round, digest, num_examples)
+    return digest, sign_update_tx(key, ctx, server_round, digest, num_examples)
 
 
 def inject_faults(federation: FederationConfig, node: int, server_round: int) -> None:

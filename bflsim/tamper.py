@@ -331,6 +331,8 @@ def forge_run(
     ``"digest"`` (signed another digest), ``"to"`` (signed to another address), ``"nan"``
     (NaN in its weights). Returns the folder.
     """
+    if config.ledger.mode != "per-node":
+        raise ValueError(f"forge_run forges per-node registries; ledger.mode = {config.ledger.mode!r}")
     data = load_data(config.data, data_dir)
     fed = config.federation
     sizes = [len(rows) for rows in node_partitions(config.data, fed, data_dir)]

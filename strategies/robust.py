@@ -213,7 +213,7 @@ class RobustStrategy(Strategy):
     def register_data(self, grid: Grid) -> None:
         """Every node signs the digest of its data batch; the session relays it to the registry."""
         nodes = sorted(self.edge_index.values())
-        signed, digests, failed = {}, {}, {}
+        signed, digests, timestamps, failed = {}, {}, {}, {}
         messages = self._messages(nodes, p.REGISTER_DATA, 0, chain=self.session.contexts(nodes))
         for reply in grid.send_and_receive(messages, timeout=self.federation.client_timeout):
             node = self.edge_index[reply.metadata.src_node_id]
@@ -222,7 +222,8 @@ class RobustStrategy(Strategy):
             else:
                 signed[node] = bytes(reply.content[p.CHAIN][p.TX])
                 digests[node] = bytes(reply.content[p.CHAIN][p.DATA_DIGEST])
-        failed.update(self.session.register_data(signed, digests, self.sizes))
+                timestamps[node] = int(reply.content[p.CHAIN][p.TIMESTAMP])
+        failed.update(self.session.register_data(signed, digests, self.sizes, timestamps))
         timeout = f"no data registration within federation.client_timeout = {self.federation.client_timeout:g} s"
         self.exclude({**{node: timeout for node in set(nodes) - set(signed)}, **failed})
 

@@ -367,4 +367,7 @@ def test_rpc_pre_flight_refuses_a_cohort_that_no_block_of_the_endpoint_holds(anv
 
     assert facts["block_gas_limit"] == 30_000_000
     assert "a round of 3000 nodes needs up to 45,150,000 gas" in str(refused.value)
-    assert "(30,000,000)" in str(refused.value)
+    assert "(30,000,000)" in str(refused.value) and "ledger.mode = 'batched'" in str(refused.value)
+    batched = check_rpc_endpoint(anvil.url, chain_id=31337, private_key=None, node_addresses=nodes, rounds=1,
+                                 cohort_size=3_000, mode="batched")  # constant gas per round, nodes unfunded
+    assert batched["gas"] == operator_gas_need(3, 1, "batched") < operator_gas_need(3, 1)

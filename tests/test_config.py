@@ -256,7 +256,8 @@ def test_a_per_node_cohort_too_large_for_a_block_is_refused_with_the_numbers():
 
     message = str(info.value)
     assert "a cohort of 3000 nodes" in message and "45,150,000 gas" in message and "(30,000,000)" in message
-    assert "at most 1990 nodes" in message
+    assert "at most 1990 nodes" in message and "ledger.mode = 'batched'" in message
+    assert parse_experiment({**big, "ledger": {"mode": "batched"}}).federation.cohort_size == 3000
     # past the old 255-node cap, a cohort that fits is fine; without a ledger any size is
     assert parse_experiment({**big, "federation": {"num_nodes": 3000, "fraction_train": 0.5}}).federation.cohort_size == 1500
     assert parse_experiment({**big, "ledger": {"backend": "none"}}).federation.num_nodes == 3000

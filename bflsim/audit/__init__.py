@@ -50,6 +50,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from bflsim.audit.batched import batched_events
 from bflsim.audit.context import _by_kind, _Context, _load_run_data, _replay
 from bflsim.audit.evaluation import _check_evaluation, _check_final
 from bflsim.audit.rounds import _check_round
@@ -122,6 +123,11 @@ def audit_run(
         else:
             where = f"{ledger.endpoint} (chain {chain_info['chain_id']}, registry {chain_info['contract']})"
         events = _by_kind(ledger.events())
+    batch_notes: dict[int, str] = {}
+    if chain_info.get("mode") == "batched":  # roots on chain: verify the trail against them
+        events, found, batch_notes = batched_events(events, chain_info, trail_rounds, config.ledger.max_rejections)
+        for server_round, problems in found.items():
+            replayed[server_round].extend(problems)
     report = AuditReport(run_dir, where)
     report.trust = trust_statement(str(chain_info.get("backend", config.ledger.backend)), fresh,
                                    config.ledger.key_source, addresses_how if addresses is not None else None)
@@ -134,7 +140,7 @@ def audit_run(
     else:
         report.skipped.append("data checks (--skip-data)")
 
-    setup = RoundVerdict(0, problems=list(replayed.pop(0, [])))
+    setup = RoundVerdict(0, problems=list(replayed.pop(0, [])), notes=[batch_notes[0]] if 0 in batch_notes else [])
     report.rounds.append(setup)
     if run.manifest.get("ledger") not in (None, chain_info):
         setup.problems.append("the manifest's ledger entry differs from trail/chain.json")
@@ -148,6 +154,8 @@ def audit_run(
     for server_round in sorted(set(events["RoundOpened"]) | {r for r in trail_rounds if r > 0} | set(replayed)):
         verdict = RoundVerdict(server_round, problems=list(replayed.get(server_round, [])))
         _check_round(ctx, server_round, committed, exclusions, verdict)
+        if server_round in batch_notes:
+            verdict.notes.append(batch_notes[server_round])
         report.rounds.append(verdict)
     chosen = parse_rounds(rounds, sorted(committed))
     if chosen == []:

@@ -192,7 +192,8 @@ def _by_kind(events: list[ChainEvent]) -> dict[str, Any]:
     """Events grouped: per-round kinds keyed by round, the rest as lists under ``"all"``."""
     grouped: dict[str, Any] = defaultdict(lambda: defaultdict(list))
     for event in events:
-        if event.name in ("RoundOpened", "RoundCommitted", "UpdateSubmitted", "NodeRejected"):
+        if event.name in ("RoundOpened", "RoundCommitted", "UpdateSubmitted", "NodeRejected", "BatchOpened",
+                          "BatchCommitted"):
             grouped[event.name][int(event.args["round"])].append(event.args)
         else:
             grouped[event.name].setdefault("all", []).append(event.args)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from bflsim.aggregators import AggregatorError, decide_round
+from bflsim.audit.batched import typed_context
 from bflsim.audit.context import _blob, _Context, _partition_sizes
 from bflsim.audit.setup import _on_chain_run_digest, _registered_samples, _revoked_after
 from bflsim.audit.verdict import RoundVerdict
@@ -22,6 +23,7 @@ from bflsim.ledger.identity import (
     TxContext,
     read_tx,
     read_update_tx,
+    recover_update_typed,
 )
 from bflsim.runfolder import (
     BlobError,
@@ -265,6 +267,8 @@ def _refusal_reason(
     earlier transactions, the fees from the other nodes' transactions of the round. A refusal
     that cannot be re-checked (no signed bytes, no blob) is noted as unchecked.
     """
+    if ctx.chain_info.get("mode") == "batched":
+        return _batched_refusal_reason(ctx, server_round, node, entry, sizes, verdict)
     raw_hex = entry.get("tx") or entry.get("raw_tx")
     txs = _submit_txs(ctx, server_round, node)
     if not raw_hex and txs:
@@ -297,14 +301,8 @@ def _refusal_reason(
     for bad, why in wrong:
         if bad:
             return why
-    received = bytes.fromhex(str(entry.get("digest", "")).removeprefix("0x")) if entry.get("digest") else b""
-    try:
-        arrays = ctx.store.get(received) if len(received) == 32 else None
-    except BlobError:
-        arrays = None
+    received, arrays = _received(ctx, node, entry, verdict)
     if arrays is None:
-        verdict.unchecked.append(f"node {node}'s refusal cannot be re-checked: the received update's blob "
-                                 f"{entry.get('digest')} is not stored")
         return "unchecked"
     if claim.update_digest != received:
         return "digest mismatch"
@@ -317,6 +315,43 @@ def _refusal_reason(
     if entry.get("num_samples") is not None and int(entry["num_samples"]) != claim.num_samples and (
             sizes is None or int(entry["num_samples"]) != sizes.get(node)):
         return f"reported {entry['num_samples']} samples, signed {claim.num_samples}"
+    return None
+
+
+def _received(ctx: _Context, node: int, entry: dict[str, Any], verdict: RoundVerdict) -> tuple[bytes, Any]:
+    """The digest of the update the server received from ``node`` and its stored arrays (None,
+    noted as unchecked, when the blob is missing)."""
+    received = bytes.fromhex(str(entry.get("digest", "")).removeprefix("0x")) if entry.get("digest") else b""
+    try:
+        arrays = ctx.store.get(received) if len(received) == 32 else None
+    except BlobError:
+        arrays = None
+    if arrays is None:
+        verdict.unchecked.append(f"node {node}'s refusal cannot be re-checked: the received update's blob "
+                                 f"{entry.get('digest')} is not stored")
+    return received, arrays
+
+
+def _batched_refusal_reason(
+    ctx: _Context, server_round: int, node: int, entry: dict[str, Any], sizes: dict[int, int] | None,
+    verdict: RoundVerdict,
+) -> str | None:
+    """Why a batched-mode update deserved refusal, from its stored EIP-712 signature, its blob
+    and the node's registered sample count; None if nothing is wrong with it."""
+    received, arrays = _received(ctx, node, entry, verdict)
+    if arrays is None:
+        return "unchecked"
+    signature = bytes.fromhex(str(entry.get("signature") or "").removeprefix("0x"))
+    registered = _registered_samples(ctx).get(node)
+    if registered is None:
+        return "no data registered"
+    if recover_update_typed(signature, typed_context(ctx.chain_info, ctx.events), node, server_round, received,
+                            registered) != ctx.addresses.get(node):
+        return "its signature does not verify"
+    if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in arrays):
+        return "non-finite values"
+    if entry.get("num_samples") is not None and int(entry["num_samples"]) != registered:
+        return f"reported {entry['num_samples']} samples, registered {registered}"
     return None
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from bflsim.audit.context import _Context, _partition_sizes
 from bflsim.audit.verdict import V1_REGISTRY, AuditReport, RoundVerdict, _short
-from bflsim.config import config_digest
+from bflsim.config import recorded_config_digest
 from bflsim.edge_node import node_data
 from bflsim.hashing import (
     data_digest,
@@ -154,9 +154,10 @@ def _check_configuration(ctx: _Context, report: AuditReport) -> None:
     if recomputed != on_chain:
         verdict.problems.append(f"run_digest(run_facts) = {digest_hex(recomputed)}, the registry recorded "
                                 f"{digest_hex(on_chain)}")
-    if facts.get("config") != config_digest(ctx.run.config):
+    recorded = recorded_config_digest(ctx.run.manifest.get("config") or {})
+    if facts.get("config") != recorded:
         verdict.problems.append("the manifest's configuration is not the one whose digest was recorded on chain "
-                                f"(config digest {config_digest(ctx.run.config)}, on chain {facts.get('config')})")
+                                f"(config digest {recorded}, on chain {facts.get('config')})")
     if facts.get("git_commit", "") != (ctx.run.manifest.get("git_commit") or ""):
         verdict.problems.append(f"the manifest's git commit is not the recorded {facts.get('git_commit')!r}")
     sources = (ctx.run.manifest.get("data") or {}).get("sources", [])

@@ -114,15 +114,16 @@ def default_assumed(aggregator: AggregatorConfig, cohort_size: int) -> int:
 def validate_federated(config: ExperimentConfig) -> None:
     """Cross-section checks of a federated experiment, before anything starts."""
     fed = config.federation
-    if config.ledger.enabled and config.ledger.backend != "rpc":  # rpc: checked against the endpoint's blocks
+    per_node = config.ledger.enabled and config.ledger.mode == "per-node"
+    if per_node and config.ledger.backend != "rpc":  # rpc: checked against the endpoint's blocks
         gas = per_node_round_gas(fed.cohort_size)
         if gas > LOCAL_BLOCK_GAS_LIMIT:
             raise ConfigError(
                 f"federation: a cohort of {fed.cohort_size} nodes (num_nodes = {fed.num_nodes} x fraction_train = "
                 f"{fed.fraction_train}) needs up to {gas:,} gas to commit a round on the registry, more than one "
                 f"{config.ledger.backend} block holds ({LOCAL_BLOCK_GAS_LIMIT:,}); use a cohort of at most "
-                f"{(LOCAL_BLOCK_GAS_LIMIT - PER_NODE_COMMIT_GAS) // PER_NODE_COMMIT_GAS_PER_MEMBER} nodes or "
-                "ledger.backend = 'none'"
+                f"{(LOCAL_BLOCK_GAS_LIMIT - PER_NODE_COMMIT_GAS) // PER_NODE_COMMIT_GAS_PER_MEMBER} nodes, or "
+                "ledger.mode = 'batched' (constant gas per round)"
             )
     if config.num_malicious > fed.num_nodes:
         raise ConfigError(

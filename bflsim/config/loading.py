@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,13 @@ def config_digest(config: ExperimentConfig) -> str:
     included, is in the text. A plan point counts as done only if its stored digest equals
     the one requested now, and the registry records it at set-up.
     """
-    return "0x" + hashlib.sha256(to_wire(config).encode()).hexdigest()
+    return recorded_config_digest(to_dict(config))
+
+
+def recorded_config_digest(raw: Mapping[str, Any]) -> str:
+    """The :func:`config_digest` a run computed, from the config its manifest recorded: the
+    text as it was, so keys added to the config since (with their defaults) do not change it."""
+    return "0x" + hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
 
 
 @lru_cache(maxsize=8)

@@ -439,6 +439,7 @@ class BackendConfig:
 
 LedgerBackend = Literal["embedded", "anvil", "rpc", "none"]
 KeySource = Literal["seed", "env", "keystore"]
+LedgerMode = Literal["per-node", "batched"]
 
 
 @dataclass(frozen=True)
@@ -464,9 +465,16 @@ class LedgerConfig:
     ``keystore``: one key file per node in the folder ``keystore`` (created there, mode
     0600, when missing). The contract revokes a node after ``max_rejections`` rejections by
     the aggregator (0 = never).
+
+    ``mode`` (contracts/README.md): ``per-node`` registers every node, data batch and update
+    on chain, each node sending its own transactions (gas grows with the cohort);
+    ``batched`` commits Merkle roots of the nodes' EIP-712 signatures, one ``openBatch`` and
+    one ``commitBatch`` per round whatever the cohort, and moves the checks of signatures,
+    cohorts and rejections (``max_rejections`` is kept by the server) to ``bflsim audit``.
     """
 
     backend: LedgerBackend = "embedded"
+    mode: LedgerMode = "per-node"
     rpc_url: str | None = None
     chain_id: int | None = None
     operator_key_env: str = "BFLSIM_OPERATOR_KEY"

@@ -83,6 +83,7 @@ def check_ledger(config: ExperimentConfig) -> dict[str, Any] | None:
             node_addresses=[identity.address for identity in node_identities(config)],
             rounds=config.federation.rounds,
             cohort_size=config.federation.cohort_size,
+            mode=config.ledger.mode,
         )
     except (LedgerError, ValueError) as err:  # a bad key in the environment is a ValueError
         key = f", operator key from ${ledger.operator_key_env}" if os.environ.get(ledger.operator_key_env) else ""

@@ -469,7 +469,7 @@ def read_update_tx(raw_tx: bytes) -> SignedUpdate:
 # trail update); "reverted" is a relayed one that failed on chain anyway.
 REFUSAL_CHECKS = (
     "malformed", "signer", "chain_id", "to", "nonce", "fees", "gas", "value", "run_digest", "round",
-    "update_digest", "num_samples",
+    "update_digest", "num_samples", "signature",  # signature: batched mode's EIP-712 Update does not verify
 )
 
 

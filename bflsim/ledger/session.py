@@ -127,7 +127,8 @@ class NoChainSession:
         return {}
 
     def register_data(
-        self, signed: dict[int, bytes], digests: dict[int, bytes], sizes: Mapping[int, int] | None = None
+        self, signed: dict[int, bytes], digests: dict[int, bytes], sizes: Mapping[int, int] | None = None,
+        timestamps: Mapping[int, int] | None = None,
     ) -> dict[int, str]:
         return {}
 
@@ -184,10 +185,12 @@ class ChainSession:
         with _on_chain(self.ledger, "deploying the registry and enrolling the nodes"):
             started = time.perf_counter()
             self.ledger.deploy(self.config.ledger.max_rejections, self.run_digest)
-            self.ledger.enroll(list(self.identities.values()))
+            enrolled = self._enroll()
             deploy = self.ledger.records[0]
             info = {
                 "registry_version": REGISTRY_VERSION,
+                "mode": self.config.ledger.mode,
+                **enrolled,
                 "backend": self.config.ledger.backend,
                 "endpoint": self.ledger.endpoint,
                 "chain_id": self.ledger.chain_id,
@@ -208,6 +211,12 @@ class ChainSession:
             self._write_transactions(0)
             self.seconds = time.perf_counter() - started
             return info
+
+    def _enroll(self) -> dict[str, Any]:
+        """Register the federation (per-node mode: fund and register every node's account);
+        returns entries for trail/chain.json."""
+        self.ledger.enroll(list(self.identities.values()))
+        return {}
 
     def resume(self) -> None:
         """Carry on an interrupted run's registry (its trail cut back to the checkpoint).
@@ -244,7 +253,8 @@ class ChainSession:
             return {i: ctx.to_config(prefix="") for i, ctx in contexts.items()}
 
     def register_data(
-        self, signed: dict[int, bytes], digests: dict[int, bytes], sizes: Mapping[int, int] | None = None
+        self, signed: dict[int, bytes], digests: dict[int, bytes], sizes: Mapping[int, int] | None = None,
+        timestamps: Mapping[int, int] | None = None,
     ) -> dict[int, str]:
         """Check and relay the nodes' ``registerData`` transactions; returns {node: why it failed}.
 
@@ -386,15 +396,12 @@ class ChainSession:
             "global_digest": digest_hex(self.global_digest),
             "cohort": cohort,
             "updates": [self._trail_update(u) for u in received],
-            "candidates": list(decision.nodes),
-            "selected": list(decision.selected),
-            "rejected": list(decision.rejected),
-            "accepted": list(decision.accepted),
-            "scores": [float(s) for s in decision.selection.scores],
-            "scores_digest": digest_hex(decision.scores_digest),
-            "new_global_digest": digest_hex(new_digest),
-            "evaluation_digest": digest_hex(evaluation_digest),
+            **decision_record(decision, new_digest, evaluation_digest),
         })
+        return self._round_metrics(records, active)
+
+    def _round_metrics(self, records: Sequence[TxRecord], active: int) -> dict[str, float]:
+        """A round's chain metrics from its transactions (metrics.csv)."""
         return {
             "gas_used": float(sum(r.gas_used for r in records)),
             "transactions": float(len(records)),
@@ -431,8 +438,29 @@ class ChainSession:
         )
 
 
+def decision_record(decision: RoundDecision, new_digest: bytes, evaluation_digest: bytes) -> dict[str, Any]:
+    """The aggregation's outcome as a round of trail/rounds.jsonl records it."""
+    return {
+        "candidates": list(decision.nodes),
+        "selected": list(decision.selected),
+        "rejected": list(decision.rejected),
+        "accepted": list(decision.accepted),
+        "scores": [float(s) for s in decision.selection.scores],
+        "scores_digest": digest_hex(decision.scores_digest),
+        "new_global_digest": digest_hex(new_digest),
+        "evaluation_digest": digest_hex(evaluation_digest),
+    }
+
+
 def open_session(
     config: ExperimentConfig, ledger: Ledger, run_dir: Path, run_facts: dict[str, str] | None = None
 ) -> ChainSession | NoChainSession:
-    """The session for ``ledger``: a :class:`ChainSession` unless the run has no ledger."""
-    return ChainSession(config, ledger, run_dir, run_facts) if ledger.enabled else NoChainSession()
+    """The session for ``ledger``: a :class:`ChainSession` (per-node mode) or a
+    :class:`bflsim.ledger.batched.BatchedChainSession`, unless the run has no ledger."""
+    if not ledger.enabled:
+        return NoChainSession()
+    if config.ledger.mode == "batched":
+        from bflsim.ledger.batched import BatchedChainSession
+
+        return BatchedChainSession(config, ledger, run_dir, run_facts)
+    return ChainSession(config, ledger, run_dir, run_facts)

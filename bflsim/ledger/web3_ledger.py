@@ -791,18 +791,24 @@ class RpcLedger(Web3Ledger):
 
 # --- pre-flight of an RPC endpoint, before a run starts ------------------------------------
 
-# Gas of the operator's own transactions, twice what results/bench/chain.csv measured (deploy
-# 998,702; registerNodes 54,375 per node; openRound 94,757; commitRound 95,945-116,473 for 10
-# nodes), so a grown contract or a busy node does not make the check pass a run that then fails.
-_GAS_DEPLOY = 2_000_000
+# Gas of the operator's own transactions, twice what contracts/README.md measured for registry
+# v3 (deploy 2,589,527; registerNodes ~48,400-55,600 per node; openRound 120,879-138,635 and
+# commitRound 83,300-100,920 for 10 nodes, ~2,000 and ~1,000 more per cohort member; openBatch +
+# commitBatch under 180,000 a round at any size), so a grown contract or a busy node does not
+# make the check pass a run that then fails.
+_GAS_DEPLOY = 5_200_000
 _GAS_REGISTER_BASE, _GAS_REGISTER_PER_NODE = 50_000, 110_000
 _GAS_FUND = 21_000  # a plain transfer to each node account
-_GAS_OPEN_ROUND, _GAS_COMMIT_ROUND, _GAS_COMMIT_PER_NODE = 200_000, 250_000, 30_000
+_GAS_OPEN_ROUND, _GAS_COMMIT_ROUND, _GAS_COMMIT_PER_NODE = 300_000, 250_000, 30_000
+_GAS_ROOTS, _GAS_BATCH_ROUND = 200_000, 400_000  # batched mode: two roots at set-up; a round
 
 
-def operator_gas_need(num_nodes: int, rounds: int) -> int:
+def operator_gas_need(num_nodes: int, rounds: int, mode: str = "per-node") -> int:
     """Gas the operator's own transactions of a run take at most (deploy, fund and register the
-    nodes, open and commit every round), with a margin of two."""
+    nodes, open and commit every round), with a margin of two. In batched mode nodes are
+    neither funded nor registered one by one, and a round costs the same at any size."""
+    if mode == "batched":
+        return int((_GAS_DEPLOY + _GAS_ROOTS + rounds * _GAS_BATCH_ROUND) * _GAS_MARGIN)
     setup = _GAS_DEPLOY + _GAS_REGISTER_BASE + num_nodes * (_GAS_REGISTER_PER_NODE + _GAS_FUND)
     per_round = _GAS_OPEN_ROUND + _GAS_COMMIT_ROUND + num_nodes * _GAS_COMMIT_PER_NODE
     return int((setup + rounds * per_round) * _GAS_MARGIN)
@@ -816,6 +822,7 @@ def check_rpc_endpoint(
     node_addresses: Sequence[str],
     rounds: int,
     cohort_size: int = 0,
+    mode: str = "per-node",
     fund_wei: int = 10**18,
     timeout: float = 10.0,
 ) -> dict[str, Any]:
@@ -826,7 +833,8 @@ def check_rpc_endpoint(
     :class:`InsufficientFunds`: the operator's balance is below what the run needs, i.e.
     :func:`operator_gas_need` at today's fee per gas plus what funding the ``node_addresses``
     up to ``fund_wei`` each costs (:meth:`Ledger.enroll`; nodes pay their own transactions
-    from it); or a round of ``cohort_size`` nodes would not fit the endpoint's blocks
+    from it; none in ``mode = "batched"``, where nodes send nothing); or a per-node round of
+    ``cohort_size`` nodes would not fit the endpoint's blocks
     (:func:`bflsim.config.per_node_round_gas`). Returns what it found, for messages and the
     manifest.
     """
@@ -838,7 +846,8 @@ def check_rpc_endpoint(
         fees = ledger.fees()
         price = int(fees.get("maxFeePerGas", fees.get("gasPrice", 0)))
         balance = int(w3.eth.get_balance(ledger.operator))
-        funding = sum(max(0, fund_wei - int(w3.eth.get_balance(to_checksum_address(a)))) for a in node_addresses)
+        funding = 0 if mode == "batched" else sum(
+            max(0, fund_wei - int(w3.eth.get_balance(to_checksum_address(a)))) for a in node_addresses)
         block_gas = ledger.block_gas_limit()
     except LedgerError:
         raise
@@ -847,12 +856,13 @@ def check_rpc_endpoint(
             f"{url} answered eth_chainId but not the balance and fee queries: {type(exc).__name__}: {exc}"
         ) from exc
     round_gas = per_node_round_gas(cohort_size)
-    if cohort_size and round_gas > block_gas:
+    if mode == "per-node" and cohort_size and round_gas > block_gas:
         raise LedgerError(
             f"a round of {cohort_size} nodes needs up to {round_gas:,} gas in one commitRound, more than a block of "
-            f"{url} holds ({block_gas:,}): use a smaller cohort (federation.fraction_train)"
+            f"{url} holds ({block_gas:,}): use a smaller cohort (federation.fraction_train) or ledger.mode = "
+            "'batched' (constant gas per round)"
         )
-    gas = operator_gas_need(len(node_addresses), rounds)
+    gas = operator_gas_need(len(node_addresses), rounds, mode)
     need = gas * price + funding
     facts = {"endpoint": url, "chain_id": ledger.chain_id, "operator": ledger.operator,
              "balance_wei": balance, "need_wei": need, "gas": gas, "fee_per_gas_wei": price,

@@ -152,15 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger", "throughput"),
+    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger", "throughput", "scale"),
                        default="centralized",
                        help="centralized: training/inference; federated: Flower/Ray vs plain loop; "
                             "chain: hashing, signing, finality, Krum, gas (Table 6); ledger: a round with/without it; "
-                            "throughput: a whole sweep against its compute floor, nodes, memory, Krum (~15 min)")
+                            "throughput: a whole sweep against its compute floor, nodes, memory, Krum (~15 min); "
+                            "scale: set-up, round, memory, gas and audit against the number of nodes, per ledger mode")
     bench.add_argument("--experiment", type=Path, default=None,
-                       help="federated/ledger/throughput suites: the experiment to run (default "
+                       help="federated/ledger/throughput/scale suites: the experiment to run (default "
                             "experiments/bench_federated.toml, experiments/bench_ledger.toml, "
-                            "experiments/sweep_attackers.toml)")
+                            "experiments/sweep_attackers.toml, experiments/scale_batched.toml)")
+    bench.add_argument("--nodes", default="10,100,1000,10000",
+                       help="scale suite: federation sizes, comma-separated (default 10,100,1000,10000)")
+    bench.add_argument("--ledgers", default="none,per-node,batched",
+                       help="scale suite: ledgers, comma-separated, of none, per-node, batched")
     bench.add_argument("--no-anvil", action="store_true", help="chain suite: embedded chain only")
     common(bench)
     bench.set_defaults(handler=cmd_bench)
@@ -229,7 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     plan = demo_plan()
-    plan = Plan(f"{plan.name}-{stamp}", plan.points)  # a fresh folder each time
+    plan = Plan(f"{plan.name}-{stamp}", plan.points, plan.raw)  # a fresh folder each time
     run_dirs = run_plan(plan, args.out, args.data_dir, args.quiet)
     report_dir = Path(args.out) / plan.name / "report"
     written = write_federated_report(run_dirs, report_dir)
@@ -307,6 +312,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         experiment = args.experiment or Path("experiments/sweep_attackers.toml")
         path = run_throughput_bench(args.out, experiment, data_dir=args.data_dir, progress=progress)
+    elif args.suite == "scale":
+        from bflsim.bench.scale import LEDGERS, run_scale_bench
+
+        nodes = [int(n) for n in args.nodes.split(",") if n.strip()]
+        ledgers = [name.strip() for name in args.ledgers.split(",") if name.strip()]
+        if unknown := sorted(set(ledgers) - set(LEDGERS)):
+            raise ConfigError(f"--ledgers {unknown[0]!r}: expected some of {sorted(LEDGERS)}")
+        experiment = args.experiment or Path("experiments/scale_batched.toml")
+        path = run_scale_bench(args.out, experiment, data_dir=args.data_dir, progress=progress, nodes=nodes,
+                               ledgers=ledgers)
     elif args.suite == "chain":
         from bflsim.bench.chain import run_chain_bench
 

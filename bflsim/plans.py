@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class Plan:
 
     name: str
     points: tuple[tuple[Point, ExperimentConfig], ...]
+    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # the file, less its points
 
     def only(self, names: Iterable[str]) -> Plan:
         """The plan's points with these names (each must exist)."""
@@ -71,11 +72,16 @@ class Plan:
         known = [p.name for p, _ in self.points]
         if unknown := sorted(set(names) - set(known)):
             raise ConfigError(f"--only {unknown[0]!r}: {self.name} has no such point; it has {known}")
-        return Plan(self.name, tuple((p, c) for p, c in self.points if p.name in names))
+        return Plan(self.name, tuple((p, c) for p, c in self.points if p.name in names), self.raw)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Plan:
-        """Every point with the same dotted keys changed (``--set``), checked again."""
-        return Plan(self.name, tuple((p, with_point_overrides(c, overrides)) for p, c in self.points))
+        """Every point with the same dotted keys changed (``--set``), checked again. From the
+        file's own text when the plan has it, so defaults that depend on other keys (the
+        defender's f on the cohort) follow the new values instead of keeping the old ones."""
+        if self.raw is None:
+            return Plan(self.name, tuple((p, with_point_overrides(c, overrides)) for p, c in self.points))
+        changed = tuple((p, _config_at(self.raw, p, overrides)) for p, _ in self.points)
+        return Plan(self.name, changed, self.raw)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -101,12 +107,12 @@ def plan_from_dict(raw: dict[str, Any]) -> Plan:
     elif sweep is not None:
         points = _grid_points(sweep)
     else:
-        return Plan(name, ((Point(name, name, ()), check_config(parse_experiment(raw))),))
+        return Plan(name, ((Point(name, name, ()), check_config(parse_experiment(copy.deepcopy(raw)))),), raw)
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         repeated = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"point names repeat: {repeated} (two points set the same keys to the same values)")
-    return Plan(name, tuple((p, _config_at(raw, p)) for p in points))
+    return Plan(name, tuple((p, _config_at(raw, p)) for p in points), raw)
 
 
 def _scenario_point(index: int, scenario: Any) -> Point:
@@ -176,10 +182,11 @@ def _slug_value(value: Any) -> str:
     return "-".join(words)
 
 
-def _config_at(raw: dict[str, Any], point: Point) -> ExperimentConfig:
+def _config_at(raw: dict[str, Any], point: Point, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     tree = copy.deepcopy(raw)  # old flat keys are upgraded after the point's, against its names
     try:
         apply_overrides(tree, dict(point.overrides))
+        apply_overrides(tree, dict(overrides or {}))  # --set, after the point's own keys
         return check_config(parse_experiment(tree))
     except ConfigError as err:
         raise ConfigError(f"point {point.name!r} ({point.label}): {err}") from err

@@ -204,3 +204,16 @@ def test_chain_csv_has_every_benchmark(tmp_path):
         assert paper[("finality_anvil_block_time_1s", "seconds_per_update_tx")] == "3.8"
     assert all(float(r["value"]) > 0 for r in table)
     assert (tmp_path / "chain.meta.txt").read_text().startswith("measured ")
+
+
+def test_the_scale_suite_keeps_a_cohort_of_one_percent_and_at_least_ten():
+    from bflsim.bench.scale import cohort_fraction
+
+    assert [round(cohort_fraction(n) * n) for n in (10, 100, 1000, 10000, 50000)] == [10, 10, 10, 100, 500]
+
+
+def test_the_scale_suite_refuses_an_unknown_ledger_before_running(capsys):
+    from bflsim.cli import main
+
+    assert main(["bench", "--suite", "scale", "--ledgers", "none,chain", "--out", "/nonexistent"]) == 2
+    assert "--ledgers 'chain': expected some of ['batched', 'none', 'per-node']" in capsys.readouterr().err

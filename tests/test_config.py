@@ -261,3 +261,17 @@ def test_a_per_node_cohort_too_large_for_a_block_is_refused_with_the_numbers():
     # past the old 255-node cap, a cohort that fits is fine; without a ledger any size is
     assert parse_experiment({**big, "federation": {"num_nodes": 3000, "fraction_train": 0.5}}).federation.cohort_size == 1500
     assert parse_experiment({**big, "ledger": {"backend": "none"}}).federation.num_nodes == 3000
+
+
+def test_set_resolves_the_defenders_f_against_the_new_cohort(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text('[experiment]\nkind = "federated"\n[federation]\nnum_nodes = 10000\nfraction_train = 0.01\n'
+                    '[aggregator]\nname = "krum"\n')
+    plan = load_plan(path)
+    assert plan.points[0][1].assumed_malicious == 20  # 0.2 of a 100-node cohort
+
+    smaller = plan.with_overrides({"federation.num_nodes": 1000})
+
+    assert smaller.points[0][1].assumed_malicious == 2  # 0.2 of 10, not the old 20 (which Krum refuses)
+    explicit = plan.with_overrides({"federation.num_nodes": 1000, "aggregator.assumed_malicious": 3})
+    assert explicit.points[0][1].assumed_malicious == 3

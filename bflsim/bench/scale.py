@@ -1,0 +1,172 @@
+"""Federation size against the ledger's modes (``--suite scale``).
+
+For every number of edge nodes and every ledger (none, the registry in per-node mode, in
+batched mode) one ``bflsim run`` of the scale experiment (default
+experiments/scale_batched.toml: NSL-KDD, the DNN, Krum) as a fresh process, as a user runs it,
+then ``bflsim audit`` of its folder (ledger runs). The cohort is 1% of the federation, at
+least 10 nodes, so a round's training work is the same up to 1,000 nodes and set-up, chain and
+memory costs show what the federation's size adds. Measured per point:
+
+- ``setup_seconds``: server start to round 1 (nodes say who they are, the registry is deployed
+  and the federation and data registered, round 0 is scored): ``elapsed_seconds`` of round 1
+  less its ``round_seconds``;
+- ``round_seconds``: the median over rounds 2..N (round 1 builds Ray's actors);
+- ``peak_pss_bytes``: the process tree's proportional set size, peak of 0.5 s samples
+  (:func:`bflsim.bench.throughput.tree_pss`);
+- ``gas_per_round``: the median of the rounds' ``gas_used`` (every transaction of the round,
+  the nodes' included);
+- ``audit_seconds`` and the audit's exit status (0 = PASS).
+
+Writes ``scale.csv`` (:data:`bflsim.bench.BENCH_COLUMNS`), ``scale_points.csv`` (one row per
+point) and ``scale.png``/``.pdf``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bflsim.bench import write_bench_csv
+from bflsim.bench.runs import bench_env
+from bflsim.bench.throughput import tree_pss
+from bflsim.progress import Progress
+
+PACKAGES = ("flwr", "ray", "tensorflow-cpu", "web3", "py-evm")
+LEDGERS = {
+    "none": ("ledger.backend=none",),
+    "per-node": ("ledger.backend=embedded", "ledger.mode=per-node"),
+    "batched": ("ledger.backend=embedded", "ledger.mode=batched"),
+}
+
+
+def cohort_fraction(nodes: int, share: float = 0.01, minimum: int = 10) -> float:
+    """``federation.fraction_train`` for a cohort of ``share`` of ``nodes``, at least ``minimum``."""
+    return min(1.0, max(share, minimum / nodes))
+
+
+def run_scale_bench(
+    out_dir: str | Path,
+    experiment: str | Path = "experiments/scale_batched.toml",
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    *,
+    nodes: Sequence[int] = (10, 100, 1000, 10000),
+    ledgers: Sequence[str] = ("none", "per-node", "batched"),
+    rounds: int = 3,
+) -> Path:
+    """Run every (nodes, ledger) point; return the summary CSV."""
+    progress = progress or Progress(quiet=True)
+    out_dir = Path(out_dir)
+    work = out_dir / "runs" / f"scale-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    work.mkdir(parents=True, exist_ok=True)
+    env = bench_env(data_dir)
+    points = []
+    for count in nodes:
+        for ledger in ledgers:
+            progress.say(f"scale: {count} nodes, ledger {ledger}")
+            points.append(measure_point(experiment, count, ledger, rounds, env, work))
+            pd.DataFrame(points).to_csv(out_dir / "scale_points.csv", index=False)  # written as measured
+    table = pd.DataFrame(points)
+    rows = [
+        ("scale", f"{quantity}_{p['ledger']}_{p['nodes']}", p[quantity], unit, 1, "",
+         f"cohort {p['cohort']}, {rounds} rounds")
+        for p in points
+        for quantity, unit in (("setup_seconds", "s"), ("round_seconds", "s"), ("peak_pss_bytes", "B"),
+                               ("gas_per_round", "gas"), ("audit_seconds", "s"))
+        if pd.notna(p[quantity])
+    ]
+    _figure(table, out_dir)
+    return write_bench_csv(out_dir, "scale", rows, PACKAGES)
+
+
+def measure_point(experiment: str | Path, count: int, ledger: str, rounds: int, env: dict[str, str],
+                  work: Path) -> dict[str, object]:
+    """One ``bflsim run`` (and ``bflsim audit``) of ``count`` nodes with ``ledger``."""
+    sets = [f"federation.num_nodes={count}", f"federation.fraction_train={cohort_fraction(count)}",
+            f"federation.rounds={rounds}", *LEDGERS[ledger]]
+    command = [sys.executable, "-m", "bflsim.cli", "run", str(experiment), "--quiet",
+               "--out", str(work / f"{ledger}-{count}")]
+    for item in sets:
+        command += ["--set", item]
+    run_dir, peak, wall = _sampled(command, env)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    test = metrics[metrics["split"] == "test"]
+    elapsed = test[(test["metric"] == "elapsed_seconds") & (test["round"] == 1)]["value"].iloc[0]
+    first = test[(test["metric"] == "round_seconds") & (test["round"] == 1)]["value"].iloc[0]
+    later = test[(test["metric"] == "round_seconds") & (test["round"] >= 2)]["value"]
+    gas = metrics[(metrics["split"] == "round") & (metrics["metric"] == "gas_used")]["value"]
+    audit_seconds, audit_status = float("nan"), None
+    if ledger != "none":
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "bflsim.cli", "audit", str(run_dir)], env=env,
+                              capture_output=True, text=True, check=False)
+        audit_seconds, audit_status = time.perf_counter() - started, done.returncode
+    cohort = max(1, int(cohort_fraction(count) * count))
+    return {
+        "nodes": count, "ledger": ledger, "cohort": cohort, "rounds": rounds,
+        "setup_seconds": float(elapsed - first), "round_seconds": float(later.median() if len(later) else first),
+        "peak_pss_bytes": peak, "wall_seconds": wall,
+        "gas_per_round": float(gas.median()) if len(gas) else float("nan"),
+        "audit_seconds": audit_seconds, "audit_exit": audit_status,
+        "final_accuracy": float(test[(test["metric"] == "accuracy") & (test["round"] == rounds)]["value"].iloc[0]),
+        "run_dir": str(run_dir),
+    }
+
+
+def _sampled(command: list[str], env: dict[str, str]) -> tuple[Path, int, float]:
+    """Run ``command``, sampling its process tree's PSS every 0.5 s: (run folder, peak, wall)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            peak[0] = max(peak[0], tree_pss(process.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    stop.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[3:])} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+    folders = [line.removeprefix("run folder: ") for line in stdout.splitlines() if line.startswith("run folder: ")]
+    return Path(folders[-1]), peak[0], time.perf_counter() - started
+
+
+def _figure(points: pd.DataFrame, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType in the PDF, not Type 3
+    import matplotlib.pyplot as plt
+
+    panels = [("setup_seconds", "set-up (s)"), ("round_seconds", "round (s)"),
+              ("peak_pss_bytes", "peak memory (GiB)"), ("gas_per_round", "gas per round")]
+    styles = {"none": ("black", ":", "s"), "per-node": ("tab:orange", "--", "o"), "batched": ("tab:blue", "-", "^")}
+    fig, axes = plt.subplots(1, len(panels), figsize=(9.0, 2.5))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        for ledger, (color, style, marker) in styles.items():
+            rows = points[(points["ledger"] == ledger) & points[column].notna()].sort_values("nodes")
+            if rows.empty or (column == "gas_per_round" and ledger == "none"):
+                continue
+            values = rows[column] / 2**30 if column == "peak_pss_bytes" else rows[column]
+            ax.plot(rows["nodes"], values, linestyle=style, marker=marker, color=color, label=ledger, markersize=4)
+        ax.set_xscale("log")
+        if column == "gas_per_round":
+            ax.set_yscale("log")
+        ax.set_xlabel("edge nodes")
+        ax.set_ylabel(label)
+    axes[0].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    for suffix in ("png", "pdf"):
+        fig.savefig(out_dir / f"scale.{suffix}", dpi=200)
+    plt.close(fig)

@@ -179,12 +179,21 @@ class RobustStrategy(Strategy):
     # --- before round 1 ---------------------------------------------------------------
 
     def register_nodes(self, grid: Grid) -> None:
-        """Learn every node's edge-node index; with a ledger, enroll them and register their data."""
+        """Learn every node's edge-node index; with a ledger, enroll them and register their data.
+
+        In the ledger's batched mode the registry is deployed first and every node signs its
+        data registration in its answer to "who are you" (one message per node instead of two:
+        what set-up costs at 10,000 nodes)."""
         expected = self.federation.num_nodes
         node_ids = connected_nodes(grid, expected)
-        config = RecordDict({p.CONFIG: p.config_record(0, self.experiment, self.data_dir)})
+        at_once = self.session.enabled and not self.resumed and self.session.registers_at_identify
+        chain = None
+        if at_once:
+            self.recorder.record_ledger(self.session.setup())
+            chain = self.session.contexts([0])[0]  # the same for every node: chain, registry, run
+        config = RecordDict({p.CONFIG: p.config_record(0, self.experiment, self.data_dir, chain=chain)})
         messages = [Message(config, dst_node_id=nid, message_type=p.QUERY) for nid in node_ids]
-        errors = []
+        errors, registrations = [], []
         for reply in grid.send_and_receive(messages, timeout=self.federation.client_timeout):
             if reply.has_error():
                 errors.append(reply.error.reason)
@@ -192,6 +201,7 @@ class RobustStrategy(Strategy):
                 node = int(reply.content[p.METRICS][p.NODE])
                 self.edge_index[reply.metadata.src_node_id] = node
                 self.sizes[node] = int(reply.content[p.METRICS][p.NUM_EXAMPLES])
+                registrations.append((node, reply))
         claimed: dict[int, list[int]] = {}
         for flower_id, node in sorted(self.edge_index.items()):
             claimed.setdefault(node, []).append(flower_id)
@@ -206,26 +216,37 @@ class RobustStrategy(Strategy):
                 f"only {len(self.edge_index)} of {expected} edge nodes said who they are"
                 + (f"; first error: {p.last_line(errors[0])}" if errors else "")
             )
-        if self.session.enabled and not self.resumed:
+        if at_once:
+            self.submit_registrations(registrations)
+        elif self.session.enabled and not self.resumed:
             self.recorder.record_ledger(self.session.setup())
             self.register_data(grid)
 
     def register_data(self, grid: Grid) -> None:
         """Every node signs the digest of its data batch; the session relays it to the registry."""
         nodes = sorted(self.edge_index.values())
-        signed, digests, timestamps, failed = {}, {}, {}, {}
         messages = self._messages(nodes, p.REGISTER_DATA, 0, chain=self.session.contexts(nodes))
-        for reply in grid.send_and_receive(messages, timeout=self.federation.client_timeout):
-            node = self.edge_index[reply.metadata.src_node_id]
+        replies = grid.send_and_receive(messages, timeout=self.federation.client_timeout)
+        self.submit_registrations([(self.edge_index[r.metadata.src_node_id], r) for r in replies])
+
+    def submit_registrations(self, replies: list[tuple[int, Message]]) -> None:
+        """Hand the nodes' signed data registrations to the session; nodes without a valid one
+        are left out of every cohort."""
+        signed, digests, timestamps, failed = {}, {}, {}, {}
+        for node, reply in replies:
+            chain = reply.content.get(p.CHAIN, {}) if not reply.has_error() else {}
             if reply.has_error():
                 failed[node] = f"data registration failed: {p.last_line(reply.error.reason)}"
+            elif p.TX not in chain:
+                failed[node] = f"data registration failed: {chain.get(p.REASON, 'no signed registration')}"
             else:
-                signed[node] = bytes(reply.content[p.CHAIN][p.TX])
-                digests[node] = bytes(reply.content[p.CHAIN][p.DATA_DIGEST])
-                timestamps[node] = int(reply.content[p.CHAIN][p.TIMESTAMP])
+                signed[node] = bytes(chain[p.TX])
+                digests[node] = bytes(chain[p.DATA_DIGEST])
+                timestamps[node] = int(chain[p.TIMESTAMP])
         failed.update(self.session.register_data(signed, digests, self.sizes, timestamps))
         timeout = f"no data registration within federation.client_timeout = {self.federation.client_timeout:g} s"
-        self.exclude({**{node: timeout for node in set(nodes) - set(signed)}, **failed})
+        nodes = sorted(self.edge_index.values())
+        self.exclude({**{node: timeout for node in set(nodes) - set(signed) - set(failed)}, **failed})
 
     def exclude(self, nodes: dict[int, str]) -> None:
         """Leave ``{node: why}`` out of every later cohort."""

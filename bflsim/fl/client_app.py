@@ -68,20 +68,32 @@ def _read(msg: Message, context: Context) -> _Node:
 
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
+    """Who this node is and how many rows it holds; given a chain context (the ledger's batched
+    mode), also its signed data registration, or why it could not make one."""
     node = _read(msg, context)
     config = node.request.config
     rows = node_partitions(config.data, config.federation, node.data_dir)[node.index]
-    return p.reply(msg, {p.NODE: node.index, p.NUM_EXAMPLES: len(rows)})
+    chain = None
+    if node.request.tx_context is not None:
+        try:
+            chain = _registration(node)
+        except Exception as err:  # noqa: BLE001 - the server leaves the node out, naming why
+            chain = {p.REASON: f"{type(err).__name__}: {err}"}
+    return p.reply(msg, {p.NODE: node.index, p.NUM_EXAMPLES: len(rows)}, chain=chain)
 
 
 @app.query("register_data")
 def register(msg: Message, context: Context) -> Message:
     node = _read(msg, context)
+    return p.reply(msg, {p.NODE: node.index}, chain=_registration(node))
+
+
+def _registration(node: _Node) -> dict[str, object]:
+    """The node's data digest, the time it registers it at, and its signature of both."""
     timestamp = int(time.time())
-    digest, raw_tx = register_data(node.request.config, node.index, node.request.tx_context, timestamp,
+    digest, signed = register_data(node.request.config, node.index, node.request.tx_context, timestamp,
                                    node.data_dir, identity=node.identity)
-    return p.reply(msg, {p.NODE: node.index},
-                   chain={p.DATA_DIGEST: digest, p.TIMESTAMP: timestamp, p.TX: raw_tx})
+    return {p.DATA_DIGEST: digest, p.TIMESTAMP: timestamp, p.TX: signed}
 
 
 @app.train()

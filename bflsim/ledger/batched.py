@@ -69,6 +69,8 @@ def rejections_after(rounds: list[dict[str, Any]], max_rejections: int) -> tuple
 class BatchedChainSession(ChainSession):
     """A run's registry in batched mode: roots on chain, signatures and proofs in the trail."""
 
+    registers_at_identify = True  # one context for every node: deployed first, signed with "who are you"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.data: dict[int, tuple[bytes, int, bytes]] = {}  # node -> (digest, timestamp, signature)

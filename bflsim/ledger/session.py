@@ -116,6 +116,7 @@ class NoChainSession:
     """Standard FL: no registry, no trail; every node stays eligible."""
 
     enabled = False
+    registers_at_identify = False
 
     def setup(self) -> dict[str, Any] | None:
         return None
@@ -164,6 +165,7 @@ class ChainSession:
     addresses: dict[int, str] = field(init=False)
     seconds: float = 0.0  # wall time spent in chain calls this round
     enabled = True
+    registers_at_identify = False  # per-node mode: each node's registerData needs its own nonce
 
     def __post_init__(self) -> None:
         self.trail = Trail(self.run_dir)

@@ -150,13 +150,13 @@ def _figure(points: pd.DataFrame, out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("setup_seconds", "set-up (s)"), ("round_seconds", "round (s)"),
-              ("peak_pss_bytes", "peak memory (GiB)"), ("gas_per_round", "gas per round")]
+              ("peak_pss_bytes", "peak memory (GiB)"), ("gas_per_round", "gas per round"), ("audit_seconds", "audit (s)")]
     styles = {"none": ("black", ":", "s"), "per-node": ("tab:orange", "--", "o"), "batched": ("tab:blue", "-", "^")}
-    fig, axes = plt.subplots(1, len(panels), figsize=(9.0, 2.5))
+    fig, axes = plt.subplots(1, len(panels), figsize=(11.0, 2.5))
     for ax, (column, label) in zip(axes, panels, strict=True):
         for ledger, (color, style, marker) in styles.items():
             rows = points[(points["ledger"] == ledger) & points[column].notna()].sort_values("nodes")
-            if rows.empty or (column == "gas_per_round" and ledger == "none"):
+            if rows.empty or (column in ("gas_per_round", "audit_seconds") and ledger == "none"):
                 continue
             values = rows[column] / 2**30 if column == "peak_pss_bytes" else rows[column]
             ax.plot(rows["nodes"], values, linestyle=style, marker=marker, color=color, label=ledger, markersize=4)

@@ -54,7 +54,7 @@ __all__ = ["EmbeddedLedger", "RpcLedger", "Web3Ledger", "check_rpc_endpoint", "d
 
 _ROUND_STATUS = {0: "none", 1: "open", 2: "committed"}
 _GAS_MARGIN = 1.25  # on top of eth_estimateGas for the server's own transactions
-# registerNodes (v3) costs ~50,000 gas per node (results/bench/chain.csv); batches are sized
+# registerNodes (v3) costs ~48,400-55,600 gas per node (contracts/README.md); batches are sized
 # with this bound, so that each fits half a block.
 REGISTER_GAS_PER_NODE = 60_000
 

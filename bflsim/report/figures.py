@@ -123,7 +123,7 @@ def accuracy_per_round(metrics_with_labels: pd.DataFrame, title: str | None = No
             banded = True
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("round")
-    ax.set_ylabel("global test accuracy" + (" (mean, band min..max over runs)" if banded else ""))
+    ax.set_ylabel("global test accuracy" + ("\n(mean, band min..max over runs)" if banded else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or "Global model accuracy per round")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ import pandas as pd
 
 from bflsim.bench import write_bench_csv
 from bflsim.bench.runs import bench_env
-from bflsim.bench.throughput import tree_pss
+from bflsim.bench.throughput import sampled_run
 from bflsim.progress import Progress
 
 PACKAGES = ("flwr", "ray", "tensorflow-cpu", "web3", "py-evm")
@@ -121,25 +120,10 @@ def measure_point(experiment: str | Path, count: int, ledger: str, rounds: int, 
 
 
 def _sampled(command: list[str], env: dict[str, str]) -> tuple[Path, int, float]:
-    """Run ``command``, sampling its process tree's PSS every 0.5 s: (run folder, peak, wall)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.5):
-            peak[0] = max(peak[0], tree_pss(process.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, stderr = process.communicate()
-    stop.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[3:])} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+    """Run ``command`` (:func:`bflsim.bench.throughput.sampled_run`): (run folder, peak PSS, wall)."""
+    stdout, peak, wall = sampled_run(command, env, " ".join(command[3:]))
     folders = [line.removeprefix("run folder: ") for line in stdout.splitlines() if line.startswith("run folder: ")]
-    return Path(folders[-1]), peak[0], time.perf_counter() - started
+    return Path(folders[-1]), peak, wall
 
 
 def _figure(points: pd.DataFrame, out_dir: Path) -> None:

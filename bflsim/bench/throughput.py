@@ -190,6 +190,13 @@ def _memory_run(experiment: str | Path, probe: str, count: int, env: dict[str, s
                "--out", str(work / f"memory-{count}")]
     for item in sets:
         command += ["--set", item]
+    _, peak, wall = sampled_run(command, env, f"{count}-node run")
+    return peak, wall
+
+
+def sampled_run(command: list[str], env: dict[str, str], what: str) -> tuple[str, int, float]:
+    """Run ``command``, sampling its process tree's PSS every 0.5 s: (stdout, peak PSS in
+    bytes, wall seconds). A failed command raises, naming ``what``, with the end of its stderr."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -201,12 +208,12 @@ def _memory_run(experiment: str | Path, probe: str, count: int, env: dict[str, s
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, stderr = process.communicate()
+    stdout, stderr = process.communicate()
     stop.set()
     sampler.join()
     if process.returncode != 0:
-        raise RuntimeError(f"{count}-node run failed (exit {process.returncode}):\n{stderr[-3000:]}")
-    return peak[0], time.perf_counter() - started
+        raise RuntimeError(f"{what} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+    return stdout, peak[0], time.perf_counter() - started
 
 
 def tree_pss(pid: int) -> int:

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="scale suite: federation sizes, comma-separated (default 10,100,1000,10000)")
     bench.add_argument("--ledgers", default="none,per-node,batched",
                        help="scale suite: ledgers, comma-separated, of none, per-node, batched")
+    bench.add_argument("--merge", action="store_true",
+                       help="scale suite: keep the points already in --out's scale_points.csv that this call does "
+                            "not measure again, and draw the CSV and figure from all of them")
     bench.add_argument("--no-anvil", action="store_true", help="chain suite: embedded chain only")
     common(bench)
     bench.set_defaults(handler=cmd_bench)
@@ -321,7 +324,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"--ledgers {unknown[0]!r}: expected some of {sorted(LEDGERS)}")
         experiment = args.experiment or Path("experiments/scale_batched.toml")
         path = run_scale_bench(args.out, experiment, data_dir=args.data_dir, progress=progress, nodes=nodes,
-                               ledgers=ledgers)
+                               ledgers=ledgers, merge=args.merge)
     elif args.suite == "chain":
         from bflsim.bench.chain import run_chain_bench
 

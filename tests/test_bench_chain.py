@@ -217,3 +217,33 @@ def test_the_scale_suite_refuses_an_unknown_ledger_before_running(capsys):
 
     assert main(["bench", "--suite", "scale", "--ledgers", "none,chain", "--out", "/nonexistent"]) == 2
     assert "--ledgers 'chain': expected some of ['batched', 'none', 'per-node']" in capsys.readouterr().err
+
+
+def _point(nodes, ledger, gas, started):
+    return {"nodes": nodes, "ledger": ledger, "cohort": 10, "rounds": 3, "setup_seconds": 1.0, "round_seconds": 0.5,
+            "peak_pss_bytes": 2**30, "wall_seconds": 9.0, "gas_per_round": gas, "audit_seconds": 2.0,
+            "audit_exit": 0, "final_accuracy": 0.9, "run_dir": "x", "started": started, "git_commit": "abc"}
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_the_scale_suite_merges_new_points_into_earlier_ones_only_when_asked(tmp_path, monkeypatch, merge):
+    import pandas as pd
+
+    from bflsim.bench import scale
+
+    earlier = [_point(100, "batched", 158_000, "old"), _point(10, "per-node", 557_000, "old"),
+               _point(10, "batched", 158_000, "old")]
+    pd.DataFrame(earlier).to_csv(tmp_path / "scale_points.csv", index=False)
+    monkeypatch.setattr(scale, "measure_point",
+                        lambda experiment, count, ledger, rounds, env, work: _point(count, ledger, 600_000, "new"))
+    scale.run_scale_bench(tmp_path, nodes=[10], ledgers=["per-node", "none"], merge=merge)
+    points = pd.read_csv(tmp_path / "scale_points.csv")
+    got = list(zip(points["nodes"], points["ledger"], points["started"], strict=True))
+    if merge:
+        assert got == [(10, "none", "new"), (10, "per-node", "new"), (10, "batched", "old"), (100, "batched", "old")]
+    else:
+        assert got == [(10, "none", "new"), (10, "per-node", "new")]
+    summary = pd.read_csv(tmp_path / "scale.csv")
+    gas = dict(zip(summary["quantity"], summary["value"], strict=False))
+    assert gas["gas_per_round_per-node_10"] == 600_000
+    assert ("gas_per_round_batched_100" in gas) is merge

@@ -23,6 +23,7 @@ from bflsim.ledger import (
     sign_data_tx,
     sign_update_tx,
 )
+from bflsim.ledger.web3_ledger import Web3Ledger
 
 GAS_BUDGET_SUBMIT_UPDATE = 60_000
 MAX_REJECTIONS = 2
@@ -498,3 +499,23 @@ def test_events_cover_every_step(ledger, nodes):
     ]
     assert {r.sender for r in ledger.records if r.kind in ("open_round", "commit_round")} == {ledger.aggregator}
     assert all(r.gas_used > 0 and r.seconds > 0 and r.block > 0 for r in ledger.records)
+
+
+def test_the_embedded_chain_reads_the_same_events_as_get_logs(ledger, nodes):
+    if not isinstance(ledger, EmbeddedLedger):
+        pytest.skip("the block-by-block reader is the embedded chain's")
+    register_data(ledger, nodes[0], b"\xd1" * 32, 7)
+    ledger.open_round(1, GLOBAL_0, [0, 1])
+    submit(ledger, nodes[0], 1)
+    submit(ledger, nodes[1], 1)
+    commit(ledger, 1, GLOBAL_1, [0])
+
+    every = ledger.events()
+    assert {"NodeRegistered", "DataRegistered", "NodeRejected", "RoundCommitted"} <= {e.name for e in every}
+    for start in (0, ledger.w3.eth.block_number - 2):
+        assert ledger.events(from_block=start) == Web3Ledger._events(ledger, start)
+    [committed] = ledger._round_events("RoundCommitted", 1)
+    assert committed.args["accepted"] == (0,)
+    by_get_logs = [e for e in Web3Ledger._events(ledger, 0) if e.name == "UpdateSubmitted" and e.args["round"] == 1]
+    assert ledger._round_events("UpdateSubmitted", 1) == by_get_logs
+    assert len(ledger._round_events("UpdateSubmitted", 1)) == 2 and ledger._round_events("UpdateSubmitted", 2) == []

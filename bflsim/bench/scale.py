@@ -18,7 +18,9 @@ memory costs show what the federation's size adds. Measured per point:
 - ``audit_seconds`` and the audit's exit status (0 = PASS).
 
 Writes ``scale.csv`` (:data:`bflsim.bench.BENCH_COLUMNS`), ``scale_points.csv`` (one row per
-point) and ``scale.png``/``.pdf``.
+point, with when and from which commit its run was made) and ``scale.png``/``.pdf``. With
+``merge`` the points already in ``scale_points.csv`` are kept except those measured again, so
+the long points (10,000 nodes) can be measured in a call of their own.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bflsim.bench import write_bench_csv
 from bflsim.bench.runs import bench_env
 from bflsim.bench.throughput import sampled_run
 from bflsim.progress import Progress
+from bflsim.runfolder.folder import read_manifest
 
 PACKAGES = ("flwr", "ray", "tensorflow-cpu", "web3", "py-evm")
 LEDGERS = {
@@ -59,30 +62,48 @@ def run_scale_bench(
     nodes: Sequence[int] = (10, 100, 1000, 10000),
     ledgers: Sequence[str] = ("none", "per-node", "batched"),
     rounds: int = 3,
+    merge: bool = False,
 ) -> Path:
-    """Run every (nodes, ledger) point; return the summary CSV."""
+    """Run every (nodes, ledger) point; return the summary CSV (with ``merge``, of old and new points)."""
     progress = progress or Progress(quiet=True)
     out_dir = Path(out_dir)
     work = out_dir / "runs" / f"scale-{dt.datetime.now():%Y%m%d-%H%M%S}"
     work.mkdir(parents=True, exist_ok=True)
     env = bench_env(data_dir)
+    kept = _kept_points(out_dir / "scale_points.csv", {(n, ledger) for n in nodes for ledger in ledgers}) if merge else []
     points = []
     for count in nodes:
         for ledger in ledgers:
             progress.say(f"scale: {count} nodes, ledger {ledger}")
             points.append(measure_point(experiment, count, ledger, rounds, env, work))
-            pd.DataFrame(points).to_csv(out_dir / "scale_points.csv", index=False)  # written as measured
-    table = pd.DataFrame(points)
+            _table(kept + points).to_csv(out_dir / "scale_points.csv", index=False)  # written as measured
+    table = _table(kept + points)
     rows = [
         ("scale", f"{quantity}_{p['ledger']}_{p['nodes']}", p[quantity], unit, 1, "",
-         f"cohort {p['cohort']}, {rounds} rounds")
-        for p in points
+         f"cohort {p['cohort']}, {p['rounds']} rounds")
+        for p in table.to_dict("records")
         for quantity, unit in (("setup_seconds", "s"), ("round_seconds", "s"), ("peak_pss_bytes", "B"),
                                ("gas_per_round", "gas"), ("audit_seconds", "s"))
         if pd.notna(p[quantity])
     ]
     _figure(table, out_dir)
     return write_bench_csv(out_dir, "scale", rows, PACKAGES)
+
+
+def _kept_points(path: Path, remeasured: set[tuple[int, str]]) -> list[dict[str, object]]:
+    """The points of an earlier ``scale_points.csv`` that are not measured again."""
+    if not path.exists():
+        return []
+    earlier = pd.read_csv(path).to_dict("records")
+    return [p for p in earlier if (int(p["nodes"]), str(p["ledger"])) not in remeasured]
+
+
+def _table(points: list[dict[str, object]]) -> pd.DataFrame:
+    """Points in (nodes, ledger) order."""
+    order = {name: i for i, name in enumerate(LEDGERS)}
+    table = pd.DataFrame(points)
+    return table.sort_values(["nodes", "ledger"], key=lambda c: c.map(order) if c.name == "ledger" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 def measure_point(experiment: str | Path, count: int, ledger: str, rounds: int, env: dict[str, str],
@@ -96,6 +117,7 @@ def measure_point(experiment: str | Path, count: int, ledger: str, rounds: int, 
         command += ["--set", item]
     run_dir, peak, wall = _sampled(command, env)
     metrics = pd.read_csv(run_dir / "metrics.csv")
+    manifest = read_manifest(run_dir)
     test = metrics[metrics["split"] == "test"]
     elapsed = test[(test["metric"] == "elapsed_seconds") & (test["round"] == 1)]["value"].iloc[0]
     first = test[(test["metric"] == "round_seconds") & (test["round"] == 1)]["value"].iloc[0]
@@ -115,7 +137,7 @@ def measure_point(experiment: str | Path, count: int, ledger: str, rounds: int, 
         "gas_per_round": float(gas.median()) if len(gas) else float("nan"),
         "audit_seconds": audit_seconds, "audit_exit": audit_status,
         "final_accuracy": float(test[(test["metric"] == "accuracy") & (test["round"] == rounds)]["value"].iloc[0]),
-        "run_dir": str(run_dir),
+        "run_dir": str(run_dir), "started": manifest.get("started"), "git_commit": manifest.get("git_commit"),
     }
 
 

@@ -11,7 +11,7 @@ BFLSIM_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/datasets)) $(abspa
 export BFLSIM_DATA_DIR
 export FLWR_TELEMETRY_ENABLED = 0
 
-.PHONY: demo test install lint clean contracts
+.PHONY: demo test install lint clean contracts figures
 
 demo: $(STAMP)
 	$(BIN)/bflsim demo
@@ -22,6 +22,10 @@ test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 install: $(STAMP)
+
+# Redraw every committed figure under results/ from the tidy rows beside it (seconds; trains nothing)
+figures: $(STAMP)
+	$(BIN)/bflsim figures results
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bflsim needs Python 3.11 or newer; got " + sys.version.split()[0] + " (set PYTHON=python3.11)")'

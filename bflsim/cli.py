@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="; ".join(f"{name}: {what}" for name, what in FIGURES.items()))
     report.set_defaults(handler=cmd_report)
 
+    redraw = sub.add_parser("figures", help="redraw every figure under a folder from the tidy rows committed beside "
+                                             "it (seconds; trains nothing)")
+    redraw.add_argument("folder", nargs="?", type=Path, default=Path("results"), help="default: results")
+    redraw.set_defaults(handler=cmd_figures)
+
     data = sub.add_parser("data", help="where datasets are looked for and what is there "
                                        "(exit 1 when a file is missing or corrupt)")
     data.add_argument("datasets", nargs="*", metavar="NAME",
@@ -173,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from bflsim.report.redraw import redraw
+
+    written, without_rows = redraw(args.folder)
+    print(f"redrew {len([p for p in written if p.suffix == '.pdf'])} figures under {args.folder}")
+    for path in without_rows:
+        print(f"not redrawn (no tidy rows beside it): {path}")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

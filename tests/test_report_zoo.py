@@ -78,7 +78,7 @@ def test_cells_are_summed_over_seeds_and_the_strongest_attack_per_defence_found(
 
     written = write_zoo_report(zoo, tmp_path / "out")
     names = {p.name for p in written}
-    assert {"zoo_summary.csv", "zoo_summary.md", "heatmap_accuracy_drop_iid.png", "heatmap_attack_success_iid.pdf",
+    assert {"zoo_summary.csv", "zoo_summary.md", "heatmap_accuracy_drop_iid_20pct.png", "heatmap_attack_success_iid_20pct.pdf",
             "figure_strongest.png"} <= names
     text = (tmp_path / "out" / "zoo_summary.md").read_text()
     assert "| IPM (epsilon=5.0) | +0.870 ± 0.000 |" in text

@@ -38,6 +38,7 @@ from bflsim.bench import write_bench_csv
 from bflsim.bench.runs import bench_env
 from bflsim.bench.throughput import sampled_run
 from bflsim.progress import Progress
+from bflsim.report import figures
 from bflsim.runfolder.folder import read_manifest
 
 PACKAGES = ("flwr", "ray", "tensorflow-cpu", "web3", "py-evm")
@@ -86,7 +87,7 @@ def run_scale_bench(
                                ("gas_per_round", "gas"), ("audit_seconds", "s"))
         if pd.notna(p[quantity])
     ]
-    _figure(table, out_dir)
+    figures.save_figure(figures.scale_panels(table, tuple(LEDGERS)), out_dir / "scale")
     return write_bench_csv(out_dir, "scale", rows, PACKAGES)
 
 
@@ -146,33 +147,3 @@ def _sampled(command: list[str], env: dict[str, str]) -> tuple[Path, int, float]
     stdout, peak, wall = sampled_run(command, env, " ".join(command[3:]))
     folders = [line.removeprefix("run folder: ") for line in stdout.splitlines() if line.startswith("run folder: ")]
     return Path(folders[-1]), peak, wall
-
-
-def _figure(points: pd.DataFrame, out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType in the PDF, not Type 3
-    import matplotlib.pyplot as plt
-
-    panels = [("setup_seconds", "set-up (s)"), ("round_seconds", "round (s)"),
-              ("peak_pss_bytes", "peak memory (GiB)"), ("gas_per_round", "gas per round"), ("audit_seconds", "audit (s)")]
-    styles = {"none": ("black", ":", "s"), "per-node": ("tab:orange", "--", "o"), "batched": ("tab:blue", "-", "^")}
-    fig, axes = plt.subplots(1, len(panels), figsize=(11.0, 2.5))
-    for ax, (column, label) in zip(axes, panels, strict=True):
-        for ledger, (color, style, marker) in styles.items():
-            rows = points[(points["ledger"] == ledger) & points[column].notna()].sort_values("nodes")
-            if rows.empty or (column in ("gas_per_round", "audit_seconds") and ledger == "none"):
-                continue
-            values = rows[column] / 2**30 if column == "peak_pss_bytes" else rows[column]
-            ax.plot(rows["nodes"], values, linestyle=style, marker=marker, color=color, label=ledger, markersize=4)
-        ax.set_xscale("log")
-        if column == "gas_per_round":
-            ax.set_yscale("log")
-        ax.set_xlabel("edge nodes")
-        ax.set_ylabel(label)
-    axes[0].legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    for suffix in ("png", "pdf"):
-        fig.savefig(out_dir / f"scale.{suffix}", dpi=200)
-    plt.close(fig)

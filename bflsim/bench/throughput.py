@@ -232,31 +232,24 @@ def tree_pss(pid: int) -> int:
 
 
 def _figure(points: pd.DataFrame, nodes: pd.DataFrame, out_dir: Path) -> None:
-    import matplotlib
+    from bflsim.report.style import new_figure, save, series
 
-    matplotlib.use("Agg")
-    matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType in the PDF, not Type 3
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.0, 2.8))
+    fig, (left, right) = new_figure("double", 2.6, ncols=2)
     floor = points["floor_seconds"].cumsum().to_numpy()
-    left.plot(range(1, len(floor) + 1), floor, color="black", linestyle=":", label="compute floor (a)")
-    styles = {"parallel": ("tab:blue", "-", "bflsim sweep, auto"), "sequential": ("tab:orange", "--", "bflsim sweep, 1 at a time")}
-    for label, (color, style, name) in styles.items():
+    left.plot(range(1, len(floor) + 1), floor, label="compute floor (a)", **series(6))
+    styles = {"parallel": (0, "bflsim sweep, auto"), "sequential": (1, "bflsim sweep, 1 at a time")}
+    for label, (k, name) in styles.items():
         column = f"{label}_finished_after"
         if column in points:
             done = points[column].dropna().sort_values().to_numpy()
-            left.plot(range(1, len(done) + 1), done, color=color, linestyle=style, label=name)
+            left.plot(range(1, len(done) + 1), done, label=name, markevery=max(1, len(done) // 8), **series(k))
     left.set_xlabel("sweep points completed")
     left.set_ylabel("wall time (s)")
-    left.legend(frameon=False, fontsize=7)
+    left.legend()
     if not nodes.empty:
-        right.plot(nodes["nodes"], nodes["bflsim_wall_seconds"], "o-", color="tab:blue", label="bflsim run (fresh process)")
-        right.plot(nodes["nodes"], nodes["floor_seconds"], "s:", color="black", label="compute floor (a)")
+        right.plot(nodes["nodes"], nodes["bflsim_wall_seconds"], label="bflsim run (fresh process)", **series(0))
+        right.plot(nodes["nodes"], nodes["floor_seconds"], label="compute floor (a)", **series(6))
         right.set_xlabel("edge nodes (one sweep point)")
         right.set_ylabel("wall time (s)")
-        right.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    for suffix in ("png", "pdf"):
-        fig.savefig(out_dir / f"throughput.{suffix}", dpi=200)
-    plt.close(fig)
+        right.legend()
+    save(fig, out_dir / "throughput")

@@ -400,14 +400,13 @@ def write_federated_report(
 
         return written + write_zoo_report(run_dirs, out_dir)
     sweep = is_sweep(runs) if layout == "auto" else layout == "sweep"
-    experiments = ", ".join(dict.fromkeys(runs["experiment"].astype(str)))
 
     if not sweep:
         t4 = table4(run_dirs)
         t4.to_csv(out_dir / "table4.csv", index=False)
         (out_dir / "table4.md").write_text(table4_markdown(t4))
         written += [out_dir / "table4.csv", out_dir / "table4.md"]
-        fig = figures.accuracy_per_round(read_run_metrics(runs), title=f"Global test accuracy per round: {experiments}")
+        fig = figures.accuracy_per_round(read_run_metrics(runs))
         written += figures.save_figure(fig, out_dir / "figure2")
         return written
 
@@ -417,8 +416,7 @@ def write_federated_report(
     written += [out_dir / "sweep_summary.csv", out_dir / "sweep_summary.md"]
     if summary["n_seeds"].sum() > 0:
         labels = {name: aggregator_label(name) for name in summary["aggregator"]}
-        fig = figures.accuracy_vs_attackers(summary, title=f"Final accuracy against attackers: {experiments}",
-                                            labels=labels)
+        fig = figures.accuracy_vs_attackers(summary, labels=labels)
         written += figures.save_figure(fig, out_dir / "figure_sweep")
     return written
 

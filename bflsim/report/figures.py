@@ -1,12 +1,17 @@
 """Figures as pure functions of the tidy tables (never of a live experiment).
 
+Every figure is drawn at a print width with :mod:`bflsim.report.style` (TrueType fonts,
+>= 7 pt text at print size, distinct colour, marker and line style per series, bands as 95%
+confidence intervals over seeds).
+
 - :func:`training_curves`: train / validation accuracy and loss per epoch (paper Figure 1).
 - :func:`confusion_figure`: a row-normalised confusion matrix with counts (paper Figure 3).
 - :func:`accuracy_per_round`: global test accuracy per federated round, per scenario (paper Figure 2).
 - :func:`accuracy_vs_attackers`: final accuracy against the share of attackers, per aggregator.
-- :func:`cell_heatmaps`: an attack x defence map, one panel per attacker share (the zoo).
+- :func:`cell_heatmap`: an attack x defence map at one attacker share (the zoo).
 - :func:`accuracy_under_strongest`: final accuracy against the share under each defence's
   strongest attack.
+- :func:`scale_panels`: the scale benchmark's costs against the number of edge nodes.
 """
 
 from __future__ import annotations
@@ -16,42 +21,62 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bflsim.report.style import mean_ci95, new_figure, save, series
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def ci95_half_width(std: pd.Series, n: pd.Series) -> np.ndarray:
+    """Half-width of the 95% confidence interval of a mean from its seeds' ``std`` and count ``n``."""
+    from scipy import stats
 
-    return plt
+    n = n.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.975, n - 1) * std.to_numpy(dtype=float) / np.sqrt(n)
+    return np.where(n > 1, half, np.nan)
+
+
+def _accuracy_band(mean: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """mean -/+ half, cut to [0, 1]: an accuracy's t-interval may reach past 1, the accuracy cannot."""
+    return np.clip(mean - half, 0.0, 1.0), np.clip(mean + half, 0.0, 1.0)
+
+
+def _compact(count: float) -> str:
+    """A count in at most four characters: 987, 9.9k, 99k, 1.2M."""
+    count = round(float(count))
+    if count < 1000:
+        return str(count)
+    if count < 10_000:
+        return f"{count / 1000:.1f}k"
+    if count < 1_000_000:
+        return f"{count // 1000}k"
+    return f"{count / 1e6:.1f}M"
 
 
 def training_curves(metrics: pd.DataFrame, model: str, title: str | None = None):
-    """Accuracy and loss per epoch on the train and validation splits of one model."""
-    plt = _pyplot()
+    """Accuracy and loss per epoch on the train and validation splits of one model (double column)."""
     from matplotlib.ticker import MaxNLocator
 
     rows = metrics[(metrics["model"] == model) & metrics["epoch"].notna()]
     if rows.empty:
         raise ValueError(f"no per-epoch rows for model {model!r}")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        for split, style in (("train", "-o"), ("val", "--s")):
+    fig, axes = new_figure("double", 2.4, ncols=2)
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        for k, split in enumerate(("train", "val")):
             curve = rows[(rows["metric"] == metric) & (rows["split"] == split)].sort_values("epoch")
             label = "training" if split == "train" else "validation"
-            ax.plot(curve["epoch"], curve["value"], style, markersize=3, label=label)
+            ax.plot(curve["epoch"], curve["value"], label=label, **series(k))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title or f"{model}: training curves")
+    fig.suptitle(title or f"{model}: accuracy and loss per epoch")
     return fig
 
 
 def confusion_figure(confusion: pd.DataFrame, model: str, split: str = "test", title: str | None = None):
-    """Row-normalised confusion matrix; each cell also prints its count."""
-    plt = _pyplot()
+    """Row-normalised confusion matrix; each cell prints its count (compact: 12k).
+
+    One column wide up to 6 classes, else the page's width.
+    """
     rows = confusion[(confusion["model"] == model) & (confusion["split"] == split)]
     if rows.empty:
         raise ValueError(f"no confusion counts for model {model!r} on split {split!r}")
@@ -63,47 +88,36 @@ def confusion_figure(confusion: pd.DataFrame, model: str, split: str = "test", t
         .to_numpy()
     )
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = max(3.5, 0.55 * len(order) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
+    wide = len(order) > 6
+    fig, ax = new_figure("double" if wide else "column", 6.6 if wide else 3.3)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
     ax.set_xticks(range(len(order)), order, rotation=45, ha="right")
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    small = len(order) > 8
     for t in range(len(order)):
         for p in range(len(order)):
-            ax.text(
-                p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6 if small else 8,
-                color="white" if share[t, p] > 0.5 else "black",
-            )
+            ax.text(p, t, _compact(counts[t, p]), ha="center", va="center", fontsize=7,
+                    color="white" if share[t, p] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
-    ax.set_title(title or f"{model} ({split})")
+    ax.set_title(title or f"{model}: confusion matrix ({split})")
     return fig
 
 
 def save_figure(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf``; return the paths."""
-    plt = _pyplot()
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    """Write ``stem.png`` and ``stem.pdf`` (:func:`bflsim.report.style.save`); return the paths."""
+    return save(fig, stem, formats)
 
 
 def accuracy_per_round(metrics_with_labels: pd.DataFrame, title: str | None = None):
-    """Global test accuracy per round, one line per scenario ``label`` (paper Figure 2).
+    """Global test accuracy per round, one line per scenario ``label`` (paper Figure 2; one column).
 
-    ``metrics_with_labels`` is the tidy metric table with a ``label`` column. Round 0 is
-    the initial global model. Where several runs (seeds) share a label the line is their
-    mean and a shaded band spans their min..max.
+    ``metrics_with_labels`` is the tidy metric table with a ``label`` column. Round 0 is the
+    initial global model. Where several runs (seeds) share a label the line is their mean
+    and the band its 95% confidence interval. The legend sits below the axes, one scenario
+    a line, so long scenario names never cover a curve.
     """
-    plt = _pyplot()
     rows = metrics_with_labels[
         (metrics_with_labels["split"] == "test")
         & (metrics_with_labels["metric"] == "accuracy")
@@ -112,20 +126,23 @@ def accuracy_per_round(metrics_with_labels: pd.DataFrame, title: str | None = No
     ]
     if rows.empty:
         raise ValueError("no per-round test accuracy rows")
-    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
-    banded = False
-    for label in dict.fromkeys(rows["label"]):
+    labels = list(dict.fromkeys(rows["label"]))
+    fig, ax = new_figure("column", 2.3 + 0.15 * len(labels))
+    seeds = 1
+    for k, label in enumerate(labels):
         per_round = rows[rows["label"] == label].groupby("round")["value"]
-        mean, low, high = per_round.mean(), per_round.min(), per_round.max()
-        (line,) = ax.plot(mean.index, mean.to_numpy(), "-o", markersize=3, label=label)
-        if per_round.size().max() > 1:
-            ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=line.get_color(), alpha=0.2, lw=0)
-            banded = True
+        stats = per_round.apply(lambda v: pd.Series(mean_ci95(v), index=["mean", "half", "n"])).unstack()
+        rounds = stats.index.to_numpy(dtype=float)
+        style = series(k)
+        ax.plot(rounds, stats["mean"].to_numpy(), label=label, markevery=max(1, len(rounds) // 10), **style)
+        if stats["n"].max() > 1:
+            seeds = max(seeds, int(stats["n"].max()))
+            low, high = _accuracy_band(stats["mean"].to_numpy(dtype=float), stats["half"].to_numpy(dtype=float))
+            ax.fill_between(rounds, low, high, color=style["color"], alpha=0.18, lw=0)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("round")
-    ax.set_ylabel("global test accuracy" + ("\n(mean, band min..max over runs)" if banded else ""))
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_ylabel("global test accuracy" + (f"\n(mean, 95% CI, {seeds} seeds)" if seeds > 1 else ""))
+    fig.legend(loc="outside lower center", ncol=1)
     ax.set_title(title or "Global model accuracy per round")
     return fig
 
@@ -133,100 +150,117 @@ def accuracy_per_round(metrics_with_labels: pd.DataFrame, title: str | None = No
 def accuracy_vs_attackers(
     summary: pd.DataFrame, title: str | None = None, *, labels: dict[str, str] | None = None
 ):
-    """Final test accuracy against the attacker share, one line per aggregator.
+    """Final test accuracy against the attacker share, one line per aggregator (one column).
 
     ``summary`` has one row per (aggregator, attacker_fraction) with ``accuracy_mean``,
-    ``accuracy_min`` and ``accuracy_max`` over seeds (as :func:`bflsim.report.federated.sweep_summary`
-    writes it). The line is the mean over seeds; the shaded band spans min..max.
+    ``accuracy_std`` and ``n_seeds`` (as :func:`bflsim.report.federated.sweep_summary` writes
+    it). The line is the mean over seeds; the band its 95% confidence interval.
     ``labels`` maps aggregator names to legend text.
     """
-    plt = _pyplot()
     rows = summary.dropna(subset=["accuracy_mean"])
     if rows.empty:
         raise ValueError("no (aggregator, attacker fraction) cell has a complete run")
     labels = labels or {}
-    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
-    for aggregator in dict.fromkeys(rows["aggregator"]):
+    aggregators = list(dict.fromkeys(rows["aggregator"]))
+    fig, ax = new_figure("column", 2.4 + 0.08 * len(aggregators))
+    seeds = int(rows["n_seeds"].max())
+    for k, aggregator in enumerate(aggregators):
         cells = rows[rows["aggregator"] == aggregator].sort_values("attacker_fraction")
         percent = 100 * cells["attacker_fraction"].to_numpy(dtype=float)
-        (line,) = ax.plot(
-            percent, cells["accuracy_mean"].to_numpy(), "-o", markersize=4, label=labels.get(aggregator, aggregator)
-        )
-        ax.fill_between(
-            percent, cells["accuracy_min"].to_numpy(), cells["accuracy_max"].to_numpy(),
-            color=line.get_color(), alpha=0.2, lw=0,
-        )
-    ax.set_xticks(sorted(set(100 * rows["attacker_fraction"].astype(float))))
+        style = series(k)
+        ax.plot(percent, cells["accuracy_mean"].to_numpy(), label=labels.get(aggregator, aggregator), **style)
+        half = ci95_half_width(cells["accuracy_std"], cells["n_seeds"])
+        if np.isfinite(half).any():
+            low, high = _accuracy_band(cells["accuracy_mean"].to_numpy(dtype=float), half)
+            ax.fill_between(percent, low, high, color=style["color"], alpha=0.15, lw=0)
+    ticks = sorted(set(100 * rows["attacker_fraction"].astype(float)))
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
     ax.set_xlabel("malicious edge nodes (%)")
-    ax.set_ylabel("final test accuracy\n(mean over seeds, band min..max)")
-    ax.grid(alpha=0.3)
-    ax.legend(title="aggregator")
+    ax.set_ylabel("final test accuracy" + (f"\n(mean, 95% CI, {seeds} seeds)" if seeds > 1 else ""))
+    fig.legend(loc="outside lower center", ncol=min(3, len(aggregators)))
     ax.set_title(title or "Final accuracy against the share of attackers")
     return fig
 
 
-def cell_heatmaps(summary: pd.DataFrame, value: str, title: str, labels: dict, *, vmin: float, vmax: float):
-    """One panel per attacker share, stacked: rows attacks, columns defences, colour ``<value>_mean``;
-    each cell prints the mean and, below it, the standard deviation over seeds."""
-    plt = _pyplot()
-    shares = sorted(summary["attacker_fraction"].unique())
-    attacks = list(dict.fromkeys(summary["attack"]))
-    defences = list(dict.fromkeys(summary["defence"]))
-    width = 2.0 + 0.62 * len(defences)
-    height = 0.34 * len(attacks) + 0.5
-    fig, axes = plt.subplots(len(shares), 1, figsize=(width, height * len(shares) + 1.6),
-                             constrained_layout=True, squeeze=False)
-    axes = axes[:, 0]
-    image = None
-    for row, (ax, share) in enumerate(zip(axes, shares)):
-        cell = summary[summary["attacker_fraction"] == share]
-        means = cell.pivot(index="attack", columns="defence", values=f"{value}_mean")
-        spread = cell.pivot(index="attack", columns="defence", values=f"{value}_std")
-        means = means.reindex(index=attacks, columns=defences)
-        spread = spread.reindex(index=attacks, columns=defences)
-        image = ax.imshow(means.to_numpy(dtype=float), cmap="Reds", vmin=vmin, vmax=vmax, aspect="auto")
-        for i in range(len(attacks)):
-            for j in range(len(defences)):
-                mean, std = means.iat[i, j], spread.iat[i, j]
-                if pd.isna(mean):
-                    continue
-                text = f"{mean:.2f}" + (f"\n±{std:.2f}" if pd.notna(std) else "")
+def cell_heatmap(cells: pd.DataFrame, value: str, title: str, labels: dict, *, vmin: float, vmax: float):
+    """One attacker share's map (double column): rows attacks, columns defences, colour and
+    text the mean ``<value>_mean`` over seeds (the spread is in the summary table)."""
+    attacks = list(dict.fromkeys(cells["attack"]))
+    defences = list(dict.fromkeys(cells["defence"]))
+    means = cells.pivot(index="attack", columns="defence", values=f"{value}_mean").reindex(index=attacks,
+                                                                                         columns=defences)
+    fig, ax = new_figure("double", 1.3 + 0.2 * len(attacks))
+    image = ax.imshow(means.to_numpy(dtype=float), cmap="Reds", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.grid(False)
+    for i in range(len(attacks)):
+        for j in range(len(defences)):
+            mean = means.iat[i, j]
+            if pd.notna(mean):
                 dark = (mean - vmin) / (vmax - vmin) > 0.6
-                ax.text(j, i, text, ha="center", va="center", fontsize=5.5, color="white" if dark else "black")
-        names = [labels["defence"](d) for d in defences] if row == len(shares) - 1 else [""] * len(defences)
-        ax.set_xticks(range(len(defences)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(attacks)), [labels["attack"](a) for a in attacks], fontsize=7)
-        ax.set_title(f"{share:.0%} attackers", fontsize=9)
-    fig.colorbar(image, ax=axes.tolist(), fraction=0.03, label=value.replace("_", " "))
-    fig.suptitle(title)
+                ax.text(j, i, f"{mean:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(defences)), [labels["defence"](d) for d in defences], rotation=35, ha="right")
+    ax.set_yticks(range(len(attacks)), [labels["attack"](a) for a in attacks])
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label=value.replace("_", " "))
+    ax.set_title(title)
     return fig
 
 
 def accuracy_under_strongest(curves: pd.DataFrame, labels: dict):
-    """Final accuracy (mean, seed spread as error bars) against the attacker share, one line per
-    defence under its strongest attack; one panel per partition."""
-    plt = _pyplot()
+    """Final accuracy (mean, 95% CI over seeds as error bars) against the attacker share, one
+    line per defence under its strongest attack; one panel per partition (double column)."""
     partitions = sorted(curves["partition"].unique())
-    fig, axes = plt.subplots(1, len(partitions), figsize=(5.2 * len(partitions), 5.2), layout="constrained",
-                             squeeze=False, sharey=True)
     defences = list(dict.fromkeys(curves["defence"]))
-    colours = plt.get_cmap("tab20")
-    markers = "osD^v<>ph*XP8d"
-    for ax, partition in zip(axes[0], partitions):
+    fig, axes = new_figure("double", 3.0 + 0.15 * ((len(defences) + 2) // 3), ncols=len(partitions),
+                           squeeze=False, sharey=True)
+    for ax, partition in zip(axes[0], partitions, strict=True):
         part = curves[curves["partition"] == partition]
         for defence, line in part.groupby("defence", sort=False):
             line = line.sort_values("attacker_fraction")
             attack = line["attack"].iloc[0]
-            k = defences.index(defence)
-            ax.errorbar(line["attacker_fraction"], line["accuracy_mean"], yerr=line["accuracy_std"].fillna(0),
-                        marker=markers[k % len(markers)], markersize=4, capsize=2, color=colours(k % 20),
-                        label=f"{labels['defence'](defence)} / {labels['attack'](attack)}")
+            half = np.nan_to_num(ci95_half_width(line["accuracy_std"], line["n_seeds"]))
+            ax.errorbar(line["attacker_fraction"], line["accuracy_mean"], yerr=half, capsize=2,
+                        label=f"{labels['defence'](defence)} / {labels['attack'](attack)}",
+                        **series(defences.index(defence)))
         ax.set_xlabel("attacker share")
         ax.xaxis.set_major_formatter(lambda x, _: f"{x:.0%}")
-        ax.set_title(str(partition), fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final accuracy")
+        ax.set_title(str(partition))
+    seeds = int(curves["n_seeds"].max())
+    axes[0][0].set_ylabel("final accuracy" + (f" (mean, 95% CI, {seeds} seeds)" if seeds > 1 else ""))
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=7, loc="outside lower center", ncol=3)
+    fig.legend(handles, names, loc="outside lower center", ncol=3)
     fig.suptitle("Final accuracy under each defence's strongest attack")
+    return fig
+
+
+def scale_panels(points: pd.DataFrame, ledgers: tuple[str, ...] = ("none", "per-node", "batched")):
+    """The scale suite's points (``scale_points.csv``): set-up, round, peak memory, gas per round
+    and audit time against the number of edge nodes, one line per ledger (double column)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    panels = [("setup_seconds", "set-up (s)"), ("round_seconds", "round (s)"),
+              ("peak_pss_bytes", "peak memory (GiB)"), ("gas_per_round", "gas per round"), ("audit_seconds", "audit (s)")]
+    fig, grid = new_figure("double", 4.2, nrows=2, ncols=3)
+    axes = grid.flatten()
+    for ax, (column, label) in zip(axes, panels, strict=False):
+        for k, ledger in enumerate(ledgers):
+            rows = points[(points["ledger"] == ledger) & points[column].notna()].sort_values("nodes")
+            if rows.empty or (column in ("gas_per_round", "audit_seconds") and ledger == "none"):
+                continue
+            values = rows[column] / 2**30 if column == "peak_pss_bytes" else rows[column]
+            ax.plot(rows["nodes"], values, label=ledger, **series(k))
+        ax.set_xscale("log")
+        if column in ("setup_seconds", "audit_seconds"):
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_ylim(bottom=0)
+        if column == "gas_per_round":
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+        ax.set_xlabel("edge nodes")
+        ax.set_ylabel(label)
+    handles, names = axes[0].get_legend_handles_labels()
+    axes[-1].axis("off")
+    axes[-1].legend(handles, [f"ledger: {name}" for name in names], loc="center")
     return fig

@@ -12,9 +12,9 @@ attack that has the same defence (name and parameters), partition and seeds. Per
   and the mean poisoned weight in the aggregate.
 
 :func:`zoo_summary` gives the mean, standard deviation and count over seeds of each cell
-(attack, defence, share, partition). Figures: one heatmap per partition and share (rows
-attacks, columns defences; the colour is the mean accuracy drop, each cell says mean and
-seed spread), the same for the attack success rate of the targeted attacks, and the final
+(attack, defence, share, partition). Figures (:func:`draw_zoo_figures`, from the two tables
+alone): one heatmap per partition and share (rows attacks, columns defences; colour and text
+the mean accuracy drop; the seed spread is in ``zoo_summary``), the same for the attack success rate of the targeted attacks, and the final
 accuracy against the attacker share under the strongest attack per defence.
 """
 
@@ -127,22 +127,32 @@ def write_zoo_report(run_dirs: Iterable[str | Path], out_dir: str | Path) -> lis
     (out_dir / "zoo_defences.md").write_text(to_markdown(defences, formats))
     written += [out_dir / "zoo_defences.csv", out_dir / "zoo_defences.md"]
     written[2].write_text(zoo_markdown(summary))
+    return written + draw_zoo_figures(table, summary, out_dir)
+
+
+def draw_zoo_figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """The heatmaps (one per partition and attacker share) and the strongest-attack figure, from
+    the run table (``zoo_runs.csv``) and the summary (``zoo_summary.csv``)."""
+    out_dir = Path(out_dir)
+    written: list[Path] = []
     if summary.empty:
         return written
     labels = {"attack": _attack_label, "defence": _defence_label}
     targeted = summary[summary["attack_success_rate_mean"].notna()]
-    for partition, cells in summary.groupby("partition", sort=True):
+    for (partition, share), cells in summary.groupby(["partition", "attacker_fraction"], sort=True):
         slug = str(partition).replace("(", "-").replace(")", "").replace(".", "_")  # dirichlet-0_5
-        fig = figures.cell_heatmaps(cells, "accuracy_drop", f"Accuracy drop (baseline - attacked), {partition}",
-                                    labels, vmin=-0.05, vmax=0.5)
+        slug += f"_{round(100 * share)}pct"
+        fig = figures.cell_heatmap(cells, "accuracy_drop",
+                                   f"Accuracy drop (no attack - attacked), {partition}, {share:.0%} attackers",
+                                   labels, vmin=-0.05, vmax=0.5)
         written += figures.save_figure(fig, out_dir / f"heatmap_accuracy_drop_{slug}")
-        aimed = targeted[targeted["partition"] == partition]
+        aimed = targeted[(targeted["partition"] == partition) & (targeted["attacker_fraction"] == share)]
         if not aimed.empty:
-            fig = figures.cell_heatmaps(aimed, "attack_success_rate", f"Attack success rate, {partition}", labels,
-                                        vmin=0.0, vmax=1.0)
+            fig = figures.cell_heatmap(aimed, "attack_success_rate",
+                                       f"Attack success rate, {partition}, {share:.0%} attackers", labels,
+                                       vmin=0.0, vmax=1.0)
             written += figures.save_figure(fig, out_dir / f"heatmap_attack_success_{slug}")
-    strongest = strongest_attacks(summary)
-    curves = _strongest_curves(table, strongest)
+    curves = _strongest_curves(table, strongest_attacks(summary))
     if not curves.empty:
         fig = figures.accuracy_under_strongest(curves, labels)
         written += figures.save_figure(fig, out_dir / "figure_strongest")

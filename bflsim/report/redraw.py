@@ -1,0 +1,58 @@
+"""``bflsim figures``: redraw the committed figures from the tidy rows committed beside them.
+
+Nothing here reads a run folder or trains: each figure is a function of one or two CSV files
+in the folder it is drawn into, so a fresh clone redraws ``results/`` in seconds. A folder
+whose figures have no rows beside it is named in the answer, not skipped in silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+Drawer = Callable[[Path], list[Path]]
+
+
+def _sweep(folder: Path) -> list[Path]:
+    from bflsim.report import figures
+    from bflsim.report.federated import aggregator_label
+
+    summary = pd.read_csv(folder / "sweep_summary.csv")
+    labels = {name: aggregator_label(name) for name in summary["aggregator"]}
+    return figures.save_figure(figures.accuracy_vs_attackers(summary, labels=labels), folder / "figure_sweep")
+
+
+def _zoo(folder: Path) -> list[Path]:
+    from bflsim.report.zoo import draw_zoo_figures
+
+    return draw_zoo_figures(pd.read_csv(folder / "zoo_runs.csv"), pd.read_csv(folder / "zoo_summary.csv"), folder)
+
+
+def _scale(folder: Path) -> list[Path]:
+    from bflsim.report import figures
+
+    return figures.save_figure(figures.scale_panels(pd.read_csv(folder / "scale_points.csv")), folder / "scale")
+
+
+DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
+    "sweep": (("sweep_summary.csv",), _sweep),
+    "zoo": (("zoo_runs.csv", "zoo_summary.csv"), _zoo),
+    "scale": (("scale_points.csv",), _scale),
+}
+"""What can be redrawn: the rows it needs (in the figure's folder) and how."""
+
+
+def redraw(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """Redraw every figure under ``root`` that has its rows; return (written, figures without rows)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    written: list[Path] = []
+    for folder in sorted({root, *(p for p in root.rglob("*") if p.is_dir())}):
+        for needs, draw in DRAWERS.values():
+            if all((folder / name).is_file() for name in needs):
+                written += draw(folder)
+    without_rows = sorted(set(root.rglob("*.pdf")) - set(written))
+    return written, without_rows

@@ -36,10 +36,26 @@ def _scale(folder: Path) -> list[Path]:
     return figures.save_figure(figures.scale_panels(pd.read_csv(folder / "scale_points.csv")), folder / "scale")
 
 
+def _training_curves(folder: Path) -> list[Path]:
+    """Figure 1 of every centralized run with per-epoch rows (its model: the one that has them)."""
+    from bflsim.report import figures
+    from bflsim.report.centralized import model_label
+
+    metrics = pd.read_csv(folder / "metrics.csv")
+    written: list[Path] = []
+    for run in pd.read_csv(folder / "runs.csv").itertuples():
+        rows = metrics[(metrics["run_id"] == run.run_id) & metrics["epoch"].notna()]
+        for model in dict.fromkeys(rows["model"]):
+            fig = figures.training_curves(rows, model, title=f"{model_label(model)}: {run.dataset}, {run.protocol}")
+            written += figures.save_figure(fig, folder / f"figure1_{run.experiment}")
+    return written
+
+
 DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
     "sweep": (("sweep_summary.csv",), _sweep),
     "zoo": (("zoo_runs.csv", "zoo_summary.csv"), _zoo),
     "scale": (("scale_points.csv",), _scale),
+    "training curves": (("table3.csv", "metrics.csv", "runs.csv"), _training_curves),
 }
 """What can be redrawn: the rows it needs (in the figure's folder) and how."""
 

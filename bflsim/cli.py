@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="; ".join(f"{name}: {what}" for name, what in FIGURES.items()))
     report.set_defaults(handler=cmd_report)
 
+    reference = sub.add_parser("config-reference", help="print every experiment key with its type, default and "
+                                                         "meaning (Markdown; docs/CONFIG.md is this output)")
+    reference.set_defaults(handler=cmd_config_reference)
+
     redraw = sub.add_parser("figures", help="redraw every figure under a folder from the tidy rows committed beside "
                                              "it (seconds; trains nothing)")
     redraw.add_argument("folder", nargs="?", type=Path, default=Path("results"), help="default: results")
@@ -178,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from bflsim.config.reference import config_reference
+
+    print(config_reference(), end="")
+    return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:

@@ -1,0 +1,34 @@
+"""docs/CONFIG.md is the config dataclasses' own reference, and stays so."""
+
+import dataclasses
+from pathlib import Path
+
+from bflsim.config import ExperimentConfig
+from bflsim.config.reference import config_reference
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
+
+
+def _keys(cls, prefix=""):
+    for field in dataclasses.fields(cls):
+        key = f"{prefix}.{field.name}" if prefix else field.name
+        if dataclasses.is_dataclass(field.default_factory if field.default_factory is not dataclasses.MISSING else None):
+            yield from _keys(field.default_factory, key)
+        else:
+            yield key
+
+
+def test_docs_config_md_is_what_the_code_generates():
+    assert DOC.read_text() == config_reference(), "run: bflsim config-reference > docs/CONFIG.md"
+
+
+def test_every_key_of_every_section_is_documented_with_its_default():
+    text = config_reference()
+    keys = list(_keys(ExperimentConfig))
+    assert len(keys) > 80
+    for key in keys:
+        assert f"| `{key}` |" in text, key
+    assert "| `federation.rounds` | integer | `5` |" in text
+    assert '| `ledger.mode` | `"per-node"` \\| `"batched"` | `"per-node"` |' in text
+    assert '| `data.label_mode` | `"multiclass"` \\| `"binary"` | `"multiclass"` |' in text
+    assert ":data:" not in text and ":func:" not in text

@@ -29,7 +29,7 @@ from bflsim.data.nslkdd import NSL_KDD, load_kdd_train
 
 HEARTBLEED = "cic-ids2017/improved_rnd_5000/Heartbleed_11.csv"
 UNKNOWN_DATASET = (
-    "data.dataset = 'kdd99' is not one of ['synthetic', 'nsl-kdd', 'cic-ids2017', 'csv']"
+    "data.dataset = 'kdd99' is not one of ['synthetic', 'nsl-kdd', 'cic-ids2017', 'unsw-nb15', 'csv']"
 )
 CSV_SETTINGS = {"path": "flows.csv", "label_column": "label"}
 
@@ -69,11 +69,10 @@ def official() -> PreparedData:
 def test_one_record_per_loadable_dataset_with_distinct_labels():
     records = list(DATASETS.values())
 
-    assert list(DATASETS) == ["synthetic", "nsl-kdd", "cic-ids2017", "csv"]
+    assert list(DATASETS) == ["synthetic", "nsl-kdd", "cic-ids2017", "unsw-nb15", "csv"]
     assert [r.name for r in records] == list(DATASETS)
     assert all(isinstance(r, Dataset) for r in records)
     assert len({r.label for r in records}) == len(records)
-    assert "unsw-nb15" not in DATASETS  # registered files, no loader yet
 
 
 def test_every_record_file_is_registered_and_file_sets_cover_the_registry():

@@ -2,8 +2,7 @@
 
 :data:`DATASETS` holds one :class:`~bflsim.data.base.Dataset` record per value of
 ``data.dataset``. :data:`FILE_SETS` groups the registered files the way ``bflsim data`` and
-``--download`` name them: the files of each dataset record, plus UNSW-NB15, whose training
-set is registered but has no loader yet (read it as ``dataset = "csv"``).
+``--download`` name them: the files of each dataset record.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bflsim.config import DataConfig
-from bflsim.data import unswnb15
 from bflsim.data.base import Dataset
 from bflsim.data.cicids2017 import CIC_IDS2017
 from bflsim.data.errors import DataError
@@ -20,13 +18,12 @@ from bflsim.data.nslkdd import NSL_KDD
 from bflsim.data.registry import DataFile, DataReport, report_files, verify_file
 from bflsim.data.synthetic import SYNTHETIC
 from bflsim.data.tabular import CSV
+from bflsim.data.unswnb15 import UNSW_NB15
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (SYNTHETIC, NSL_KDD, CIC_IDS2017, CSV)}
+DATASETS: dict[str, Dataset] = {d.name: d for d in (SYNTHETIC, NSL_KDD, CIC_IDS2017, UNSW_NB15, CSV)}
 """Every loadable dataset, keyed by the name experiment files give in ``data.dataset``."""
 
-FILE_SETS: dict[str, tuple[DataFile, ...]] = {
-    d.name: d.files for d in DATASETS.values() if d.files
-} | {"unsw-nb15": unswnb15.FILES}
+FILE_SETS: dict[str, tuple[DataFile, ...]] = {d.name: d.files for d in DATASETS.values() if d.files}
 """Registered files by the name ``bflsim data --download NAME`` accepts."""
 
 DATASET_FILES: dict[str, DataFile] = {f.relpath: f for files in FILE_SETS.values() for f in files}

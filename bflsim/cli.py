@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     raise_on_signals()  # SIGINT and SIGTERM end a run as `interrupted`, without a traceback
+    if getattr(args, "tensorboard", None) is not None:
+        from bflsim.runfolder import tracking
+
+        tracking.set_root(args.tensorboard)
     try:
         return args.handler(args)
     except (ConfigError, ValueError, FileNotFoundError) as err:
@@ -90,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "else $BFLSIM_DATA_DIR, else ./data)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
+    def tensorboard(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tensorboard", type=Path, metavar="DIR",
+                       help="also write per-round (per-epoch) scalars as TensorBoard event files under DIR "
+                            "(then: tensorboard --logdir DIR)")
+
     for name, help_text in (
         ("run", "run an experiment file (all its scenarios)"),
         ("sweep", "run every point of an experiment's [sweep] grid or [[scenarios]]"),
@@ -105,16 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
                             help="federated points run at once (default auto: as many as the cores hold "
                                  "when every point is small, else one at a time with all cores)")
         common(runner)
+        tensorboard(runner)
         runner.set_defaults(handler=cmd_run)
 
     resume = sub.add_parser("resume", help="carry on an interrupted federated run after its last completed round")
     resume.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>, or a sweep point's folder)")
     common(resume)
+    tensorboard(resume)
     resume.set_defaults(handler=cmd_resume)
 
     demo = sub.add_parser("demo", help="quick end-to-end job on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR)
     common(demo)
+    tensorboard(demo)
     demo.set_defaults(handler=cmd_demo)
 
     report = sub.add_parser("report", help="tables and figures of finished run folders")

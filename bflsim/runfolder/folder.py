@@ -43,6 +43,7 @@ import pandas as pd
 
 from bflsim.config import ExperimentConfig, config_digest, parse_recorded, to_dict
 from bflsim.runfolder import checkpoint as ckpt
+from bflsim.runfolder import tracking
 from bflsim.runfolder.blobs import load_arrays, save_arrays
 from bflsim.runfolder.checkpoint import reference_path
 from bflsim.runfolder.lifecycle import (
@@ -283,6 +284,8 @@ class RunFolder:
             self.check_writer()
             with open(self.metrics_path, "a", newline="") as fh:
                 csv.writer(fh).writerows(rows)
+            if self.scalar_sink is not None:
+                self.scalar_sink.write(rows)
 
     def log_confusion(
         self, cm: np.ndarray, class_names: tuple[str, ...], *, model: str, split: str, round: int | None = None
@@ -333,6 +336,18 @@ class RunFolder:
             self.manifest.update(status=status, finished=utc_now(), **updates)
             self._write_manifest()
             self.closed = True
+            if self.scalar_sink is not None:
+                self.scalar_sink.close()
+
+    @cached_property
+    def scalar_sink(self) -> tracking.ScalarSink | None:
+        """This run's TensorBoard writer when ``--tensorboard`` is on (:mod:`.tracking`)."""
+        root = tracking.root()
+        if root is None:
+            return None
+        logdir = root / self.path.parent.name / self.path.name if self.manifest.get("point") else root / self.path.name
+        names = ((self.manifest.get("config") or {}).get("models") or {}).get("names") or ()
+        return tracking.ScalarSink(logdir, several_models=len(names) > 1)
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "meaning (Markdown; docs/CONFIG.md is this output)")
     reference.set_defaults(handler=cmd_config_reference)
 
-    redraw = sub.add_parser("figures", help="redraw every figure under a folder from the tidy rows committed beside "
-                                             "it (seconds; trains nothing)")
+    redraw = sub.add_parser("figures", help="redraw every figure (and the centralized tables) under a folder from the "
+                                             "tidy rows committed beside it (seconds; trains nothing)")
     redraw.add_argument("folder", nargs="?", type=Path, default=Path("results"), help="default: results")
     redraw.set_defaults(handler=cmd_figures)
 
@@ -207,7 +207,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from bflsim.report.redraw import redraw
 
     written, without_rows = redraw(args.folder)
-    print(f"redrew {len([p for p in written if p.suffix == '.pdf'])} figures under {args.folder}")
+    figures, tables = (len([p for p in written if p.suffix == suffix]) for suffix in (".pdf", ".tex"))
+    print(f"redrew {figures} figures and {tables} tables under {args.folder}")
     for path in without_rows:
         print(f"not redrawn (no tidy rows beside it): {path}")
     return 0

@@ -125,14 +125,17 @@ def test_figures_redraws_every_figure_that_has_its_rows_and_names_the_others(tmp
     central = tmp_path / "centralized"
     central.mkdir()
     pd.DataFrame({"model": ["cnn_lstm"]}).to_csv(central / "table3.csv", index=False)
-    epoch_rows().assign(run_id="r1").to_csv(central / "metrics.csv", index=False)
+    test_row = {"model": "cnn_lstm", "epoch": np.nan, "metric": "accuracy", "split": "test", "value": 0.98,
+                "class_name": np.nan}
+    pd.concat([epoch_rows().assign(class_name=np.nan), pd.DataFrame([test_row])]).assign(
+        run_id="r1", dataset="nsl-kdd", protocol="stratified 70/15/15").to_csv(central / "metrics.csv", index=False)
     pd.DataFrame([{"run_id": "r1", "experiment": "table3_nslkdd", "dataset": "nsl-kdd",
                    "protocol": "stratified 70/15/15"}]).to_csv(central / "runs.csv", index=False)
 
     assert main(["figures", str(tmp_path)]) == 0
 
     out = capsys.readouterr().out
-    assert "redrew 3 figures" in out
+    assert "redrew 3 figures and 1 tables" in out  # table 3 (no per-class rows: no table 5)
     assert f"not redrawn (no tidy rows beside it): {tmp_path / 'bench' / 'throughput.pdf'}" in out
     for stem in ("sweep/figure_sweep", "bench/scale", "centralized/figure1_table3_nslkdd"):
         assert b"/FontFile2" in (tmp_path / f"{stem}.pdf").read_bytes()

@@ -192,6 +192,24 @@ def test_table4_pools_the_runs_of_one_scenario(tmp_path):
     assert table.iloc[0]["n_runs"] == 2
     assert table.iloc[0]["final_accuracy"] == pytest.approx(0.7)
     assert table.iloc[0]["success_rate"] == pytest.approx(0.5)
+    # 95% CI of the mean of 0.8 and 0.6: t(0.975, 1) = 12.7062 x s (0.1414) / sqrt(2)
+    assert table.iloc[0]["final_accuracy_ci95"] == pytest.approx(1.27062, rel=1e-4)
+    assert "| 0.7000 ± 1.2706 |" in table4_markdown(table)
+
+
+def test_table4_puts_the_papers_value_beside_the_runs_of_its_setting_only(tmp_path):
+    fifty = (0.5,) * 50 + (0.97,)
+    clean = fake_run(tmp_path, attack="none", accuracies=fifty)
+    attacked = fake_run(tmp_path, num_malicious=2, accuracies=fifty)
+    shorter = fake_run(tmp_path, num_malicious=2, aggregator="krum", accuracies=(0.5, 0.9))
+
+    table = table4([clean, attacked, shorter]).set_index("label")
+
+    assert table["paper_accuracy"].tolist()[:2] == [0.9785, 0.7341]  # Table 4: 97.85%, 73.41%
+    assert table["paper_success_rate"].tolist()[:2] == [0.0, 1.0]
+    assert math.isnan(table["paper_accuracy"].iloc[2])  # 1 round, not the paper's 50
+    shown = table4_markdown(table.reset_index())
+    assert "| accuracy (Lenka et al.) |" in shown and "| 0.9785 |" in shown
 
 
 def test_runs_with_the_same_id_in_different_folders_stay_apart(tmp_path):
@@ -305,7 +323,9 @@ def test_report_of_scenarios_writes_table4_and_figure2(tmp_path):
     written = write_federated_report(dirs, tmp_path / "out")
 
     assert sorted(p.name for p in written) == [
-        "figure2.pdf", "figure2.png", "runs.csv", "table4.csv", "table4.md"]
+        "figure2.pdf", "figure2.png", "runs.csv", "table4.csv", "table4.md", "table4.tex"]
+    tex = (tmp_path / "out" / "table4.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
     assert all(p.stat().st_size > 0 for p in written)
     assert len(pd.read_csv(tmp_path / "out" / "table4.csv")) == 2
 

@@ -7,8 +7,8 @@ from bflsim.runfolder import RunFolder, tracking
 
 
 def _scalars(logdir):
-    from tensorflow.python.summary.summary_iterator import summary_iterator
     import tensorflow as tf
+    from tensorflow.python.summary.summary_iterator import summary_iterator
 
     found = {}
     for path in sorted(logdir.glob("events.out.tfevents.*")):

@@ -15,8 +15,8 @@ import pandas as pd
 from bflsim.config import DataConfig
 from bflsim.data import DATASETS
 from bflsim.models import MODELS
-from bflsim.report import figures
-from bflsim.report.markdown import to_markdown
+from bflsim.report import figures, paper
+from bflsim.report.tables import over_runs, shown_with_ci, write_table
 from bflsim.runfolder import MANIFEST, Run, read_confusion, read_metrics
 
 TABLE3_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "fpr")
@@ -85,43 +85,82 @@ def tagged_metrics(runs: list[Run]) -> pd.DataFrame:
 
 
 def table3(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Overall test metrics per (dataset, protocol, model)."""
+    """Overall test metrics per (dataset, protocol, model): mean, 95% CI over runs (seeds), and
+    the paper's Table 3 values where it measured the same dataset (``paper_*``)."""
     rows = metrics[
         (metrics["split"] == split)
         & metrics["class_name"].isna()
         & metrics["epoch"].isna()
         & metrics["metric"].isin(TABLE3_METRICS)
     ]
-    table = rows.pivot_table(
-        index=["dataset", "protocol", "model"], columns="metric", values="value", aggfunc="mean"
-    )
-    table = table.reindex(columns=[m for m in TABLE3_METRICS if m in table.columns]).reset_index()
+    keys = ["dataset", "protocol", "model"]
+    per_run = rows.pivot_table(index=[*keys, "run_id"], columns="metric", values="value", aggfunc="mean").reset_index()
+    table = over_runs(per_run, keys, [m for m in TABLE3_METRICS if m in per_run.columns])
+    for ours, theirs in (("accuracy", "accuracy"), ("f1_weighted", "f1"), ("fpr", "fpr")):
+        table[f"paper_{ours}"] = [(paper.table3_row(d, m) or {}).get(theirs, float("nan"))
+                                  for d, m in zip(table["dataset"], table["model"], strict=True)]
     table["model"] = pd.Categorical(table["model"], categories=list(MODELS), ordered=True)
-    return table.sort_values(["dataset", "protocol", "model"]).reset_index(drop=True)
+    return table.sort_values(keys).reset_index(drop=True)
 
 
 def table5(metrics: pd.DataFrame, model: str = "cnn_lstm", split: str = "test") -> pd.DataFrame:
-    """Per-class precision, recall, F1 and support of one model."""
+    """Per-class precision, recall, F1 (mean, 95% CI over runs) and support of one model, with
+    the paper's Table 5 values where it measured the same dataset and model (``paper_*``)."""
     rows = metrics[
         (metrics["split"] == split)
         & (metrics["model"] == model)
         & metrics["class_name"].notna()
         & metrics["metric"].isin(TABLE5_METRICS)
     ]
-    table = rows.pivot_table(
-        index=["dataset", "protocol", "class_name"], columns="metric", values="value", aggfunc="mean", sort=False
-    )
-    table = table.reindex(columns=list(TABLE5_METRICS)).reset_index()
-    table["support"] = table["support"].astype(int)
+    keys = ["dataset", "protocol", "class_name"]
+    per_run = rows.pivot_table(index=[*keys, "run_id"], columns="metric", values="value", aggfunc="mean",
+                               sort=False).reset_index()
+    if per_run.empty:
+        return pd.DataFrame(columns=keys)
+    table = over_runs(per_run, keys, ["precision", "recall", "f1", "support"]).drop(columns="support_ci95")
+    table["support"] = table["support"].round().astype(int)
+    for column in ("precision", "recall", "f1", "support"):
+        table[f"paper_{column}"] = [(paper.table5_row(d, model, c) or {}).get(column, float("nan"))
+                                    for d, c in zip(table["dataset"], table["class_name"], strict=True)]
     return table
 
 
-def table_markdown(table: pd.DataFrame) -> str:
-    """Tables 3 and 5 in Markdown: model labels, four decimals."""
-    shown = table.copy()
-    if "model" in shown:
-        shown["model"] = shown["model"].map(model_label)
-    return to_markdown(shown, default="{:.4f}")
+def table3_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 as printed: model labels, mean ± 95% CI over runs, the paper's value beside ours."""
+    columns = {"accuracy": "accuracy", "precision_macro": "precision (macro)", "recall_macro": "recall (macro)",
+               "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)", "fpr": "FPR"}
+    present = {k: v for k, v in columns.items() if k in table.columns}
+    shown = shown_with_ci(table, present)
+    shown["model"] = shown["model"].map(model_label)
+    shown = shown.rename(columns={"paper_accuracy": f"accuracy ({paper.PAPER})",
+                                  "paper_f1_weighted": f"F1 ({paper.PAPER})", "paper_fpr": f"FPR ({paper.PAPER})"})
+    order = ["dataset", "protocol", "model", "n_runs", "accuracy", f"accuracy ({paper.PAPER})",
+             *(v for k, v in present.items() if k not in ("accuracy", "fpr")), f"F1 ({paper.PAPER})",
+             *(["FPR"] if "fpr" in present else []), f"FPR ({paper.PAPER})"]
+    return shown.rename(columns={"n_runs": "runs"})[[c if c != "n_runs" else "runs" for c in order]]
+
+
+def table5_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 5 as printed: mean ± 95% CI over runs and the paper's value beside each."""
+    shown = shown_with_ci(table, {"precision": "precision", "recall": "recall", "f1": "F1"})
+    shown = shown.rename(columns={"class_name": "class", "n_runs": "runs", "paper_precision": f"precision ({paper.PAPER})",
+                                  "paper_recall": f"recall ({paper.PAPER})", "paper_f1": f"F1 ({paper.PAPER})",
+                                  "paper_support": f"support ({paper.PAPER})"})
+    return shown[["dataset", "protocol", "class", "runs", "precision", f"precision ({paper.PAPER})", "recall",
+                  f"recall ({paper.PAPER})", "F1", f"F1 ({paper.PAPER})", "support", f"support ({paper.PAPER})"]]
+
+
+TABLE_FORMATS = {f"{name} ({paper.PAPER})": "{:.4f}" for name in ("accuracy", "F1", "FPR", "precision", "recall")}
+TABLE_FORMATS |= {f"support ({paper.PAPER})": "{:,.0f}", "support": "{:,.0f}"}
+
+
+def write_centralized_tables(metrics: pd.DataFrame, out_dir: Path, model: str = "cnn_lstm") -> list[Path]:
+    """Tables 3 and 5 (``.csv``, ``.md``, ``.tex``) from the tagged metric rows (``metrics.csv``)."""
+    written = write_table(t3 := table3(metrics), table3_shown(t3), out_dir / "table3", TABLE_FORMATS)
+    t5 = table5(metrics, model=model)
+    if not t5.empty:
+        written += write_table(t5, table5_shown(t5), out_dir / "table5", TABLE_FORMATS)
+    return written
 
 
 def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_lstm") -> list[Path]:
@@ -136,16 +175,7 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
     metrics.to_csv(out_dir / "metrics.csv", index=False)
     written += [out_dir / "runs.csv", out_dir / "metrics.csv"]
 
-    t3 = table3(metrics)
-    t3.to_csv(out_dir / "table3.csv", index=False)
-    (out_dir / "table3.md").write_text(table_markdown(t3))
-    written += [out_dir / "table3.csv", out_dir / "table3.md"]
-
-    t5 = table5(metrics, model=model)
-    if not t5.empty:
-        t5.to_csv(out_dir / "table5.csv", index=False)
-        (out_dir / "table5.md").write_text(table_markdown(t5))
-        written += [out_dir / "table5.csv", out_dir / "table5.md"]
+    written += write_centralized_tables(metrics, out_dir, model=model)
 
     confusion = read_confusion(runs)
     for run in table.itertuples():

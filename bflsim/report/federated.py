@@ -34,8 +34,9 @@ import pandas as pd
 
 from bflsim.aggregators import AGGREGATORS
 from bflsim.attacks import ATTACKS
-from bflsim.report import figures
+from bflsim.report import figures, paper
 from bflsim.report.markdown import to_markdown
+from bflsim.report.tables import over_runs, shown_with_ci, write_table
 from bflsim.runfolder import METRIC_COLUMNS, Run, read_run
 
 # A set of runs is a sweep when one aggregator meets this many attacker shares: a Table 4
@@ -206,9 +207,12 @@ TABLE4_HEAD = {
     "num_nodes": "nodes",
     "n_runs": "runs",
     "final_accuracy": "accuracy",
+    "final_accuracy_ci95": "accuracy 95% CI",
+    "paper_accuracy": f"accuracy ({paper.PAPER})",
     "final_f1_macro": "F1 (macro)",
     "final_fpr": "FPR",
     "success_rate": "malicious update success rate",
+    "paper_success_rate": f"success rate ({paper.PAPER})",
 }
 TABLE4_TAIL = {
     "best_accuracy": "best accuracy",
@@ -219,7 +223,8 @@ TABLE4_TAIL = {
     "status": "status",
 }
 TABLE4_FORMATS = {
-    "accuracy": "{:.4f}", "F1 (macro)": "{:.4f}", "FPR": "{:.4f}", "best accuracy": "{:.4f}",
+    "F1 (macro)": "{:.4f}", "FPR": "{:.4f}", "best accuracy": "{:.4f}",
+    f"accuracy ({paper.PAPER})": "{:.4f}", f"success rate ({paper.PAPER})": "{:.0%}",
     "malicious update success rate": "{:.1%}", "wall time (s)": "{:.0f}", "nodes revoked": "{:.0f}",
 }
 
@@ -259,18 +264,34 @@ def table4(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
         "wall_seconds": ("wall_seconds", "mean"),
         "status": ("status", lambda s: ", ".join(dict.fromkeys(map(str, s)))),
     }
+    spec["rounds"] = ("rounds", "first")
     table = outcomes.groupby("label", sort=False).agg(**spec).reset_index()
     table["success_rate"] = success_rate(table["poisoned_accepted"], table["poisoned_received"])
     table["rounds_done"] = table["rounds_done"].astype("Int64")
+    spread = over_runs(outcomes, ["label"], ["final_accuracy"]).set_index("label")["final_accuracy_ci95"]
+    table["final_accuracy_ci95"] = table["label"].map(spread)
+    rows = [paper.table4_row(aggregator=r.aggregator, attack=r.attack, num_nodes=r.num_nodes,
+                             num_malicious=r.num_malicious, rounds=r.rounds, ledger=r.ledger)
+            for r in table.itertuples()]
+    table["paper_accuracy"] = [row["accuracy"] if row else float("nan") for row in rows]
+    table["paper_success_rate"] = [row["success_rate"] if row else float("nan") for row in rows]
     return table[list(table4_columns())]
 
 
-def table4_markdown(table: pd.DataFrame) -> str:
-    """Table 4 for the README: readable headers, rates in percent, ``n/a`` for no attack."""
-    shown = table.rename(columns=table4_columns())
+def table4_shown(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Table 4 as printed, and its formats: readable headers, the accuracy as mean ± 95% CI
+    over the scenario's runs, the paper's value beside it, rates in percent, ``n/a`` for no attack."""
+    shown = shown_with_ci(table, {"final_accuracy": "accuracy"}).drop(columns=["final_accuracy", "final_accuracy_ci95"])
+    columns = {k: v for k, v in table4_columns().items() if k != "final_accuracy_ci95"}
+    shown = shown.rename(columns=columns)[list(columns.values())]
     shown["aggregator"] = shown["aggregator"].map(aggregator_label)
     shown["attack"] = shown["attack"].map(attack_label)
-    formats = {**TABLE4_FORMATS, **{s.label: s.fmt for s in ROUND_METRICS.values() if s.shown}}
+    return shown, {**TABLE4_FORMATS, **{s.label: s.fmt for s in ROUND_METRICS.values() if s.shown}}
+
+
+def table4_markdown(table: pd.DataFrame) -> str:
+    """Table 4 for the README (:func:`table4_shown`)."""
+    shown, formats = table4_shown(table)
     return to_markdown(shown, formats)
 
 
@@ -379,7 +400,7 @@ def write_federated_report(
 ) -> list[Path]:
     """Write the tables and figures of federated runs; return what was written.
 
-    Always ``runs.csv``. Scenarios: ``table4.csv`` / ``.md`` and ``figure2.png`` / ``.pdf``
+    Always ``runs.csv``. Scenarios: ``table4.csv`` / ``.md`` / ``.tex`` and ``figure2.png`` / ``.pdf``
     (accuracy per round). Sweeps: ``sweep_summary.csv`` / ``.md`` and
     ``figure_sweep.png`` / ``.pdf``. Zoos (:mod:`bflsim.report.zoo`): the attack x defence
     map. With ``layout="auto"`` the runs are a zoo when :func:`bflsim.report.zoo.is_zoo`
@@ -403,9 +424,8 @@ def write_federated_report(
 
     if not sweep:
         t4 = table4(run_dirs)
-        t4.to_csv(out_dir / "table4.csv", index=False)
-        (out_dir / "table4.md").write_text(table4_markdown(t4))
-        written += [out_dir / "table4.csv", out_dir / "table4.md"]
+        shown, formats = table4_shown(t4)
+        written += write_table(t4, shown, out_dir / "table4", formats)
         fig = figures.accuracy_per_round(read_run_metrics(runs))
         written += figures.save_figure(fig, out_dir / "figure2")
         return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,7 +19,7 @@ def to_markdown(table: pd.DataFrame, formats: Mapping[str, str] | None = None, d
     """
     formats = formats or {}
     header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
+    rule = "|" + "|".join("---:" if is_numeric_column(table[c]) else "---" for c in table.columns) + "|"
     lines = [header, rule]
     for row in table.itertuples(index=False):
         cells = []
@@ -33,3 +34,14 @@ def to_markdown(table: pd.DataFrame, formats: Mapping[str, str] | None = None, d
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_NUMBER_TEXT = re.compile(r"^[-+]?[\d.,]+%?( ± [\d.,]+%?)?$")
+
+
+def is_numeric_column(column: pd.Series) -> bool:
+    """Numbers, or text that prints numbers (``0.9887 ± 0.0012``, ``n/a`` aside): right-aligned."""
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    texts = [v for v in column if isinstance(v, str) and v != NOT_AVAILABLE]
+    return bool(texts) and all(_NUMBER_TEXT.match(v) for v in texts)

@@ -1,4 +1,5 @@
-"""``bflsim figures``: redraw the committed figures from the tidy rows committed beside them.
+"""``bflsim figures``: redraw the committed figures (and the centralized tables) from the tidy
+rows committed beside them.
 
 Nothing here reads a run folder or trains: each figure is a function of one or two CSV files
 in the folder it is drawn into, so a fresh clone redraws ``results/`` in seconds. A folder
@@ -51,11 +52,19 @@ def _training_curves(folder: Path) -> list[Path]:
     return written
 
 
+def _centralized_tables(folder: Path) -> list[Path]:
+    """Tables 3 and 5 (mean ± 95% CI over runs, the paper's values beside) from ``metrics.csv``."""
+    from bflsim.report.centralized import write_centralized_tables
+
+    return write_centralized_tables(pd.read_csv(folder / "metrics.csv"), folder)
+
+
 DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
     "sweep": (("sweep_summary.csv",), _sweep),
     "zoo": (("zoo_runs.csv", "zoo_summary.csv"), _zoo),
     "scale": (("scale_points.csv",), _scale),
     "training curves": (("table3.csv", "metrics.csv", "runs.csv"), _training_curves),
+    "centralized tables": (("table3.csv", "metrics.csv"), _centralized_tables),
 }
 """What can be redrawn: the rows it needs (in the figure's folder) and how."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bflsim.config import ConfigError, parse_overrides
 from bflsim.plans import Plan, load_plan, plan_from_dict
-from bflsim.progress import Progress
+from bflsim.progress import VERBOSE_ENV, Progress
 from bflsim.report import FIGURES
 from bflsim.runfolder import exit_code, raise_on_signals
 from bflsim.runner import resume_run, run_experiment, run_plan
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     raise_on_signals()  # SIGINT and SIGTERM end a run as `interrupted`, without a traceback
+    set_verbosity(getattr(args, "verbose", False))
     if getattr(args, "tensorboard", None) is not None:
         from bflsim.runfolder import tracking
 
@@ -55,6 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # the program itself, not a caller in the same process
             exit_now_if_threads_linger(exit_code(err))
         return exit_code(err)
+
+
+def set_verbosity(verbose: bool) -> None:
+    """Framework noise off unless ``--verbose``: TensorFlow's C++ start-up lines (oneDNN,
+    CPU features, absl) and Flower's deprecation notice. Set in the environment, before
+    anything imports TensorFlow, so Ray's workers (started from this process) inherit it;
+    a ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.pop(VERBOSE_ENV, None)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def exit_now_if_threads_linger(code: int, grace: float = 2.0) -> None:
@@ -93,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="dataset folder (default: the experiment's data.data_dir, "
                                           "else $BFLSIM_DATA_DIR, else ./data)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+        p.add_argument("--verbose", "-v", action="store_true",
+                       help="also show the frameworks' own start-up logs and notices (TensorFlow, Flower), "
+                            "which are filtered by default")
 
     def tensorboard(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tensorboard", type=Path, metavar="DIR",

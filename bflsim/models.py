@@ -17,7 +17,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bflsim.config import ModelsConfig, TrainConfig, to_dict
+from bflsim.progress import verbose
 from bflsim.vectors import Weights
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -48,13 +51,38 @@ class Classifier(Protocol):
 
 
 def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> None:
-    """Quiet TensorFlow's start-up logs and size its thread pools before it is imported."""
+    """Size TensorFlow's thread pools and quiet its start-up, before it is imported.
+
+    TensorFlow 2.21 writes its start-up lines (absl's "All log messages before
+    absl::InitializeLog()", oneDNN, CPU features) from C++ to file descriptor 2 while its
+    libraries load, whatever ``TF_CPP_MIN_LOG_LEVEL`` says. Unless ``--verbose``, the first
+    import here runs with descriptor 2 pointed at /dev/null; an import error still raises as
+    usual once it is restored.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if intra_op_threads is not None:
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(intra_op_threads)
     if inter_op_threads is not None:
         os.environ["TF_NUM_INTEROP_THREADS"] = str(inter_op_threads)
+    if "tensorflow" not in sys.modules and not verbose():
+        with _stderr_silenced():
+            import keras  # noqa: F401  (loads TensorFlow and its libraries)
+            import tensorflow  # noqa: F401
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the length of the block (C++ writes included)."""
+    sys.stderr.flush()
+    saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(sink, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(sink)
 
 
 def _glorot(seed: int, layer: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,3 +30,12 @@ def format_seconds(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+VERBOSE_ENV = "BFLSIM_VERBOSE"
+"""Set (to 1) by ``--verbose``: frameworks' own logs and notices are shown, not filtered."""
+
+
+def verbose() -> bool:
+    """True when this process (or the ``bflsim`` command that started it) runs ``--verbose``."""
+    return os.environ.get(VERBOSE_ENV) == "1"

@@ -39,6 +39,12 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from bflsim.config import ExperimentConfig
+from bflsim.models import configure_tensorflow
+
+# Flower's simulation modules import TensorFlow themselves: configure it first, so that its
+# start-up lines stay quiet unless --verbose. Only server-side processes import this module;
+# they keep TensorFlow's default thread pools (edge nodes size theirs in bflsim.edge_node).
+configure_tensorflow()
 
 ACTOR_PING_SECONDS = 30.0
 RAY_CONNECT_SECONDS = 15.0

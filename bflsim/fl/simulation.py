@@ -30,7 +30,7 @@ from typing import Any
 
 from bflsim.config import ExperimentConfig
 from bflsim.fl.runtime import Runtime, active_runtime
-from bflsim.progress import Progress
+from bflsim.progress import Progress, verbose
 from bflsim.runfolder import RunFolder, RunInterrupted, descendants, raise_on_signals
 
 # How long the ServerApp thread may take to leave after the stop event (it polls every 0.1 s;
@@ -212,25 +212,26 @@ def record_helpers(run: RunFolder) -> None:
 
 def quiet_flower() -> None:
     """Flower logs every message at INFO; keep warnings and errors only (or less, when the
-    process asked for less), and its notice that ``run_simulation`` is deprecated once."""
+    process asked for less). Its notice that ``run_simulation`` is deprecated (5 lines per
+    run) is dropped, or shown once with ``--verbose``."""
     logger = logging.getLogger("flwr")
     logger.setLevel(max(logger.level, logging.WARNING))
     if not any(isinstance(f, _OnceFilter) for f in logger.filters):
-        logger.addFilter(_OnceFilter("DEPRECATED FEATURE"))
+        logger.addFilter(_OnceFilter("DEPRECATED FEATURE", times=1 if verbose() else 0))
 
 
 class _OnceFilter(logging.Filter):
-    """Lets the first record containing ``text`` through, and drops the later ones."""
+    """Lets the first ``times`` records containing ``text`` through, and drops the later ones."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, times: int = 1) -> None:
         super().__init__()
-        self.text, self.seen = text, False
+        self.text, self.left = text, times
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.text not in record.getMessage():
             return True
-        seen, self.seen = self.seen, True
-        return not seen
+        self.left -= 1
+        return self.left >= 0
 
 
 def silence_flower() -> None:

@@ -323,7 +323,17 @@ def test_report_of_scenarios_writes_table4_and_figure2(tmp_path):
     written = write_federated_report(dirs, tmp_path / "out")
 
     assert sorted(p.name for p in written) == [
-        "figure2.pdf", "figure2.png", "runs.csv", "table4.csv", "table4.md", "table4.tex"]
+        "figure2.pdf", "figure2.png", "metrics.csv", "runs.csv", "table4.csv", "table4.md", "table4.tex"]
+    rows = pd.read_csv(tmp_path / "out" / "metrics.csv")
+    assert set(rows["label"]) == {"FedAvg, no attack", "FedAvg, Gaussian 3/10"} and "node" not in rows
+    assert len(rows[(rows["split"] == "test") & (rows["metric"] == "accuracy")]) == 6  # 2 runs x rounds 0..2
+    before = (tmp_path / "out" / "figure2.png").read_bytes()
+    (tmp_path / "out" / "figure2.png").unlink()
+    from bflsim.report.redraw import redraw
+
+    redrawn, _ = redraw(tmp_path / "out")
+    assert tmp_path / "out" / "figure2.png" in redrawn
+    assert (tmp_path / "out" / "figure2.png").read_bytes() == before  # the same figure from the kept rows
     tex = (tmp_path / "out" / "table4.tex").read_text()
     assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
     assert all(p.stat().st_size > 0 for p in written)

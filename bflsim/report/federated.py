@@ -154,6 +154,15 @@ def read_run_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def write_round_rows(rows: pd.DataFrame, path: Path) -> Path:
+    """The server-side rows (no single node's) with each run's ``label`` and folder name
+    (``run``): what Figure 2 is drawn from, kept beside it (``bflsim figures`` redraws it)."""
+    kept = rows[rows["node"].isna()].drop(columns=["node"])
+    kept = kept.assign(run=[Path(p).name for p in kept["path"]]).drop(columns=["path"])
+    kept.to_csv(path, index=False)
+    return path
+
+
 # --- per-run outcomes --------------------------------------------------------------------
 
 
@@ -400,7 +409,8 @@ def write_federated_report(
 ) -> list[Path]:
     """Write the tables and figures of federated runs; return what was written.
 
-    Always ``runs.csv``. Scenarios: ``table4.csv`` / ``.md`` / ``.tex`` and ``figure2.png`` / ``.pdf``
+    Always ``runs.csv``. Scenarios: ``table4.csv`` / ``.md`` / ``.tex``, ``figure2.png`` / ``.pdf``
+    and the rows it is drawn from (``metrics.csv``, :func:`write_round_rows`)
     (accuracy per round). Sweeps: ``sweep_summary.csv`` / ``.md`` and
     ``figure_sweep.png`` / ``.pdf``. Zoos (:mod:`bflsim.report.zoo`): the attack x defence
     map. With ``layout="auto"`` the runs are a zoo when :func:`bflsim.report.zoo.is_zoo`
@@ -426,8 +436,9 @@ def write_federated_report(
         t4 = table4(run_dirs)
         shown, formats = table4_shown(t4)
         written += write_table(t4, shown, out_dir / "table4", formats)
-        fig = figures.accuracy_per_round(read_run_metrics(runs))
-        written += figures.save_figure(fig, out_dir / "figure2")
+        rows = read_run_metrics(runs)
+        written.append(write_round_rows(rows, out_dir / "metrics.csv"))
+        written += figures.save_figure(figures.accuracy_per_round(rows), out_dir / "figure2")
         return written
 
     summary = sweep_summary(run_dirs)

@@ -59,10 +59,19 @@ def _centralized_tables(folder: Path) -> list[Path]:
     return write_centralized_tables(pd.read_csv(folder / "metrics.csv"), folder)
 
 
+def _figure2(folder: Path) -> list[Path]:
+    """Figure 2 (accuracy per round, 95% CI over a scenario's seeds) from the report's ``metrics.csv``."""
+    from bflsim.report import figures
+
+    rows = pd.read_csv(folder / "metrics.csv").assign(node=float("nan"))
+    return figures.save_figure(figures.accuracy_per_round(rows), folder / "figure2")
+
+
 DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
     "sweep": (("sweep_summary.csv",), _sweep),
     "zoo": (("zoo_runs.csv", "zoo_summary.csv"), _zoo),
     "scale": (("scale_points.csv",), _scale),
+    "figure 2": (("table4.csv", "metrics.csv"), _figure2),
     "training curves": (("table3.csv", "metrics.csv", "runs.csv"), _training_curves),
     "centralized tables": (("table3.csv", "metrics.csv"), _centralized_tables),
 }

@@ -11,7 +11,7 @@ BFLSIM_DATA_DIR ?= $(firstword $(wildcard $(abspath ../shared/datasets)) $(abspa
 export BFLSIM_DATA_DIR
 export FLWR_TELEMETRY_ENABLED = 0
 
-.PHONY: demo test install lint clean contracts figures
+.PHONY: demo test install lint clean contracts figures paper
 
 demo: $(STAMP)
 	$(BIN)/bflsim demo
@@ -22,6 +22,10 @@ test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 install: $(STAMP)
+
+# Run every experiment behind results/ and rebuild it (hours; resumable; the plan and its time first)
+paper: $(STAMP)
+	$(BIN)/bflsim reproduce
 
 # Redraw every committed figure under results/ from the tidy rows beside it (seconds; trains nothing)
 figures: $(STAMP)

@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="; ".join(f"{name}: {what}" for name, what in FIGURES.items()))
     report.set_defaults(handler=cmd_report)
 
+    reproduce = sub.add_parser("reproduce", help="run every experiment behind results/ and rebuild it "
+                                                  "(experiments/reproduce.toml; resumable; make paper)")
+    reproduce.add_argument("--only", action="append", default=[], metavar="STEP", help="only this step (repeatable)")
+    reproduce.add_argument("--dry-run", action="store_true", help="print the plan and its time, run nothing")
+    reproduce.add_argument("--recipe", type=Path, default=Path("experiments/reproduce.toml"))
+    reproduce.set_defaults(handler=cmd_reproduce)
+
     reference = sub.add_parser("config-reference", help="print every experiment key with its type, default and "
                                                          "meaning (Markdown; docs/CONFIG.md is this output)")
     reference.set_defaults(handler=cmd_config_reference)
@@ -211,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from bflsim.reproduce import read_recipe, reproduce
+
+    return reproduce(read_recipe(args.recipe), only=set(args.only) or None, dry_run=args.dry_run)
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:

@@ -155,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=cmd_report)
 
     reproduce = sub.add_parser("reproduce", help="run every experiment behind results/ and rebuild it "
-                                                  "(experiments/reproduce.toml; resumable; make paper)")
+                                                  "(results/reproduce.toml; resumable; make paper)")
     reproduce.add_argument("--only", action="append", default=[], metavar="STEP", help="only this step (repeatable)")
     reproduce.add_argument("--dry-run", action="store_true", help="print the plan and its time, run nothing")
-    reproduce.add_argument("--recipe", type=Path, default=Path("experiments/reproduce.toml"))
+    reproduce.add_argument("--recipe", type=Path, default=Path("results/reproduce.toml"))
     reproduce.set_defaults(handler=cmd_reproduce)
 
     reference = sub.add_parser("config-reference", help="print every experiment key with its type, default and "

@@ -1,6 +1,6 @@
 """``bflsim reproduce`` (``make paper``): run every experiment behind results/ and rebuild it.
 
-The recipe is ``experiments/reproduce.toml``: one step per results folder, each a list of
+The recipe is ``results/reproduce.toml``: one step per results folder, each a list of
 bflsim commands (runs, then the report that writes the folder). Before anything runs the
 plan is printed with each step's time on this project's machine kind and the total. Steps run
 in order, each command as its own ``bflsim`` process; a step that finished is marked done
@@ -21,7 +21,7 @@ from bflsim.config import ConfigError
 from bflsim.progress import Progress
 from bflsim.runfolder.provenance import git_commit, utc_now
 
-RECIPE = Path("experiments/reproduce.toml")
+RECIPE = Path("results/reproduce.toml")
 WORK = Path("runs/reproduce")
 COMMANDS = ("run", "sweep", "report", "bench", "audit", "figures")
 
@@ -79,7 +79,7 @@ def reproduce(steps: list[Step], *, only: set[str] | None = None, dry_run: bool 
     progress = progress or Progress()
     if only and (unknown := sorted(only - {s.name for s in steps})):
         raise ConfigError(f"--only {unknown[0]!r}: no such step; the steps are {[s.name for s in steps]}")
-    print("reproduction plan (experiments/reproduce.toml):")
+    print("reproduction plan (results/reproduce.toml):")
     print("\n".join(plan_lines(steps, only, work)))
     if dry_run:
         return 0

@@ -468,3 +468,26 @@ def test_weights_digest_of_the_final_model_is_the_last_commit(forged):
 
     last = read_rounds(forged)[-1]["new_global_digest"]
     assert digest_hex(weights_digest(read_run(forged).final_model())) == last
+
+
+def test_scores_a_few_ulps_off_pass_only_with_the_same_selection_and_the_committed_trail():
+    """Another CPU's BLAS kernel rounds the distances differently (SkylakeX vs Haswell): the
+    re-run's scores may differ in the last bits; anything more, or another choice, fails."""
+    from types import SimpleNamespace
+
+    from bflsim.audit.rounds import _scores_within_rounding
+    from bflsim.hashing import scores_digest
+
+    recorded = np.array([0.12352173234798108, 64355.25717742872, 0.17699827290899395])
+    trail = {"selected": [0], "scores": recorded.tolist()}
+    committed = scores_digest([0], recorded)
+
+    def decision(scores, selected=(0,)):
+        return SimpleNamespace(selected=list(selected), selection=SimpleNamespace(scores=np.asarray(scores)))
+
+    ulps = np.nextafter(recorded, np.inf)
+    assert 0 < _scores_within_rounding(trail, decision(ulps), committed) < 1e-15
+    assert _scores_within_rounding(trail, decision(recorded * (1 + 1e-6)), committed) is None
+    assert _scores_within_rounding(trail, decision(ulps, selected=(2,)), committed) is None
+    forged = {**trail, "scores": [0.1, 64355.25717742872, 0.17699827290899395]}
+    assert _scores_within_rounding(forged, decision(ulps), committed) is None  # not what was committed

@@ -40,7 +40,7 @@ def heatmap_rows():
 
 
 def strongest_rows():
-    return pd.DataFrame([{"defence": f"defence {d}", "attack": "ipm", "partition": part, "attacker_fraction": f,
+    return pd.DataFrame([{"defence": f"Trimmed mean (trim_fraction=0.2) {d}", "attack": "IPM (epsilon=5.0)", "partition": part, "attacker_fraction": f,
                           "accuracy_mean": 0.9 - f, "accuracy_std": 0.02, "n_seeds": 3}
                          for d in range(13) for part in ("iid", "dirichlet(0.5)") for f in (0.0, 0.1, 0.2, 0.3)])
 
@@ -95,6 +95,10 @@ def test_a_figure_too_wide_or_with_small_text_is_refused(tmp_path):
     ax.set_xlabel("tiny", fontsize=5)
     with pytest.raises(ValueError, match="5.0 pt at print width"):
         save(fig, tmp_path / "small")
+    fig, ax = new_figure("column")
+    fig.text(0.5, 0.5, "a label far too long for one column of a two-column paper, cut at the edge", fontsize=8)
+    with pytest.raises(ValueError, match="past the figure's edge"):
+        save(fig, tmp_path / "cut")
     assert not list(tmp_path.iterdir())
 
 

@@ -189,7 +189,7 @@ def cell_heatmap(cells: pd.DataFrame, value: str, title: str, labels: dict, *, v
     defences = list(dict.fromkeys(cells["defence"]))
     means = cells.pivot(index="attack", columns="defence", values=f"{value}_mean").reindex(index=attacks,
                                                                                          columns=defences)
-    fig, ax = new_figure("double", 1.3 + 0.2 * len(attacks))
+    fig, ax = new_figure("double", 1.6 + 0.2 * len(attacks))
     image = ax.imshow(means.to_numpy(dtype=float), cmap="Reds", vmin=vmin, vmax=vmax, aspect="auto")
     ax.grid(False)
     for i in range(len(attacks)):
@@ -210,7 +210,7 @@ def accuracy_under_strongest(curves: pd.DataFrame, labels: dict):
     line per defence under its strongest attack; one panel per partition (double column)."""
     partitions = sorted(curves["partition"].unique())
     defences = list(dict.fromkeys(curves["defence"]))
-    fig, axes = new_figure("double", 3.0 + 0.15 * ((len(defences) + 2) // 3), ncols=len(partitions),
+    fig, axes = new_figure("double", 3.0 + 0.16 * ((len(defences) + 1) // 2), ncols=len(partitions),
                            squeeze=False, sharey=True)
     for ax, partition in zip(axes[0], partitions, strict=True):
         part = curves[curves["partition"] == partition]
@@ -218,7 +218,9 @@ def accuracy_under_strongest(curves: pd.DataFrame, labels: dict):
             line = line.sort_values("attacker_fraction")
             attack = line["attack"].iloc[0]
             half = np.nan_to_num(ci95_half_width(line["accuracy_std"], line["n_seeds"]))
-            ax.errorbar(line["attacker_fraction"], line["accuracy_mean"], yerr=half, capsize=2,
+            mean = line["accuracy_mean"].to_numpy(dtype=float)
+            low, high = _accuracy_band(mean, half)
+            ax.errorbar(line["attacker_fraction"], mean, yerr=[mean - low, high - mean], capsize=2,
                         label=f"{labels['defence'](defence)} / {labels['attack'](attack)}",
                         **series(defences.index(defence)))
         ax.set_xlabel("attacker share")
@@ -227,7 +229,7 @@ def accuracy_under_strongest(curves: pd.DataFrame, labels: dict):
     seeds = int(curves["n_seeds"].max())
     axes[0][0].set_ylabel("final accuracy" + (f" (mean, 95% CI, {seeds} seeds)" if seeds > 1 else ""))
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncol=3)
+    fig.legend(handles, names, loc="outside lower center", ncol=2)
     fig.suptitle("Final accuracy under each defence's strongest attack")
     return fig
 

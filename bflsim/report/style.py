@@ -110,11 +110,22 @@ def smallest_text_points(fig) -> float:
     return min(sizes) * target / width if sizes else float("inf")
 
 
+def overflow(fig, tolerance: float = 0.01) -> dict[str, float]:
+    """By how many inches what ``fig`` draws reaches past each of its edges (only those over
+    ``tolerance``): a legend or label cut at print size. Matplotlib's tight box counts only
+    what is drawn (tick labels outside the view are not)."""
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    edges = {"left": -box.x0, "bottom": -box.y0, "right": box.x1 - width, "top": box.y1 - height}
+    return {edge: float(by) for edge, by in edges.items() if by > tolerance}
+
+
 def save(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write ``stem.png`` and ``stem.pdf`` at the figure's own size; return the paths.
 
-    Refuses a figure whose text would print below :data:`MIN_POINTS` or whose width is not
-    one of :data:`WIDTHS`.
+    Refuses a figure whose text would print below :data:`MIN_POINTS`, reaches past its
+    edges, or whose width is not one of :data:`WIDTHS`.
     """
     plt = pyplot()
     width = fig.get_size_inches()[0]
@@ -126,6 +137,10 @@ def save(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> li
     if smallest < MIN_POINTS - 1e-6:
         plt.close(fig)
         raise ValueError(f"{stem}: text of {smallest:.1f} pt at print width; the least is {MIN_POINTS} pt")
+    if cut := overflow(fig):
+        plt.close(fig)
+        edges = ", ".join(f"{edge} by {by:.2f} in" for edge, by in cut.items())
+        raise ValueError(f"{stem}: what it draws runs past the figure's edge ({edges})")
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []

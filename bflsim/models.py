@@ -50,25 +50,39 @@ class Classifier(Protocol):
     def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
-def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> None:
-    """Size TensorFlow's thread pools and quiet its start-up, before it is imported.
-
-    TensorFlow 2.21 writes its start-up lines (absl's "All log messages before
-    absl::InitializeLog()", oneDNN, CPU features) from C++ to file descriptor 2 while its
-    libraries load, whatever ``TF_CPP_MIN_LOG_LEVEL`` says. Unless ``--verbose``, the first
-    import here runs with descriptor 2 pointed at /dev/null; an import error still raises as
-    usual once it is restored.
-    """
+def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: int | None = None, *,
+                         load: bool = True) -> None:
+    """Size TensorFlow's thread pools and quiet its logs, before it is imported; then, with
+    ``load``, import it (:func:`import_tensorflow_quietly`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if intra_op_threads is not None:
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(intra_op_threads)
     if inter_op_threads is not None:
         os.environ["TF_NUM_INTEROP_THREADS"] = str(inter_op_threads)
-    if "tensorflow" not in sys.modules and not verbose():
-        with _stderr_silenced():
-            import keras  # noqa: F401  (loads TensorFlow and its libraries)
-            import tensorflow  # noqa: F401
+    if load:
+        import_tensorflow_quietly()
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (and Keras) with its start-up lines silenced, unless ``--verbose``.
+
+    TensorFlow 2.21 writes its start-up lines (absl's "All log messages before
+    absl::InitializeLog()", oneDNN, CPU features) from C++ to file descriptor 2 while its
+    libraries load, whatever ``TF_CPP_MIN_LOG_LEVEL`` says, so the first import runs with
+    descriptor 2 pointed at /dev/null; an import error still raises once it is restored.
+    A process that joins a Ray cluster imports TensorFlow only after ``ray.init`` (as Flower
+    does): importing it first once left Ray's GCS client waiting for ever.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if verbose():
+        return
+    with _stderr_silenced():
+        import keras  # noqa: F401  (loads TensorFlow and its libraries)
+        import tensorflow  # noqa: F401
 
 
 @contextmanager

@@ -170,7 +170,7 @@ def _start_worker(address: str, actors: int, config: ExperimentConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_now)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    configure_tensorflow()  # quiet TensorFlow before anything imports it
+    configure_tensorflow(load=False)  # quiet TensorFlow; it loads after Ray is joined (Runtime)
     import flwr.common.logger  # noqa: F401 - sets the "flwr" logger to DEBUG on import: before ours
 
     logging.getLogger("flwr").setLevel(logging.ERROR)  # the sweep process shows Flower's notices

@@ -39,12 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from bflsim.config import ExperimentConfig
-from bflsim.models import configure_tensorflow
-
-# Flower's simulation modules import TensorFlow themselves: configure it first, so that its
-# start-up lines stay quiet unless --verbose. Only server-side processes import this module;
-# they keep TensorFlow's default thread pools (edge nodes size theirs in bflsim.edge_node).
-configure_tensorflow()
+from bflsim.models import import_tensorflow_quietly
 
 ACTOR_PING_SECONDS = 30.0
 RAY_CONNECT_SECONDS = 15.0
@@ -111,6 +106,9 @@ class Runtime:
         except BaseException:
             self.close()
             raise
+        # Flower's Ray backend imports TensorFlow: quietly, and only now that Ray is joined
+        # (server-side: TensorFlow's default thread pools; edge nodes size theirs)
+        import_tensorflow_quietly()
         from flwr.server.superlink.fleet.vce.backend import raybackend
 
         self._original = raybackend.RayBackend

@@ -78,7 +78,10 @@ def run_experiment(
     from bflsim.centralized import run_centralized
 
     run = run_centralized(config, out, data_dir=data_dir, progress=progress, run_dir=run_dir, point=point)
-    write_run_figures(run.path)
+    try:
+        write_run_figures(run.path)
+    except ValueError as err:  # the run's rows are complete: a figure that cannot be drawn does not undo it
+        progress.say(f"figures not drawn: {err}")
     return run.path
 
 

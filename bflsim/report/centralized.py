@@ -189,7 +189,7 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
             written += figures.save_figure(fig, out_dir / f"figure1_{stem}")
         fig = figures.confusion_figure(
             confusion[confusion["run_id"] == run.run_id], model, "test",
-            title=f"{model_label(model)} confusion matrix: {label}",
+            title=f"{model_label(model)}: confusion matrix\n{label}",
         )
         written += figures.save_figure(fig, out_dir / f"figure3_{stem}")
     return written

@@ -137,6 +137,8 @@ def save(fig, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> li
     if smallest < MIN_POINTS - 1e-6:
         plt.close(fig)
         raise ValueError(f"{stem}: text of {smallest:.1f} pt at print width; the least is {MIN_POINTS} pt")
+    for title in [ax.title for ax in fig.axes] + [t for t in (getattr(fig, "_suptitle", None),) if t is not None]:
+        title.set_wrap(True)  # a long title (a sweep point's label) breaks into lines, not past the edge
     if cut := overflow(fig):
         plt.close(fig)
         edges = ", ".join(f"{edge} by {by:.2f} in" for edge, by in cut.items())

@@ -54,8 +54,7 @@ def configure_tensorflow(intra_op_threads: int | None = None, inter_op_threads: 
                          load: bool = True) -> None:
     """Size TensorFlow's thread pools and quiet its logs, before it is imported; then, with
     ``load``, import it (:func:`import_tensorflow_quietly`)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    _tensorflow_environment()
     if intra_op_threads is not None:
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(intra_op_threads)
     if inter_op_threads is not None:
@@ -76,13 +75,18 @@ def import_tensorflow_quietly() -> None:
     """
     if "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    _tensorflow_environment()
     if verbose():
         return
     with _stderr_silenced():
         import keras  # noqa: F401  (loads TensorFlow and its libraries)
         import tensorflow  # noqa: F401
+
+
+def _tensorflow_environment() -> None:
+    """TensorFlow's C++ logs at warnings and up, Keras on TensorFlow (a user's own setting kept)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 @contextmanager

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from bflsim.report import figures
-from bflsim.report.style import MIN_POINTS, WIDTHS, mean_ci95, save, smallest_text_points
+from bflsim.report.style import (
+    MIN_POINTS,
+    WIDTHS,
+    ci95_half_width,
+    mean_ci95,
+    save,
+    smallest_text_points,
+)
 
 LONG = "Blockchain-secured (Krum + registry) under attack"
 
@@ -108,7 +115,7 @@ def test_bands_are_the_95_percent_confidence_interval_of_the_mean():
     assert (mean, n) == (pytest.approx(0.92), 3)
     assert half == pytest.approx(0.0496827, rel=1e-5)
     assert np.isnan(mean_ci95([0.9])[1]) and mean_ci95([])[2] == 0
-    assert figures.ci95_half_width(pd.Series([0.02]), pd.Series([3]))[0] == pytest.approx(half)
+    assert ci95_half_width(pd.Series([0.02]), pd.Series([3]))[0] == pytest.approx(half)
 
 
 def test_each_series_differs_in_colour_marker_and_line_style():

@@ -176,20 +176,27 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
     written += [out_dir / "runs.csv", out_dir / "metrics.csv"]
 
     written += write_centralized_tables(metrics, out_dir, model=model)
+    written += draw_training_curves(metrics, table, out_dir, model)
 
     confusion = read_confusion(runs)
     for run in table.itertuples():
-        run_metrics = metrics[metrics["run_id"] == run.run_id]
-        if not (run_metrics["model"] == model).any():
+        if not (metrics[metrics["run_id"] == run.run_id]["model"] == model).any():
             continue
-        label = f"{run.dataset}, {run.protocol}"
-        stem = run.experiment
-        if run_metrics[(run_metrics["model"] == model)]["epoch"].notna().any():
-            fig = figures.training_curves(run_metrics, model, title=f"{model_label(model)}: {label}")
-            written += figures.save_figure(fig, out_dir / f"figure1_{stem}")
         fig = figures.confusion_figure(
             confusion[confusion["run_id"] == run.run_id], model, "test",
-            title=f"{model_label(model)}: confusion matrix\n{label}",
+            title=f"{model_label(model)}: confusion matrix\n{run.dataset}, {run.protocol}",
         )
-        written += figures.save_figure(fig, out_dir / f"figure3_{stem}")
+        written += figures.save_figure(fig, out_dir / f"figure3_{run.experiment}")
+    return written
+
+
+def draw_training_curves(metrics: pd.DataFrame, runs: pd.DataFrame, out_dir: Path, model: str) -> list[Path]:
+    """Figure 1 (``figure1_<experiment>``) of each run in ``runs`` (:func:`run_table`, or its
+    ``runs.csv``) whose ``model`` logged per-epoch rows in ``metrics``."""
+    written: list[Path] = []
+    for run in runs.itertuples():
+        rows = metrics[(metrics["run_id"] == run.run_id) & (metrics["model"] == model) & metrics["epoch"].notna()]
+        if not rows.empty:
+            fig = figures.training_curves(rows, model, title=f"{model_label(model)}: {run.dataset}, {run.protocol}")
+            written += figures.save_figure(fig, out_dir / f"figure1_{run.experiment}")
     return written

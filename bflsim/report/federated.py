@@ -272,8 +272,8 @@ def table4(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
         "revoked": ("revoked", "mean"),
         "wall_seconds": ("wall_seconds", "mean"),
         "status": ("status", lambda s: ", ".join(dict.fromkeys(map(str, s)))),
+        "rounds": ("rounds", "first"),
     }
-    spec["rounds"] = ("rounds", "first")
     table = outcomes.groupby("label", sort=False).agg(**spec).reset_index()
     table["success_rate"] = success_rate(table["poisoned_accepted"], table["poisoned_received"])
     table["rounds_done"] = table["rounds_done"].astype("Int64")
@@ -438,18 +438,26 @@ def write_federated_report(
         written += write_table(t4, shown, out_dir / "table4", formats)
         rows = read_run_metrics(runs)
         written.append(write_round_rows(rows, out_dir / "metrics.csv"))
-        written += figures.save_figure(figures.accuracy_per_round(rows), out_dir / "figure2")
-        return written
+        return written + draw_figure2(rows, out_dir)
 
     summary = sweep_summary(run_dirs)
     summary.to_csv(out_dir / "sweep_summary.csv", index=False)
     (out_dir / "sweep_summary.md").write_text(sweep_markdown(summary))
     written += [out_dir / "sweep_summary.csv", out_dir / "sweep_summary.md"]
     if summary["n_seeds"].sum() > 0:
-        labels = {name: aggregator_label(name) for name in summary["aggregator"]}
-        fig = figures.accuracy_vs_attackers(summary, labels=labels)
-        written += figures.save_figure(fig, out_dir / "figure_sweep")
+        written += draw_sweep_figure(summary, out_dir)
     return written
+
+
+def draw_figure2(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``figure2``: accuracy per round per scenario, from the runs' rows (or the kept ``metrics.csv``)."""
+    return figures.save_figure(figures.accuracy_per_round(rows), out_dir / "figure2")
+
+
+def draw_sweep_figure(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``figure_sweep``: final accuracy against the attacker share, from :func:`sweep_summary`'s table."""
+    labels = {name: aggregator_label(name) for name in summary["aggregator"]}
+    return figures.save_figure(figures.accuracy_vs_attackers(summary, labels=labels), out_dir / "figure_sweep")
 
 
 def write_federated_confusion(runs: Iterable[Run], out_dir: str | Path) -> list[Path]:

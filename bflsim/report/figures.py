@@ -21,17 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bflsim.report.style import mean_ci95, new_figure, save, series
-
-
-def ci95_half_width(std: pd.Series, n: pd.Series) -> np.ndarray:
-    """Half-width of the 95% confidence interval of a mean from its seeds' ``std`` and count ``n``."""
-    from scipy import stats
-
-    n = n.to_numpy(dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = stats.t.ppf(0.975, n - 1) * std.to_numpy(dtype=float) / np.sqrt(n)
-    return np.where(n > 1, half, np.nan)
+from bflsim.report.style import ci95_half_width, mean_ci95, new_figure, save, series
 
 
 def _accuracy_band(mean: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,12 +17,9 @@ Drawer = Callable[[Path], list[Path]]
 
 
 def _sweep(folder: Path) -> list[Path]:
-    from bflsim.report import figures
-    from bflsim.report.federated import aggregator_label
+    from bflsim.report.federated import draw_sweep_figure
 
-    summary = pd.read_csv(folder / "sweep_summary.csv")
-    labels = {name: aggregator_label(name) for name in summary["aggregator"]}
-    return figures.save_figure(figures.accuracy_vs_attackers(summary, labels=labels), folder / "figure_sweep")
+    return draw_sweep_figure(pd.read_csv(folder / "sweep_summary.csv"), folder)
 
 
 def _zoo(folder: Path) -> list[Path]:
@@ -38,18 +35,15 @@ def _scale(folder: Path) -> list[Path]:
 
 
 def _training_curves(folder: Path) -> list[Path]:
-    """Figure 1 of every centralized run with per-epoch rows (its model: the one that has them)."""
-    from bflsim.report import figures
-    from bflsim.report.centralized import model_label
+    """Figure 1 of every centralized run, of the model the report draws it for: the last one
+    trained with epochs (the runs' last model, as ``bflsim report`` defaults to)."""
+    from bflsim.report.centralized import draw_training_curves
 
     metrics = pd.read_csv(folder / "metrics.csv")
-    written: list[Path] = []
-    for run in pd.read_csv(folder / "runs.csv").itertuples():
-        rows = metrics[(metrics["run_id"] == run.run_id) & metrics["epoch"].notna()]
-        for model in dict.fromkeys(rows["model"]):
-            fig = figures.training_curves(rows, model, title=f"{model_label(model)}: {run.dataset}, {run.protocol}")
-            written += figures.save_figure(fig, folder / f"figure1_{run.experiment}")
-    return written
+    per_epoch = metrics[metrics["epoch"].notna()]
+    if per_epoch.empty:
+        return []
+    return draw_training_curves(metrics, pd.read_csv(folder / "runs.csv"), folder, per_epoch["model"].iloc[-1])
 
 
 def _centralized_tables(folder: Path) -> list[Path]:
@@ -61,10 +55,9 @@ def _centralized_tables(folder: Path) -> list[Path]:
 
 def _figure2(folder: Path) -> list[Path]:
     """Figure 2 (accuracy per round, 95% CI over a scenario's seeds) from the report's ``metrics.csv``."""
-    from bflsim.report import figures
+    from bflsim.report.federated import draw_figure2
 
-    rows = pd.read_csv(folder / "metrics.csv").assign(node=float("nan"))
-    return figures.save_figure(figures.accuracy_per_round(rows), folder / "figure2")
+    return draw_figure2(pd.read_csv(folder / "metrics.csv").assign(node=float("nan")), folder)
 
 
 DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 WIDTHS = {"column": 3.5, "double": 7.16}
 """Print widths in inches: one column, and the page's text (``figure*``)."""
@@ -82,22 +83,29 @@ def series(k: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[k % len(LINESTYLES)]}
 
 
+def ci95_half_width(std: ArrayLike, n: ArrayLike) -> NDArray[np.float64]:
+    """Half-width of the 95% confidence interval of a mean from the sample ``std`` (ddof 1)
+    and count ``n``: Student's t, n - 1 degrees of freedom; NaN where n < 2."""
+    from scipy import stats
+
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.975, n - 1) * np.asarray(std, dtype=float) / np.sqrt(n)
+    return np.where(n > 1, half, np.nan)
+
+
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
-    """(mean, half-width of its 95% confidence interval, n): Student's t, n - 1 degrees of freedom.
+    """(mean, half-width of its 95% confidence interval, n) (:func:`ci95_half_width`).
 
     One value has no interval: its half-width is NaN.
     """
-    from scipy import stats
-
     array = np.asarray(list(values), dtype=float)
     array = array[~np.isnan(array)]
     n = len(array)
     if n == 0:
         return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(array[0]), float("nan"), 1
-    half = stats.t.ppf(0.975, n - 1) * array.std(ddof=1) / np.sqrt(n)
-    return float(array.mean()), float(half), n
+    std = array.std(ddof=1) if n > 1 else float("nan")
+    return float(array.mean()), float(ci95_half_width(std, n)), n
 
 
 def smallest_text_points(fig) -> float:

@@ -15,7 +15,6 @@ run started by ``flwr run`` writes events when the SuperLink was started with it
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,12 @@ def root() -> Path | None:
 
 
 class ScalarSink:
-    """One run's TensorBoard writer, opened at its first scalar."""
+    """One run's TensorBoard writer, opened at its first scalar. Its run folder calls it under
+    the folder's own lock (:meth:`bflsim.runfolder.RunFolder.log`, ``finish``)."""
 
     def __init__(self, logdir: Path, several_models: bool) -> None:
         self.logdir, self.several_models = logdir, several_models
         self._writer: Any = None
-        self._lock = threading.Lock()
 
     def write(self, rows: Sequence[tuple]) -> None:
         """Rows as :data:`bflsim.runfolder.METRIC_COLUMNS`; those with a step, no node, no class."""
@@ -54,20 +53,18 @@ class ScalarSink:
             return
         import tensorflow as tf
 
-        with self._lock:
-            if self._writer is None:
-                self.logdir.mkdir(parents=True, exist_ok=True)
-                self._writer = tf.summary.create_file_writer(str(self.logdir))
-            with self._writer.as_default():
-                for tag, step, value in scalars:
-                    tf.summary.scalar(tag, value, step=step)
-            self._writer.flush()
+        if self._writer is None:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(str(self.logdir))
+        with self._writer.as_default():
+            for tag, step, value in scalars:
+                tf.summary.scalar(tag, value, step=step)
+        self._writer.flush()
 
     def close(self) -> None:
-        with self._lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _tag(self, model: str, split: str, name: str) -> str:
         return "/".join(part for part in ((model if self.several_models else ""), split, name) if part)

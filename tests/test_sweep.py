@@ -33,10 +33,13 @@ def test_scenarios_keep_their_order_names_and_labels(experiments_dir):
 
     names = [p.name for p, _ in plan.points]
     configs = [c for _, c in plan.points]
-    assert names == ["standard_fl_no_attack", "standard_fl_under_attack", "blockchain_secured"]
-    assert [c.num_malicious for c in configs] == [0, 2, 2]
-    assert [c.aggregator.name for c in configs] == ["fedavg", "fedavg", "krum"]
-    assert [c.ledger.backend for c in configs] == ["none", "none", "embedded"]
+    rows = ["standard_fl_no_attack", "standard_fl_under_attack", "blockchain_secured"]
+    assert names == rows + [f"{r}_seed-{s}" for s in (43, 44) for r in rows]
+    assert [c.num_malicious for c in configs] == [0, 2, 2] * 3
+    assert [c.aggregator.name for c in configs] == ["fedavg", "fedavg", "krum"] * 3
+    assert [c.ledger.backend for c in configs] == ["none", "none", "embedded"] * 3
+    assert [(c.train.seed, c.federation.seed, c.attack.seed) for c in configs[::3]] == [(42, 42, 0), (43, 43, 1), (44, 44, 2)]
+    assert {c.data.seed for c in configs} == {42}  # one split; the seeds change training only
     assert all(c.federation.rounds == 50 and c.federation.num_nodes == 10 for c in configs)
 
 

@@ -138,15 +138,48 @@ def test_figures_redraws_every_figure_that_has_its_rows_and_names_the_others(tmp
     pd.DataFrame({"model": ["cnn_lstm"]}).to_csv(central / "table3.csv", index=False)
     test_row = {"model": "cnn_lstm", "epoch": np.nan, "metric": "accuracy", "split": "test", "value": 0.98,
                 "class_name": np.nan}
-    pd.concat([epoch_rows().assign(class_name=np.nan), pd.DataFrame([test_row])]).assign(
-        run_id="r1", dataset="nsl-kdd", protocol="stratified 70/15/15").to_csv(central / "metrics.csv", index=False)
-    pd.DataFrame([{"run_id": "r1", "experiment": "table3_nslkdd", "dataset": "nsl-kdd",
-                   "protocol": "stratified 70/15/15"}]).to_csv(central / "runs.csv", index=False)
+    runs = ("r1", "r2")  # two seeds of one experiment: one Figure 1 and one Figure 3 for both
+    pd.concat([pd.concat([epoch_rows().assign(class_name=np.nan), pd.DataFrame([test_row])]).assign(run_id=r)
+               for r in runs]).assign(dataset="nsl-kdd", protocol="stratified 70/15/15").to_csv(
+        central / "metrics.csv", index=False)
+    pd.DataFrame([{"run_id": r, "experiment": "table3_nslkdd", "dataset": "nsl-kdd",
+                   "protocol": "stratified 70/15/15"} for r in runs]).to_csv(central / "runs.csv", index=False)
+    pd.concat([confusion_rows(5).assign(run_id=r, round=np.nan) for r in runs]).to_csv(central / "confusion.csv",
+                                                                                       index=False)
 
     assert main(["figures", str(tmp_path)]) == 0
 
     out = capsys.readouterr().out
-    assert "redrew 3 figures and 1 tables" in out  # table 3 (no per-class rows: no table 5)
+    assert "redrew 4 figures and 1 tables" in out  # table 3 (no per-class rows: no table 5)
     assert f"not redrawn (no tidy rows beside it): {tmp_path / 'bench' / 'throughput.pdf'}" in out
-    for stem in ("sweep/figure_sweep", "bench/scale", "centralized/figure1_table3_nslkdd"):
+    for stem in ("sweep/figure_sweep", "bench/scale", "centralized/figure1_table3_nslkdd",
+                 "centralized/figure3_table3_nslkdd"):
         assert b"/FontFile2" in (tmp_path / f"{stem}.pdf").read_bytes()
+
+
+def test_centralized_figures_show_an_experiments_seeds_together(tmp_path, monkeypatch):
+    from bflsim.report.centralized import draw_confusion_matrices, draw_training_curves
+
+    runs = pd.DataFrame([{"run_id": f"seed-{k}", "experiment": "table3_nslkdd", "dataset": "nsl-kdd",
+                          "protocol": "stratified 70/15/15"} for k in (1, 2, 3)])
+    epochs = pd.concat([epoch_rows().assign(run_id=f"seed-{k}", value=lambda d, k=k: d["value"] + 0.01 * k)
+                        for k in (1, 2, 3)])
+    confusion = pd.concat([confusion_rows(2).assign(run_id=f"seed-{k}") for k in (1, 2, 3)])
+    drawn = {}
+    real_curves, real_confusion = figures.training_curves, figures.confusion_figure
+    monkeypatch.setattr(figures, "training_curves", lambda *a, **k: drawn.setdefault("curves", real_curves(*a, **k)))
+    monkeypatch.setattr(figures, "confusion_figure",
+                        lambda *a, **k: drawn.setdefault("confusion", real_confusion(*a, **k)))
+
+    written = draw_training_curves(epochs, runs, tmp_path, "cnn_lstm")
+    written += draw_confusion_matrices(confusion, runs, tmp_path, "cnn_lstm")
+
+    assert sorted(p.name for p in written) == ["figure1_table3_nslkdd.pdf", "figure1_table3_nslkdd.png",
+                                                 "figure3_table3_nslkdd.pdf", "figure3_table3_nslkdd.png"]
+    accuracy = drawn["curves"].axes[0]
+    assert accuracy.get_ylabel() == "accuracy (mean, 95% CI, 3 runs)"
+    assert len(accuracy.collections) == 2  # a band for training and one for validation
+    assert [round(v, 4) for v in accuracy.lines[0].get_ydata()[:2]] == [0.53, 0.54]  # the mean of the three seeds
+    cells = {t.get_text() for t in drawn["confusion"].axes[0].texts}
+    assert cells == {"370k", "21"}  # 3 x 123,456 and 3 x 7: the seeds' counts summed
+    assert "summed" in drawn["confusion"].axes[0].get_title() and "3 runs" in drawn["confusion"].axes[0].get_title()

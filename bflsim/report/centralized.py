@@ -178,25 +178,53 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
     written += write_centralized_tables(metrics, out_dir, model=model)
     written += draw_training_curves(metrics, table, out_dir, model)
 
+    confusion = tagged_confusion(runs)
+    confusion.to_csv(out_dir / "confusion.csv", index=False)
+    written.append(out_dir / "confusion.csv")
+    written += draw_confusion_matrices(confusion, table, out_dir, model)
+    return written
+
+
+def tagged_confusion(runs: list[Run]) -> pd.DataFrame:
+    """All confusion counts of the runs (``confusion.csv`` rows), with each run's experiment."""
     confusion = read_confusion(runs)
-    for run in table.itertuples():
-        if not (metrics[metrics["run_id"] == run.run_id]["model"] == model).any():
+    experiments = {run.run_id: run.config.name for run in runs}
+    return confusion.assign(experiment=confusion["run_id"].map(experiments))
+
+
+def _experiments(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs (:func:`run_table` rows) of each experiment, in the order they first appear."""
+    return [(name, runs[runs["experiment"] == name]) for name in dict.fromkeys(runs["experiment"])]
+
+
+def _setting(runs: pd.DataFrame) -> str:
+    first = runs.iloc[0]
+    return f"{first['dataset']}, {first['protocol']}" + (f", {len(runs)} runs" if len(runs) > 1 else "")
+
+
+def draw_confusion_matrices(confusion: pd.DataFrame, runs: pd.DataFrame, out_dir: Path, model: str) -> list[Path]:
+    """Figure 3 (``figure3_<experiment>``) of each experiment whose runs scored ``model``: the
+    test counts summed over its runs (seeds), each row normalised to the true class."""
+    written: list[Path] = []
+    for name, group in _experiments(runs):
+        rows = confusion[confusion["run_id"].isin(group["run_id"]) & (confusion["model"] == model)]
+        if rows.empty:
             continue
-        fig = figures.confusion_figure(
-            confusion[confusion["run_id"] == run.run_id], model, "test",
-            title=f"{model_label(model)}: confusion matrix\n{run.dataset}, {run.protocol}",
-        )
-        written += figures.save_figure(fig, out_dir / f"figure3_{run.experiment}")
+        summed = " summed" if len(group) > 1 else ""
+        fig = figures.confusion_figure(rows, model, "test",
+                                       title=f"{model_label(model)}: confusion matrix{summed}\n{_setting(group)}")
+        written += figures.save_figure(fig, out_dir / f"figure3_{name}")
     return written
 
 
 def draw_training_curves(metrics: pd.DataFrame, runs: pd.DataFrame, out_dir: Path, model: str) -> list[Path]:
-    """Figure 1 (``figure1_<experiment>``) of each run in ``runs`` (:func:`run_table`, or its
-    ``runs.csv``) whose ``model`` logged per-epoch rows in ``metrics``."""
+    """Figure 1 (``figure1_<experiment>``) of each experiment in ``runs`` (:func:`run_table`, or
+    its ``runs.csv``) whose ``model`` logged per-epoch rows in ``metrics``: mean and 95% CI
+    over the experiment's runs (seeds)."""
     written: list[Path] = []
-    for run in runs.itertuples():
-        rows = metrics[(metrics["run_id"] == run.run_id) & (metrics["model"] == model) & metrics["epoch"].notna()]
+    for name, group in _experiments(runs):
+        rows = metrics[metrics["run_id"].isin(group["run_id"]) & (metrics["model"] == model) & metrics["epoch"].notna()]
         if not rows.empty:
-            fig = figures.training_curves(rows, model, title=f"{model_label(model)}: {run.dataset}, {run.protocol}")
-            written += figures.save_figure(fig, out_dir / f"figure1_{run.experiment}")
+            fig = figures.training_curves(rows, model, title=f"{model_label(model)}: {_setting(group)}")
+            written += figures.save_figure(fig, out_dir / f"figure1_{name}")
     return written

@@ -42,21 +42,32 @@ def _compact(count: float) -> str:
 
 
 def training_curves(metrics: pd.DataFrame, model: str, title: str | None = None):
-    """Accuracy and loss per epoch on the train and validation splits of one model (double column)."""
+    """Accuracy and loss per epoch on the train and validation splits of one model (double column).
+
+    Where the rows come from several runs (``run_id``: seeds) each line is their mean and the
+    band its 95% confidence interval, as the axis says.
+    """
     from matplotlib.ticker import MaxNLocator
 
     rows = metrics[(metrics["model"] == model) & metrics["epoch"].notna()]
     if rows.empty:
         raise ValueError(f"no per-epoch rows for model {model!r}")
+    runs = rows["run_id"].nunique() if "run_id" in rows.columns else 1
     fig, axes = new_figure("double", 2.4, ncols=2)
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for k, split in enumerate(("train", "val")):
-            curve = rows[(rows["metric"] == metric) & (rows["split"] == split)].sort_values("epoch")
-            label = "training" if split == "train" else "validation"
-            ax.plot(curve["epoch"], curve["value"], label=label, **series(k))
+            curve = rows[(rows["metric"] == metric) & (rows["split"] == split)].groupby("epoch")["value"]
+            stats = curve.apply(lambda v: pd.Series(mean_ci95(v), index=["mean", "half", "n"])).unstack()
+            epochs, mean = stats.index.to_numpy(dtype=float), stats["mean"].to_numpy(dtype=float)
+            style = series(k)
+            ax.plot(epochs, mean, label="training" if split == "train" else "validation", **style)
+            if runs > 1:
+                half = stats["half"].to_numpy(dtype=float)
+                low, high = _accuracy_band(mean, half) if metric == "accuracy" else (mean - half, mean + half)
+                ax.fill_between(epochs, low, high, color=style["color"], alpha=0.18, lw=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric + (f" (mean, 95% CI, {runs} runs)" if runs > 1 else ""))
         ax.legend()
     fig.suptitle(title or f"{model}: accuracy and loss per epoch")
     return fig

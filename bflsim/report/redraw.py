@@ -34,16 +34,30 @@ def _scale(folder: Path) -> list[Path]:
     return figures.save_figure(figures.scale_panels(pd.read_csv(folder / "scale_points.csv")), folder / "scale")
 
 
+def _report_model(metrics: pd.DataFrame) -> str | None:
+    """The model a centralized report draws Figures 1 and 3 for: the last one trained with
+    epochs (the runs' last model, as ``bflsim report`` defaults to); None without one."""
+    per_epoch = metrics[metrics["epoch"].notna()]
+    return None if per_epoch.empty else str(per_epoch["model"].iloc[-1])
+
+
 def _training_curves(folder: Path) -> list[Path]:
-    """Figure 1 of every centralized run, of the model the report draws it for: the last one
-    trained with epochs (the runs' last model, as ``bflsim report`` defaults to)."""
+    """Figure 1 of every centralized experiment (mean, 95% CI over its runs)."""
     from bflsim.report.centralized import draw_training_curves
 
     metrics = pd.read_csv(folder / "metrics.csv")
-    per_epoch = metrics[metrics["epoch"].notna()]
-    if per_epoch.empty:
+    model = _report_model(metrics)
+    return [] if model is None else draw_training_curves(metrics, pd.read_csv(folder / "runs.csv"), folder, model)
+
+
+def _confusion_matrices(folder: Path) -> list[Path]:
+    """Figure 3 of every centralized experiment (test counts summed over its runs)."""
+    from bflsim.report.centralized import draw_confusion_matrices
+
+    model = _report_model(pd.read_csv(folder / "metrics.csv"))
+    if model is None:
         return []
-    return draw_training_curves(metrics, pd.read_csv(folder / "runs.csv"), folder, per_epoch["model"].iloc[-1])
+    return draw_confusion_matrices(pd.read_csv(folder / "confusion.csv"), pd.read_csv(folder / "runs.csv"), folder, model)
 
 
 def _centralized_tables(folder: Path) -> list[Path]:
@@ -66,6 +80,7 @@ DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
     "scale": (("scale_points.csv",), _scale),
     "figure 2": (("table4.csv", "metrics.csv"), _figure2),
     "training curves": (("table3.csv", "metrics.csv", "runs.csv"), _training_curves),
+    "confusion matrices": (("table3.csv", "metrics.csv", "runs.csv", "confusion.csv"), _confusion_matrices),
     "centralized tables": (("table3.csv", "metrics.csv"), _centralized_tables),
 }
 """What can be redrawn: the rows it needs (in the figure's folder) and how."""

@@ -134,6 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
         tensorboard(runner)
         runner.set_defaults(handler=cmd_run)
 
+    launch = sub.add_parser("flwr-run", help="run one federated experiment under Flower's `flwr run`, on a SuperLink "
+                                              "of its own (federation size from the experiment; stopped afterwards)")
+    launch.add_argument("experiment", type=Path, help="experiments/<name>.toml (one federated run)")
+    launch.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="parent folder of run folders (default: runs/)")
+    launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set federation.rounds=3 (TOML value syntax)")
+    launch.add_argument("--data-dir", help="dataset folder (default: $BFLSIM_DATA_DIR, else ./data)")
+    launch.add_argument("--port", type=int, metavar="P",
+                        help="the SuperLink's port on 127.0.0.1 (Flower 1.41 serves its Runtime, Control and Fleet "
+                             "APIs on one port; default: a free one)")
+    launch.add_argument("--flwr-home", type=Path, metavar="DIR",
+                        help="the SuperLink's FLWR_HOME: its connection, log and pid file (default: a new "
+                             "temporary folder); a SuperLink kept there earlier is reused")
+    launch.add_argument("--keep-superlink", action="store_true",
+                        help="leave the SuperLink running for the next run with this --flwr-home "
+                             "(stop it with bflsim flwr-stop DIR)")
+    launch.set_defaults(handler=cmd_flwr_run)
+
+    launch_stop = sub.add_parser("flwr-stop", help="stop a SuperLink kept by flwr-run --keep-superlink, "
+                                                    "and only it (found by its FLWR_HOME)")
+    launch_stop.add_argument("flwr_home", type=Path, metavar="DIR", help="its --flwr-home")
+    launch_stop.set_defaults(handler=cmd_flwr_stop)
+
     resume = sub.add_parser("resume", help="carry on an interrupted federated run after its last completed round")
     resume.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>, or a sweep point's folder)")
     common(resume)
@@ -256,6 +279,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for run_dir in run_plan(plan, args.out, args.data_dir, args.quiet, parallel=args.parallel):
         print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_flwr_run(args: argparse.Namespace) -> int:
+    from bflsim.fl.launch import flwr_run
+
+    plan = load_plan(args.experiment)
+    if args.set:
+        plan = plan.with_overrides(parse_overrides(args.set))
+    if len(plan.points) != 1:
+        raise ConfigError(f"{args.experiment}: flwr-run runs one experiment; this file makes {len(plan.points)} runs "
+                          f"({', '.join(p.name for p, _ in plan.points)}); run it with bflsim sweep")
+    check_plan(plan, args.data_dir)  # the same refusals as bflsim run, before any process starts
+    run_dir = flwr_run(args.experiment, args.set, args.out, args.data_dir, home=args.flwr_home, port=args.port,
+                       keep=args.keep_superlink)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_flwr_stop(args: argparse.Namespace) -> int:
+    from bflsim.fl.launch import flwr_stop
+
+    stopped = flwr_stop(args.flwr_home)
+    print(f"stopped {len(stopped)} processes started with FLWR_HOME={args.flwr_home.expanduser().absolute()}"
+          + (f" (pids {', '.join(map(str, sorted(stopped)))})" if stopped else ""))
     return 0
 
 

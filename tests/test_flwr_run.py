@@ -163,3 +163,70 @@ def test_flwr_run_runs_the_experiment_on_a_local_superlink(tmp_path, flwr_env):
     assert "the federation has 2 SuperNodes but federation.num_nodes = 5" in wrong_size
     assert listened and all(is_loopback(address) for address, _ in listened), sorted(listened)
     print(f"flwr run: {seconds:.0f} s; listened on {sorted(listened)}")
+
+
+def test_bflsim_flwr_run_says_the_size_once_and_stops_only_its_own_superlink(tmp_path):
+    """`bflsim flwr-run`: the federation's size from the experiment; a SuperLink kept with
+    --keep-superlink serves the next run; `bflsim flwr-stop` stops it and what it started, by
+    process id, and leaves a process of another FLWR_HOME alone."""
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text(EXPERIMENT)
+    home, other_home, out = tmp_path / "home", tmp_path / "other-home", tmp_path / "runs"
+    command = [str(VENV_BIN / "bflsim"), "flwr-run", str(experiment), "--set", "federation.rounds=1",
+               "--out", str(out), "--flwr-home", str(home), "--keep-superlink"]
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    bystander = subprocess.Popen(["sleep", "300"], env={**env, "FLWR_HOME": str(other_home)})
+    marker = f"FLWR_HOME={home}".encode()
+    try:
+        first = subprocess.run(command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        link_pid, port = (int(v) for v in (home / "superlink.pid").read_text().split())
+        listened = listening_addresses(processes_with(marker))
+        second = subprocess.run(command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        stopped = subprocess.run([str(VENV_BIN / "bflsim"), "flwr-stop", str(home)], check=False, env=env,
+                                 capture_output=True, text=True, timeout=60)
+
+        assert first.returncode == 0 and second.returncode == 0, first.stdout + first.stderr + second.stderr
+        assert "(5 simulated SuperNodes)" in first.stdout  # from federation.num_nodes, said once
+        assert f"SuperLink pid {link_pid} on 127.0.0.1:{port}" in first.stdout
+        assert f"SuperLink pid {link_pid} on 127.0.0.1:{port} (FLWR_HOME={home}), kept" in second.stdout
+        assert "default simulated SuperNodes changed" not in first.stdout + first.stderr  # Flower's note, dropped
+        assert len(list(out.iterdir())) == 2
+        assert all(json.loads((d / "manifest.json").read_text())["status"] == "complete" for d in out.iterdir())
+        assert listened and all(is_loopback(address) for address, _ in listened), sorted(listened)
+        assert str(link_pid) in stopped.stdout and stopped.returncode == 0
+        assert not processes_with(marker), "flwr-stop left processes of its FLWR_HOME"
+        assert not (home / "superlink.pid").exists()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "the SuperLink still listens"
+        assert bystander.poll() is None, "flwr-stop stopped a process of another FLWR_HOME"
+    finally:
+        stop(processes_with(marker))
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.mark.parametrize("change, message", [
+    ('\n[sweep]\nzip = { "train.seed" = [1, 2] }\n', "flwr-run runs one experiment; this file makes 2 runs"),
+    ('\n[backend]\nclient_num_cpus = 0.5\n', "backend.client_num_cpus = 0.5: flwr run's federation config takes whole CPUs"),
+])
+def test_bflsim_flwr_run_refuses_bad_input_before_any_process_starts(tmp_path, change, message, capsys):
+    from bflsim.cli import main
+
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text(EXPERIMENT + change)
+    home = tmp_path / "home"
+
+    assert main(["flwr-run", str(experiment), "--flwr-home", str(home)]) == 2
+
+    assert message in capsys.readouterr().err
+    assert not home.exists()  # nothing was started, not even the SuperLink's folder
+
+
+def test_flwr_runs_notes_are_filtered_and_colour_codes_dropped(monkeypatch):
+    from bflsim.fl.launch import shown
+
+    monkeypatch.delenv("BFLSIM_VERBOSE", raising=False)
+    assert shown("\x1b[93mWARNING \x1b[0m:   Since flwr 1.32, default simulated SuperNodes changed from 10 to 2.\n") is None
+    assert shown("\x1b[92mINFO \x1b[0m:      \n") is None
+    assert shown("[0:24] round   2/2  accuracy 0.5000\n") == "[0:24] round   2/2  accuracy 0.5000"
+    assert shown("\x1b[91mERROR \x1b[0m:     ServerApp raised an exception\n") == "ERROR :     ServerApp raised an exception"

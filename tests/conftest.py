@@ -2,12 +2,12 @@
 
 import ipaddress
 import os
-import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
+
+from bflsim.runfolder.lifecycle import processes_with_env, stop_processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,39 +111,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def processes_with(marker: bytes) -> list[int]:
-    """Ids of the live processes whose environment holds ``marker`` (those a test started)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0") and not _zombie(int(entry.name)):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def stop(pids: list[int], grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, each process by its id."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while (pids := [p for p in pids if not _zombie(p)]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not pids:
-            return
+processes_with = processes_with_env  # ids of the live processes whose environment holds a marker
+stop = stop_processes  # SIGTERM, then SIGKILL after a grace period, each process by its id
 
 
 def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:

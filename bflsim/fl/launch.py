@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from bflsim.config import ConfigError, ExperimentConfig
 from bflsim.fl.server_app import APP_DIR, AppSettings
 from bflsim.progress import verbose
+from bflsim.runfolder.lifecycle import processes_with_env, stop_processes
 
 # What ``flwr run`` prints that says nothing about this run (shown with --verbose): Flower's
 # notes on its defaults and commands (the size given here is the experiment's), the app's
@@ -91,43 +91,10 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def processes_of(home: Path) -> list[int]:
     """Ids of the live processes whose environment has ``FLWR_HOME=home``: a SuperLink started
     with that home and everything it started. No other SuperLink has that home."""
-    marker = f"FLWR_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def stop_processes(pids: list[int], grace: float = 10.0) -> list[int]:
-    """SIGTERM each process by id, SIGKILL those left after ``grace`` seconds; the ids it stopped."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not any(_alive(p) for p in pids):
-            break
-    return pids
+    return processes_with_env(f"FLWR_HOME={home}".encode())
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,42 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2:].split()
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def processes_with_env(marker: bytes) -> list[int]:
+    """Ids of the running processes (not this one) whose environment holds ``marker``
+    (``NAME=value``): those started with a value no other process has, e.g. an own ``FLWR_HOME``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0") and running(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def stop_processes(pids: list[int], grace: float = 10.0) -> list[int]:
+    """SIGTERM each process by id, SIGKILL those left after ``grace`` seconds; ``pids``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while any(running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not any(running(p) for p in pids):
+            break
+    return pids
+
+
 def start_ticks(pid: int) -> int | None:
     fields = _stat(pid)
     return int(fields[19]) if fields else None  # field 22 of proc(5): start time since boot

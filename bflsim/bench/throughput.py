@@ -133,7 +133,9 @@ def run_throughput_bench(
         progress.say(f"throughput: (f) {table4}, {table4_rounds} rounds: floor and bflsim run")
         rows += _table4(table4, table4_rounds, env, work)
 
-    _figure(per_point, nodes_table, out_dir)
+    from bflsim.report import figures
+
+    figures.save_figure(figures.throughput_panels(per_point, nodes_table), out_dir / "throughput")
     return write_bench_csv(out_dir, "throughput", rows, PACKAGES)
 
 
@@ -229,27 +231,3 @@ def tree_pss(pid: int) -> int:
         except OSError:
             continue
     return total
-
-
-def _figure(points: pd.DataFrame, nodes: pd.DataFrame, out_dir: Path) -> None:
-    from bflsim.report.style import new_figure, save, series
-
-    fig, (left, right) = new_figure("double", 2.6, ncols=2)
-    floor = points["floor_seconds"].cumsum().to_numpy()
-    left.plot(range(1, len(floor) + 1), floor, label="compute floor (a)", **series(6))
-    styles = {"parallel": (0, "bflsim sweep, auto"), "sequential": (1, "bflsim sweep, 1 at a time")}
-    for label, (k, name) in styles.items():
-        column = f"{label}_finished_after"
-        if column in points:
-            done = points[column].dropna().sort_values().to_numpy()
-            left.plot(range(1, len(done) + 1), done, label=name, markevery=max(1, len(done) // 8), **series(k))
-    left.set_xlabel("sweep points completed")
-    left.set_ylabel("wall time (s)")
-    left.legend()
-    if not nodes.empty:
-        right.plot(nodes["nodes"], nodes["bflsim_wall_seconds"], label="bflsim run (fresh process)", **series(0))
-        right.plot(nodes["nodes"], nodes["floor_seconds"], label="compute floor (a)", **series(6))
-        right.set_xlabel("edge nodes (one sweep point)")
-        right.set_ylabel("wall time (s)")
-        right.legend()
-    save(fig, out_dir / "throughput")

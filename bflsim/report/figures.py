@@ -12,6 +12,7 @@ confidence intervals over seeds).
 - :func:`accuracy_under_strongest`: final accuracy against the share under each defence's
   strongest attack.
 - :func:`scale_panels`: the scale benchmark's costs against the number of edge nodes.
+- :func:`throughput_panels`: the throughput benchmark's sweep against its compute floor.
 """
 
 from __future__ import annotations
@@ -266,4 +267,30 @@ def scale_panels(points: pd.DataFrame, ledgers: tuple[str, ...] = ("none", "per-
     handles, names = axes[0].get_legend_handles_labels()
     axes[-1].axis("off")
     axes[-1].legend(handles, [f"ledger: {name}" for name in names], loc="center")
+    return fig
+
+
+def throughput_panels(points: pd.DataFrame, nodes: pd.DataFrame):
+    """The throughput benchmark (double column): sweep points completed against wall time,
+    beside the compute floor (left, ``throughput_points.csv``); one point's wall time against
+    its number of edge nodes (right, ``throughput_nodes.csv``)."""
+    fig, (left, right) = new_figure("double", 2.6, ncols=2)
+    floor = points["floor_seconds"].cumsum().to_numpy()
+    left.plot(range(1, len(floor) + 1), floor, label="compute floor (a)", markevery=max(1, len(floor) // 8),
+              **series(6))
+    styles = {"parallel": (0, "bflsim sweep, auto"), "sequential": (1, "bflsim sweep, 1 at a time")}
+    for label, (k, name) in styles.items():
+        column = f"{label}_finished_after"
+        if column in points:
+            done = points[column].dropna().sort_values().to_numpy()
+            left.plot(range(1, len(done) + 1), done, label=name, markevery=max(1, len(done) // 8), **series(k))
+    left.set_xlabel("sweep points completed")
+    left.set_ylabel("wall time (s)")
+    left.legend()
+    if not nodes.empty:
+        right.plot(nodes["nodes"], nodes["bflsim_wall_seconds"], label="bflsim run (fresh process)", **series(0))
+        right.plot(nodes["nodes"], nodes["floor_seconds"], label="compute floor (a)", **series(6))
+        right.set_xlabel("edge nodes (one sweep point)")
+        right.set_ylabel("wall time (s)")
+        right.legend()
     return fig

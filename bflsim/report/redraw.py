@@ -41,6 +41,14 @@ def _report_model(metrics: pd.DataFrame) -> str | None:
     return None if per_epoch.empty else str(per_epoch["model"].iloc[-1])
 
 
+def _throughput(folder: Path) -> list[Path]:
+    from bflsim.report import figures
+
+    fig = figures.throughput_panels(pd.read_csv(folder / "throughput_points.csv"),
+                                    pd.read_csv(folder / "throughput_nodes.csv"))
+    return figures.save_figure(fig, folder / "throughput")
+
+
 def _training_curves(folder: Path) -> list[Path]:
     """Figure 1 of every centralized experiment (mean, 95% CI over its runs)."""
     from bflsim.report.centralized import draw_training_curves
@@ -78,6 +86,7 @@ DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
     "sweep": (("sweep_summary.csv",), _sweep),
     "zoo": (("zoo_runs.csv", "zoo_summary.csv"), _zoo),
     "scale": (("scale_points.csv",), _scale),
+    "throughput": (("throughput_points.csv", "throughput_nodes.csv"), _throughput),
     "figure 2": (("table4.csv", "metrics.csv"), _figure2),
     "training curves": (("table3.csv", "metrics.csv", "runs.csv"), _training_curves),
     "confusion matrices": (("table3.csv", "metrics.csv", "runs.csv", "confusion.csv"), _confusion_matrices),

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-/// @title FederatedRegistry: an audit trail for federated learning rounds (registry v3).
+/// @title FederatedRegistry: an audit trail for federated learning rounds (registry v4).
 /// @notice One registry per run, bound at deploy to the run's digest (its resolved
 /// configuration, code commit, data and test-split digests and a random nonce). The deployer
 /// (owner) registers the federation before the first round and names the aggregator, a
@@ -27,6 +27,16 @@ pragma solidity ^0.8.24;
 ///
 /// Node indices are uint32. Rounds open in sequence, each once the previous one is committed
 /// and from the global model it committed.
+///
+/// The closed loop (per-node mode): the owner registers the IoT devices behind each edge node
+/// (`registerDevices`; a device may sit behind several) and the quarantine rule
+/// (`setQuarantineRule`: alerts per edge node, and how many distinct edge nodes must reach it).
+/// An edge node that sees a device's traffic turn malicious sends `alert` with the digest of
+/// the window of flows it scored; the contract counts the alerts per (device, edge node) and
+/// quarantines the device when `quorum` edge nodes have each sent `alertsPerNode` of them. The
+/// aggregator, which re-scores every window before relaying its alert, disputes a false one
+/// (`disputeAlert`): the alert is not counted and the edge node gets a rejection, so an edge
+/// node that keeps raising false alerts is revoked by the rule of `maxRejections`.
 /// @dev Per-node mode keeps, for every open round, words of 127 two-bit cells (member,
 /// submitted) keyed by index / 127, with bit 255 of each word set while the round is open: a
 /// `submitUpdate` then reads and writes one slot that is already non-zero (2,900 gas rather
@@ -98,6 +108,19 @@ contract FederatedRegistry {
     mapping(uint32 => mapping(uint256 => uint256)) private _pending;
     mapping(uint32 => Round) private _rounds;
 
+    struct Device {
+        bool registered;
+        bool quarantined;
+        uint32 alerters; // edge nodes that have sent alertsPerNode alerts about it
+    }
+
+    uint32 public alertsPerNode; // 0: no quarantine rule set (alerts are refused)
+    uint32 public quorum;
+    uint32 public deviceCount;
+    uint32 public quarantinedCount;
+    mapping(uint32 => Device) private _devices;
+    mapping(uint32 => mapping(uint32 => uint32)) private _alerts; // device => edge node => alerts; +1: behind it
+
     event RunConfigured(bytes32 runDigest, uint32 maxRejections);
     event OwnershipTransferStarted(address indexed previousOwner, address indexed newOwner);
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
@@ -129,6 +152,13 @@ contract FederatedRegistry {
     );
     event NodeRejected(uint32 indexed round, address indexed node, uint32 rejections);
     event NodeRevoked(address indexed node, uint32 round, uint32 rejections);
+    event QuarantineRuleSet(uint32 alertsPerNode, uint32 quorum);
+    event DeviceRegistered(uint32 indexed device, uint32 indexed edgeNode);
+    event DeviceAlerted(
+        uint32 indexed device, address indexed node, bytes32 windowDigest, uint32 score, uint32 alerts
+    );
+    event DeviceQuarantined(uint32 indexed device, uint32 alerters);
+    event AlertDisputed(uint32 indexed device, address indexed node, bytes32 windowDigest, uint32 rejections);
 
     error NotOwner(address caller);
     error NotPendingOwner(address caller);
@@ -158,6 +188,13 @@ contract FederatedRegistry {
     error AcceptedWithoutSubmission(uint32 round, uint32 index);
     error AcceptedNotInCohort(uint32 round, uint32 index);
     error BatchCountsInvalid(uint32 round, uint32 submitted, uint32 accepted, uint32 cohortSize);
+    error InvalidQuarantineRule(uint32 alertsPerNode, uint32 quorum);
+    error NoQuarantineRule();
+    error UnknownEdgeNode(uint32 index);
+    error UnknownDevice(uint32 device);
+    error DeviceAlreadyBehind(uint32 device, uint32 edgeNode);
+    error DeviceNotBehindNode(uint32 device, address node);
+    error DeviceIsQuarantined(uint32 device);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
@@ -298,6 +335,88 @@ contract FederatedRegistry {
         if ((word >> shift) & 2 != 0) revert AlreadySubmitted(round, msg.sender);
         pending[slot] = word | (uint256(2) << shift);
         emit UpdateSubmitted(round, msg.sender, updateDigest, numSamples);
+    }
+
+    // ---- the closed loop: devices, alerts, quarantine (per-node mode) --------------------
+
+    /// @notice A device is quarantined once `quorum` distinct edge nodes have each sent
+    /// `alertsPerNode` alerts about it. Set once devices can alert; a later call applies to
+    /// the alerts after it.
+    function setQuarantineRule(uint32 alertsPerNode_, uint32 quorum_) external onlyOwner {
+        if (alertsPerNode_ == 0 || quorum_ == 0) revert InvalidQuarantineRule(alertsPerNode_, quorum_);
+        alertsPerNode = alertsPerNode_;
+        quorum = quorum_;
+        emit QuarantineRuleSet(alertsPerNode_, quorum_);
+    }
+
+    /// @notice Device `devices[k]` sits behind the registered edge node `edgeNodes[k]`.
+    function registerDevices(uint32[] calldata devices, uint32[] calldata edgeNodes) external onlyOwner {
+        if (mode != PER_NODE) revert WrongMode(mode);
+        if (devices.length != edgeNodes.length) revert LengthMismatch(devices.length, edgeNodes.length);
+        for (uint256 k = 0; k < devices.length; ++k) {
+            uint32 device = devices[k];
+            uint32 edge = edgeNodes[k];
+            if (nodeAt[edge] == address(0)) revert UnknownEdgeNode(edge);
+            if (_alerts[device][edge] != 0) revert DeviceAlreadyBehind(device, edge);
+            _alerts[device][edge] = 1;
+            if (!_devices[device].registered) {
+                _devices[device].registered = true;
+                deviceCount += 1;
+            }
+            emit DeviceRegistered(device, edge);
+        }
+    }
+
+    /// @notice An edge node's alert about a device behind it.
+    /// @param runDigest_ must be this registry's runDigest (no replay from another run).
+    /// @param windowDigest bflsim.traffic.window_digest of the flows the edge node scored.
+    /// @param score the window's attack verdicts.
+    function alert(bytes32 runDigest_, uint32 device, bytes32 windowDigest, uint32 score) external {
+        Node storage node = _activeNode(msg.sender);
+        if (runDigest_ != runDigest) revert WrongRun(runDigest_);
+        uint32 needed = alertsPerNode;
+        if (needed == 0) revert NoQuarantineRule();
+        Device storage record = _devices[device];
+        if (!record.registered) revert UnknownDevice(device);
+        uint32 count = _alerts[device][node.index];
+        if (count == 0) revert DeviceNotBehindNode(device, msg.sender);
+        if (record.quarantined) revert DeviceIsQuarantined(device);
+        _alerts[device][node.index] = count + 1;
+        emit DeviceAlerted(device, msg.sender, windowDigest, score, count);
+        if (count == needed) {
+            uint32 alerters = record.alerters + 1;
+            record.alerters = alerters;
+            if (alerters >= quorum) {
+                record.quarantined = true;
+                quarantinedCount += 1;
+                emit DeviceQuarantined(device, alerters);
+            }
+        }
+    }
+
+    /// @notice The aggregator re-scored an edge node's alert and found it false: the alert is
+    /// not relayed, and the edge node gets a rejection (revoked at `maxRejections`).
+    function disputeAlert(uint32 device, uint32 edgeNode, bytes32 windowDigest) external onlyAggregator {
+        if (_alerts[device][edgeNode] == 0) revert DeviceNotBehindNode(device, nodeAt[edgeNode]);
+        address addr = nodeAt[edgeNode];
+        Node storage node = _nodes[addr];
+        uint32 count = node.rejections + 1;
+        node.rejections = count;
+        emit AlertDisputed(device, addr, windowDigest, count);
+        _revokeAt(addr, edgeNode, count, lastRound);
+    }
+
+    /// @return registered whether the device is registered; quarantined; alerters (edge nodes
+    /// that reached alertsPerNode); behind whether it sits behind `edgeNode`; alerts the
+    /// alerts `edgeNode` sent about it.
+    function deviceInfo(uint32 device, uint32 edgeNode)
+        external
+        view
+        returns (bool registered, bool quarantined, uint32 alerters, bool behind, uint32 alerts)
+    {
+        Device memory record = _devices[device];
+        uint32 stored = _alerts[device][edgeNode];
+        return (record.registered, record.quarantined, record.alerters, stored != 0, stored == 0 ? 0 : stored - 1);
     }
 
     // ---- aggregator (per-node mode) ---------------------------------------------------
@@ -589,6 +708,12 @@ contract FederatedRegistry {
         uint32 count = node.rejections + 1;
         node.rejections = count;
         emit NodeRejected(round, addr, count);
+        _revokeAt(addr, index, count, round);
+    }
+
+    /// @dev Revocation at the threshold of rejections.
+    function _revokeAt(address addr, uint32 index, uint32 count, uint32 round) private {
+        Node storage node = _nodes[addr];
         uint32 threshold = maxRejections;
         if (threshold != 0 && count >= threshold && node.active) {
             node.active = false;

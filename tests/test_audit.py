@@ -18,6 +18,7 @@ from bflsim.audit import AuditError, audit_run, parse_rounds, trust_statement
 from bflsim.cli import main
 from bflsim.config import parse_experiment
 from bflsim.hashing import digest_hex, evaluation_digest, weights_digest
+from bflsim.ledger import REGISTRY_VERSION
 from bflsim.ledger.identity import (
     derive_identities,
     expected_addresses,
@@ -82,7 +83,7 @@ def test_a_consistent_forgery_passes_in_seed_mode_and_the_verdict_says_so(forged
     assert report.exit_code == 0, "\n".join(report.lines())
     verdict = report.lines()[-1]
     assert verdict.startswith("verdict: PASS (run complete, 3 of 3 rounds committed")
-    assert report.registry_version == 3 and "v1 registry" not in verdict
+    assert report.registry_version == REGISTRY_VERSION and "v1 registry" not in verdict
     assert "self-consistency only" in verdict and "a forged folder can pass" in verdict
 
 
@@ -377,7 +378,7 @@ def test_an_audit_with_sampled_rounds_scores_only_those(copy_of):
 def test_v2_run_digest_and_evaluation_digests_are_checked(forged):
     report = audit_run(forged)
 
-    assert report.registry_version == 3 and not report.not_on_chain
+    assert report.registry_version == REGISTRY_VERSION and not report.not_on_chain
     assert "matches the manifest (config, test split)" in report.configuration.line()
     assert "checked only through" not in report.configuration.line()
 

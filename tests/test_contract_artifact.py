@@ -104,8 +104,8 @@ def test_recompiling_with_pinned_solc_reproduces_the_artifact(tmp_path):
 # --- the v1 registry, kept to audit the runs that used it --------------------------------
 
 
-def test_the_v1_and_v2_registries_are_kept_for_old_runs():
-    v1, v2, v3 = load_artifact(version=1), load_artifact(version=2), load_artifact(version=3)
+def test_the_v1_v2_and_v3_registries_are_kept_for_old_runs():
+    v1, v2, v3, v4 = (load_artifact(version=v) for v in (1, 2, 3, 4))
 
     def signatures(artifact):
         return {f"{i['name']}({','.join(x['type'] for x in i['inputs'])})" for i in artifact.abi if "name" in i}
@@ -115,12 +115,17 @@ def test_the_v1_and_v2_registries_are_kept_for_old_runs():
     assert "RunConfigured(bytes32,uint32)" in signatures(v2) - signatures(v1)
     assert "openRound(uint32,bytes32,uint256)" in signatures(v2)
     assert {"openRound(uint32,bytes32,uint32[])", "openBatch(uint32,bytes32,bytes32,uint32)"} <= signatures(v3)
-    assert [a.version for a in (v1, v2, v3)] == [1, 2, 3]
-    assert len({v1.code_hash, v2.code_hash, v3.code_hash}) == 3 and v3.code_hash == load_artifact().code_hash
+    assert {"alert(bytes32,uint32,bytes32,uint32)", "disputeAlert(uint32,uint32,bytes32)",
+            "DeviceQuarantined(uint32,uint32)"} <= signatures(v4) - signatures(v3)
+    assert signatures(v3) <= signatures(v4)  # v4 adds the closed loop and keeps every call of v3
+    assert [a.version for a in (v1, v2, v3, v4)] == [1, 2, 3, 4]
+    assert len({a.code_hash for a in (v1, v2, v3, v4)}) == 4 and v4.code_hash == load_artifact().code_hash
     assert json.loads((CONTRACTS / "FederatedRegistry.v2.json").read_text())["sourceSha256"] == (
         "e2d9ee65f41f26a60043ff98b3c6ff98660a4145e6e64c5edc75d149d0f8e63b")  # the v2 source, in git history
-    with pytest.raises(ValueError, match=r"registry_version must be one of \[1, 2, 3\]; got 4"):
-        load_artifact(version=4)
+    assert json.loads((CONTRACTS / "FederatedRegistry.v3.json").read_text())["sourceSha256"] == (
+        "55a21e7198e4d228f7f8066cc8f5d919216d9cb21e1bc810fdbbee7ceeeb4efb")  # the v3 source, in git history
+    with pytest.raises(ValueError, match=r"registry_version must be one of \[1, 2, 3, 4\]; got 5"):
+        load_artifact(version=5)
 
 
 def test_a_recorded_chain_is_read_with_its_runs_registry():
@@ -146,4 +151,6 @@ def test_a_recorded_chain_is_read_with_its_runs_registry():
     with open_recorded_chain({"backend": "embedded", "chain_id": 1, "registry_version": 2}) as (replay, _):
         assert replay.artifact.path.name == "FederatedRegistry.v2.json"
     with open_recorded_chain({"backend": "embedded", "chain_id": 1, "registry_version": 3}) as (replay, _):
+        assert replay.artifact.path.name == "FederatedRegistry.v3.json"
+    with open_recorded_chain({"backend": "embedded", "chain_id": 1, "registry_version": 4}) as (replay, _):
         assert replay.artifact.path.name == "FederatedRegistry.json"

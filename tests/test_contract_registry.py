@@ -1,9 +1,12 @@
-"""FederatedRegistry (v3, per-node mode) through the Ledger interface, the same tests on two chains.
+"""FederatedRegistry (v4, per-node mode) through the Ledger interface, the same tests on two chains.
 
 ``ledger`` is an EmbeddedLedger (py-evm, in process) or an RpcLedger on a fresh contract on
 one anvil node that this module starts on 127.0.0.1 and stops afterwards. Node transactions
 are signed offline with the node's key and relayed, as in a federated round. Every node
 registers a data batch of NUM_SAMPLES rows first: its updates must claim that count.
+
+The closed loop's part (last section): devices 100-103 behind nodes 0 and 1, device 104
+behind both; alerts are signed offline by the edge node's key and relayed, as in a run.
 """
 
 
@@ -13,6 +16,7 @@ import pytest
 from conftest import require_anvil
 
 from bflsim.ledger import (
+    ALERT_GAS_LIMIT,
     UPDATE_GAS_LIMIT,
     AnvilNode,
     EmbeddedLedger,
@@ -20,10 +24,12 @@ from bflsim.ledger import (
     RpcLedger,
     TransactionReverted,
     derive_identities,
+    sign_alert_tx,
     sign_data_tx,
     sign_update_tx,
 )
 from bflsim.ledger.web3_ledger import Web3Ledger
+from bflsim.traffic import window_digest
 
 GAS_BUDGET_SUBMIT_UPDATE = 60_000
 MAX_REJECTIONS = 2
@@ -519,3 +525,123 @@ def test_the_embedded_chain_reads_the_same_events_as_get_logs(ledger, nodes):
     by_get_logs = [e for e in Web3Ledger._events(ledger, 0) if e.name == "UpdateSubmitted" and e.args["round"] == 1]
     assert ledger._round_events("UpdateSubmitted", 1) == by_get_logs
     assert len(ledger._round_events("UpdateSubmitted", 1)) == 2 and ledger._round_events("UpdateSubmitted", 2) == []
+
+
+# --- the closed loop: devices, alerts, quarantine, disputes (v4) -------------------------
+
+
+WINDOW = window_digest(100, [5, 6, 7], [True, True, False])
+BEHIND = [(100, 0), (101, 0), (102, 1), (103, 1), (104, 0), (104, 1)]
+
+
+@pytest.fixture
+def devices(ledger, nodes):
+    ledger.set_quarantine_rule(alerts_per_node=2, quorum=1)
+    ledger.register_devices(BEHIND)
+    return BEHIND
+
+
+def alert(ledger, node, device, digest=WINDOW, score=2, run=None):
+    ctx = ledger.tx_context(node.address)
+    if run is not None:
+        ctx = replace(ctx, run_digest=run)
+    return ledger.send_raw(sign_alert_tx(node, ctx, device, digest, score), kind="alert")
+
+
+def test_a_device_is_quarantined_at_the_rules_count_of_alerts_from_its_edge_node(ledger, nodes, devices):
+    first = alert(ledger, nodes[0], 100)
+    assert ledger.device_info(100, 0) == ledger.device_info(100, 0).__class__(100, 0, True, False, 0, True, 1)
+    second = alert(ledger, nodes[0], 100)
+
+    info = ledger.device_info(100, 0)
+    assert (info.quarantined, info.alerters, info.alerts) == (True, 1, 2)
+    assert ledger.device_info(101, 0).quarantined is False  # its neighbour is untouched
+    events = [e for e in ledger.events() if e.name in ("DeviceAlerted", "DeviceQuarantined")]
+    assert [(e.name, e.args.get("alerts")) for e in events] == [
+        ("DeviceAlerted", 1), ("DeviceAlerted", 2), ("DeviceQuarantined", None)]
+    assert events[0].args == {"device": 100, "node": nodes[0].address, "windowDigest": WINDOW, "score": 2,
+                              "alerts": 1}
+    assert events[2].args == {"device": 100, "alerters": 1}
+    assert max(first.gas_used, second.gas_used) < ALERT_GAS_LIMIT
+    print(f"alert gas: {first.gas_used:,} (counted), {second.gas_used:,} (quarantines)")
+
+
+def test_a_quorum_needs_that_many_edge_nodes(ledger, nodes):
+    ledger.set_quarantine_rule(alerts_per_node=1, quorum=2)
+    ledger.register_devices(BEHIND)
+
+    alert(ledger, nodes[0], 104)
+    alert(ledger, nodes[0], 104)  # more alerts from the same edge node do not make a quorum
+    assert ledger.device_info(104, 0).quarantined is False
+    alert(ledger, nodes[1], 104)
+
+    assert (ledger.device_info(104, 1).quarantined, ledger.device_info(104, 1).alerters) == (True, 2)
+
+
+@pytest.mark.parametrize("who, device, error", [
+    (2, 100, "DeviceNotBehindNode"),  # node 2 fronts no device
+    (1, 100, "DeviceNotBehindNode"),  # device 100 is behind node 0 only
+    (0, 999, "UnknownDevice"),
+])
+def test_an_alert_about_a_device_not_behind_the_edge_node_reverts(ledger, nodes, devices, who, device, error):
+    ctx = ledger.tx_context(nodes[who].address)
+    reverts_with(ledger, sign_alert_tx(nodes[who], ctx, device, WINDOW, 2), error)
+
+
+def test_alerts_are_refused_after_quarantine_from_strangers_and_for_another_run(ledger, nodes, devices, stranger):
+    alert(ledger, nodes[0], 100)
+    alert(ledger, nodes[0], 100)
+
+    with pytest.raises(TransactionReverted, match="DeviceIsQuarantined"):
+        alert(ledger, nodes[0], 100)
+    with pytest.raises(TransactionReverted, match="UnknownNode"):
+        alert(ledger, stranger, 100)
+    with pytest.raises(TransactionReverted, match="WrongRun"):
+        alert(ledger, nodes[0], 101, run=b"\x01" * 32)
+
+
+def test_without_a_rule_alerts_revert_and_a_rule_needs_positive_counts(ledger, nodes):
+    ledger.register_devices([(100, 0)])
+    with pytest.raises(TransactionReverted, match="NoQuarantineRule"):
+        alert(ledger, nodes[0], 100)
+    with pytest.raises(TransactionReverted, match="InvalidQuarantineRule"):
+        ledger.set_quarantine_rule(alerts_per_node=0, quorum=1)
+    with pytest.raises(TransactionReverted, match="InvalidQuarantineRule"):
+        ledger.set_quarantine_rule(alerts_per_node=2, quorum=0)
+
+
+def test_devices_register_once_per_edge_node_behind_registered_nodes_by_the_owner(ledger, nodes, devices, stranger):
+    with pytest.raises(TransactionReverted, match="DeviceAlreadyBehind"):
+        ledger.register_devices([(100, 0)])
+    with pytest.raises(TransactionReverted, match="UnknownEdgeNode"):
+        ledger.register_devices([(200, 7)])
+    reverts_with(ledger, ledger.sign_call(stranger, "registerDevices", [200], [0]), "NotOwner")
+    assert ledger.w3.eth.contract(address=ledger.address, abi=ledger.artifact.abi).functions.deviceCount().call() == 5
+
+
+def test_a_disputed_alert_is_a_rejection_and_false_alerts_revoke_the_edge_node(ledger, nodes, devices):
+    with pytest.raises(TransactionReverted, match="NotAggregator"):
+        ledger.send_raw(ledger.sign_call(nodes[0], "disputeAlert", 100, 0, WINDOW))
+    for _ in range(MAX_REJECTIONS):
+        ledger.dispute_alert(100, 0, WINDOW)
+
+    info = ledger.node_info(nodes[0].address)
+    assert (info.rejections, info.active) == (MAX_REJECTIONS, False)
+    disputes = [e.args for e in ledger.events() if e.name == "AlertDisputed"]
+    assert disputes == [{"device": 100, "node": nodes[0].address, "windowDigest": WINDOW, "rejections": k}
+                        for k in range(1, MAX_REJECTIONS + 1)]
+    assert [e.name for e in ledger.events()][-1] == "NodeRevoked"
+    with pytest.raises(TransactionReverted, match="NodeIsRevoked"):
+        alert(ledger, nodes[0], 101)  # a revoked edge node raises no more alerts
+    assert ledger.device_info(100, 0).alerts == 0  # disputed alerts were never counted
+
+
+def test_disputes_and_round_rejections_share_one_count(ledger, nodes, devices):
+    ledger.dispute_alert(100, 0, WINDOW)
+    ledger.open_round(1, GLOBAL_0, [0, 1])
+    submit(ledger, nodes[0], 1)
+    submit(ledger, nodes[1], 1)
+    commit(ledger, 1, GLOBAL_1, [1])
+
+    assert ledger.node_info(nodes[0].address).active is False  # 1 dispute + 1 rejection = MAX_REJECTIONS (2)
+    assert RUN == ledger.w3.eth.contract(address=ledger.address, abi=ledger.artifact.abi).functions.runDigest().call()

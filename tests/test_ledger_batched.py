@@ -16,7 +16,7 @@ from test_ledger_fl import ledger_config
 from bflsim.aggregators import decide_round
 from bflsim.audit import audit_run
 from bflsim.hashing import weights_digest
-from bflsim.ledger import TxContext
+from bflsim.ledger import REGISTRY_VERSION, TxContext
 from bflsim.ledger.batched import BatchedChainSession
 from bflsim.ledger.factory import open_recorded_chain
 from bflsim.ledger.identity import node_identities, sign_data_typed, sign_update_typed
@@ -166,7 +166,7 @@ def test_the_audit_of_a_batched_run_verifies_signatures_trees_and_proofs(batched
     report = audit_run(batched_run)
 
     assert report.exit_code == 0, "\n".join(report.lines())
-    assert report.registry_version == 3
+    assert report.registry_version == REGISTRY_VERSION
 
 
 def test_every_stored_proof_verifies_with_the_registrys_own_code(batched_run):

@@ -19,7 +19,7 @@ from test_federated import config_with
 
 from bflsim.audit import audit_run
 from bflsim.config import ConfigError
-from bflsim.ledger import LedgerError
+from bflsim.ledger import REGISTRY_VERSION, LedgerError
 from bflsim.runfolder import read_chain, read_rounds, read_transactions
 
 RUNTIME_BACKEND = {}  # the runs below share one warm Ray runtime (conftest.warm_runtime)
@@ -88,7 +88,7 @@ def test_run_facts_bind_the_registry_and_each_commit_carries_the_logged_evaluati
     confusion = pd.read_csv(chain_run / "confusion.csv")
     classes = manifest["data"]["class_names"]
 
-    assert chain["registry_version"] == 3 and chain["run_facts"] == facts
+    assert chain["registry_version"] == REGISTRY_VERSION and chain["run_facts"] == facts
     assert manifest["run_digest"] == chain["run_digest"] == "0x" + run_digest(facts).hex()
     assert facts["config"] == config_digest(read_run(chain_run).config) and facts["run_id"] == chain_run.name
     assert chain["aggregator"] != chain["operator"]

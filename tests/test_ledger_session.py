@@ -12,7 +12,13 @@ from test_ledger_fl import ledger_config
 
 from bflsim.aggregators import decide_round
 from bflsim.hashing import digest_hex, run_digest, weights_digest
-from bflsim.ledger import TransactionReverted, TxContext, sign_data_tx, sign_update_tx
+from bflsim.ledger import (
+    REGISTRY_VERSION,
+    TransactionReverted,
+    TxContext,
+    sign_data_tx,
+    sign_update_tx,
+)
 from bflsim.ledger.identity import (
     UPDATE_GAS_LIMIT,
     check_update_tx,
@@ -231,7 +237,7 @@ def test_the_run_digest_and_evaluation_digest_are_on_chain_and_in_the_trail(sess
     commit(session, 1, [0], [honest])
 
     chain = read_chain(session.run_dir)
-    assert chain["registry_version"] == 3
+    assert chain["registry_version"] == REGISTRY_VERSION
     assert chain["run_digest"] == digest_hex(run_digest(chain["run_facts"])) == digest_hex(session.run_digest)
     assert session.ledger.run_digest == session.run_digest
     assert chain["aggregator"] == session.ledger.aggregator != chain["operator"]

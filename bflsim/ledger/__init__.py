@@ -23,6 +23,7 @@ from bflsim.ledger.base import (
     ChainEvent,
     ChainIdMismatch,
     ContractNotFound,
+    DeviceInfo,
     EndpointUnreachable,
     InsufficientFunds,
     Ledger,
@@ -39,6 +40,7 @@ from bflsim.ledger.base import (
     to_bitmap,
 )
 from bflsim.ledger.identity import (
+    ALERT_GAS_LIMIT,
     DATA_GAS_LIMIT,
     UPDATE_GAS_LIMIT,
     NodeIdentity,
@@ -47,6 +49,7 @@ from bflsim.ledger.identity import (
     check_update_tx,
     derive_identities,
     read_update_tx,
+    sign_alert_tx,
     sign_data_tx,
     sign_update_tx,
 )
@@ -63,6 +66,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ALERT_GAS_LIMIT",
     "BITMAP_NODES",
     "DATA_GAS_LIMIT",
     "MAX_NODES",
@@ -72,6 +76,7 @@ __all__ = [
     "ChainEvent",
     "ChainIdMismatch",
     "ContractNotFound",
+    "DeviceInfo",
     "EmbeddedLedger",
     "EndpointUnreachable",
     "InsufficientFunds",
@@ -93,6 +98,7 @@ __all__ = [
     "load_artifact",
     "node_set",
     "read_update_tx",
+    "sign_alert_tx",
     "sign_data_tx",
     "sign_update_tx",
     "sorted_indices",

@@ -24,6 +24,7 @@ __all__ = [
     "ChainEvent",
     "ChainIdMismatch",
     "ContractNotFound",
+    "DeviceInfo",
     "EndpointUnreachable",
     "InsufficientFunds",
     "Ledger",
@@ -43,15 +44,16 @@ __all__ = [
 MAX_NODES = 2**32 - 1  # registry v3: node indices are uint32 (0..2**32 - 2)
 BITMAP_NODES = 255  # registries v1 and v2 kept node sets in uint256 bitmaps: indices 0..254
 ARTIFACT_ENV = "BFLSIM_REGISTRY_ARTIFACT"
-REGISTRY_VERSION = 3  # what runs deploy now; trail/chain.json says which one a run used
+REGISTRY_VERSION = 4  # what runs deploy now; trail/chain.json says which one a run used
 _CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 _DEFAULT_ARTIFACT = _CONTRACTS / "FederatedRegistry.json"
 # Registries of earlier versions, kept to audit the runs that used them (no registry_version
 # in their trail/chain.json: 1). v1: one key for owner and aggregator, no run digest, no
 # sample counts, no evaluation digest; v2: node sets as uint256 bitmaps (255 nodes at most),
-# no batched mode (sources: git history of contracts/FederatedRegistry.sol; each artifact
-# keeps its source's sha256).
-_OLD_ARTIFACTS = {1: _CONTRACTS / "FederatedRegistry.v1.json", 2: _CONTRACTS / "FederatedRegistry.v2.json"}
+# no batched mode; v3: no devices, alerts or quarantine (sources: git history of
+# contracts/FederatedRegistry.sol; each artifact keeps its source's sha256).
+_OLD_ARTIFACTS = {1: _CONTRACTS / "FederatedRegistry.v1.json", 2: _CONTRACTS / "FederatedRegistry.v2.json",
+                  3: _CONTRACTS / "FederatedRegistry.v3.json"}
 
 
 # ---- errors ----------------------------------------------------------------------------
@@ -121,6 +123,19 @@ class NodeInfo:
     data_digest: bytes
     data_timestamp: int
     num_samples: int = 0  # the registered size of the node's data batch
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device in the registry (v4), as one edge node sees it."""
+
+    device: int
+    edge_node: int
+    registered: bool
+    quarantined: bool
+    alerters: int  # edge nodes that have sent the rule's number of alerts about it
+    behind: bool  # the device sits behind ``edge_node``
+    alerts: int  # the alerts ``edge_node`` sent about it
 
 
 @dataclass(frozen=True)
@@ -233,9 +248,9 @@ class RegistryArtifact:
 
     @property
     def version(self) -> int:
-        """The registry version this artifact is: 3 has batched rounds, 2 a run digest."""
+        """The registry version this artifact is: 4 has device alerts, 3 batched rounds, 2 a run digest."""
         names = {item.get("name") for item in self.abi}
-        return 3 if "openBatch" in names else 2 if "runDigest" in names else 1
+        return 4 if "alert" in names else 3 if "openBatch" in names else 2 if "runDigest" in names else 1
 
     @property
     def code_hash(self) -> bytes:

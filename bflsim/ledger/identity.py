@@ -54,6 +54,7 @@ __all__ = [
     "TxContext",
     "check_update_tx",
     "derive_identities",
+    "encode_alert",
     "encode_register_data",
     "encode_submit_update",
     "expected_addresses",
@@ -64,6 +65,7 @@ __all__ = [
     "read_update_tx",
     "recover_data_typed",
     "recover_update_typed",
+    "sign_alert_tx",
     "sign_data_tx",
     "sign_data_typed",
     "sign_tx",
@@ -75,13 +77,17 @@ __all__ = [
 # <= 60,000 per update registration): a contract change that breaks it fails loudly.
 UPDATE_GAS_LIMIT = 60_000
 DATA_GAS_LIMIT = 100_000
+ALERT_GAS_LIMIT = 100_000  # an edge node's alert about a device (registry v4)
 
 SUBMIT_UPDATE_SIGNATURE = "submitUpdate(bytes32,uint32,bytes32,uint32)"
 REGISTER_DATA_SIGNATURE = "registerData(bytes32,uint64,uint32)"
+ALERT_SIGNATURE = "alert(bytes32,uint32,bytes32,uint32)"
 _SUBMIT_UPDATE_TYPES = ["bytes32", "uint32", "bytes32", "uint32"]
 _REGISTER_DATA_TYPES = ["bytes32", "uint64", "uint32"]
 _SUBMIT_UPDATE_SELECTOR = function_signature_to_4byte_selector(SUBMIT_UPDATE_SIGNATURE)
 _REGISTER_DATA_SELECTOR = function_signature_to_4byte_selector(REGISTER_DATA_SIGNATURE)
+_ALERT_TYPES = ["bytes32", "uint32", "bytes32", "uint32"]
+_ALERT_SELECTOR = function_signature_to_4byte_selector(ALERT_SIGNATURE)
 
 _KEY_TAG = b"bflsim/node-key/v1"
 _SECRET_KEY_TAG = b"bflsim/node-key/v2-secret"
@@ -317,6 +323,12 @@ def encode_register_data(data_digest: bytes, timestamp: int, num_samples: int) -
     return _REGISTER_DATA_SELECTOR + abi_encode(_REGISTER_DATA_TYPES, args)
 
 
+def encode_alert(run_digest: bytes, device: int, window_digest: bytes, score: int) -> bytes:
+    """Calldata of ``alert(runDigest, device, windowDigest, score)`` (registry v4)."""
+    args = [bytes32(run_digest, "run_digest"), device, bytes32(window_digest, "window_digest"), score]
+    return _ALERT_SELECTOR + abi_encode(_ALERT_TYPES, args)
+
+
 def sign_tx(identity: NodeIdentity, ctx: TxContext, data: bytes, gas: int) -> bytes:
     """Raw signed transaction calling the registry of ``ctx`` with calldata ``data``."""
     return _sign(identity, ctx, data, gas)
@@ -352,6 +364,16 @@ def sign_update_tx(
     ``send_raw``."""
     data = encode_submit_update(ctx.run_digest, server_round, update_digest, num_samples)
     return _sign(identity, ctx, data, gas)
+
+
+def sign_alert_tx(
+    identity: NodeIdentity, ctx: TxContext, device: int, window_digest: bytes, score: int, *,
+    gas: int = ALERT_GAS_LIMIT,
+) -> bytes:
+    """Raw signed ``alert`` transaction of an edge node about ``device`` (``window_digest``:
+    :func:`bflsim.traffic.window_digest`; ``score``: the window's attack verdicts), built
+    offline for ``ctx``'s run; relay it with ``send_raw``."""
+    return _sign(identity, ctx, encode_alert(ctx.run_digest, device, window_digest, score), gas)
 
 
 def sign_data_tx(

@@ -34,6 +34,7 @@ from bflsim.ledger.base import (
     ChainEvent,
     ChainIdMismatch,
     ContractNotFound,
+    DeviceInfo,
     EndpointUnreachable,
     InsufficientFunds,
     Ledger,
@@ -461,6 +462,43 @@ class Web3Ledger(Ledger):
         someone else)."""
         ctx = self.tx_context(identity.address)
         return sign_tx(identity, ctx, self._call_data(fn, *args), gas)
+
+    # -- the closed loop: devices, alerts, quarantine (registry v4) -----------------------
+    def _require_loop(self, what: str) -> None:
+        if self.artifact.version < 4:
+            raise ValueError(f"{what}: registry v{self.artifact.version} has no devices; v4 or later has")
+
+    def set_quarantine_rule(self, alerts_per_node: int, quorum: int = 1) -> TxRecord:
+        """The owner's rule: a device is quarantined once ``quorum`` edge nodes have each sent
+        ``alerts_per_node`` alerts about it."""
+        self._require_loop("set_quarantine_rule")
+        return self._transact("set_quarantine_rule", self._call_data("setQuarantineRule", alerts_per_node, quorum),
+                              to=self._address)
+
+    def register_devices(self, behind: Sequence[tuple[int, int]]) -> list[TxRecord]:
+        """Register ``(device, edge node)`` pairs (the owner), as many per transaction as half
+        a block holds."""
+        self._require_loop("register_devices")
+        batch = max(1, self.register_batch_size())
+        records = []
+        for start in range(0, len(behind), batch):
+            part = behind[start:start + batch]
+            data = self._call_data("registerDevices", [int(d) for d, _ in part], [int(e) for _, e in part])
+            records.append(self._transact("register_devices", data, to=self._address))
+        return records
+
+    def dispute_alert(self, device: int, edge_node: int, window_digest: bytes) -> TxRecord:
+        """The aggregator's word that an edge node's alert is false (not relayed): the edge
+        node gets a rejection."""
+        self._require_loop("dispute_alert")
+        data = self._call_data("disputeAlert", device, edge_node, bytes32(window_digest, "window_digest"))
+        return self._transact("dispute_alert", data, to=self._address, sender=self._aggregator)
+
+    def device_info(self, device: int, edge_node: int) -> DeviceInfo:
+        self._require_loop("device_info")
+        registered, quarantined, alerters, behind, alerts = (
+            self._require_contract().functions.deviceInfo(device, edge_node).call())
+        return DeviceInfo(device, edge_node, registered, quarantined, int(alerters), behind, int(alerts))
 
     # -- rounds --------------------------------------------------------------------------
     def tx_context(self, node_address: str) -> TxContext:

@@ -22,10 +22,14 @@ from bflsim.ledger import (
     to_bitmap,
 )
 from bflsim.ledger.identity import (
+    ALERT_REFUSAL_CHECKS,
     UPDATE_GAS_LIMIT,
+    check_alert_tx,
     check_update_tx,
     encode_submit_update,
+    read_alert_tx,
     read_data_tx,
+    sign_alert_tx,
     sign_tx,
 )
 
@@ -239,3 +243,47 @@ def test_a_value_or_another_call_is_refused():
     assert check(raw)[0] == "value"
     assert check(sign_data_tx(NODE, CTX, DIGEST, 1, 128))[0] == "malformed"
     assert check(b"")[0] == "malformed"
+
+
+# --- an edge node's alert (registry v4) ------------------------------------------------------
+
+WINDOW = b"\x77" * 32
+
+
+def check_alert(raw, *, ctx=CTX, device=12, window=WINDOW, score=9):
+    return check_alert_tx(raw, node_address=NODE.address, ctx=ctx, device=device, window_digest=window, score=score)
+
+
+def test_the_alert_sent_passes_every_check_and_decodes():
+    raw = sign_alert_tx(NODE, CTX, 12, WINDOW, 9)
+
+    claim = read_alert_tx(raw)
+    assert check_alert(raw) is None
+    assert (claim.run_digest, claim.device, claim.window_digest, claim.score, claim.tx.sender) == (
+        RUN, 12, WINDOW, 9, NODE.address)
+
+
+@pytest.mark.parametrize(("signed", "expected", "why"), [
+    ({"identity": derive_identities(seed=1, num_nodes=2)[1]}, "signer", "not by the node's key"),
+    ({"ctx": replace(CTX, nonce=8)}, "nonce", "nonce 8, not the node's next nonce 7"),
+    ({"gas": 60_000}, "gas", "gas limit 60000, not 100000"),
+    ({"ctx": replace(CTX, run_digest=b"\x4b" * 32)}, "run_digest", "not this run's"),
+    ({"device": 13}, "device", "names device 13, not 12"),
+    ({"window": b"\x78" * 32}, "window_digest", "window digest mismatch"),
+    ({"score": 10}, "score", "claims 10 attack verdicts; the window sent holds 9"),
+])
+def test_each_wrong_field_of_an_alert_is_refused_by_name(signed, expected, why):
+    args = {"identity": NODE, "ctx": CTX, "device": 12, "window": WINDOW, "score": 9, **signed}
+    raw = sign_alert_tx(args["identity"], args["ctx"], args["device"], args["window"], args["score"],
+                        **({"gas": signed["gas"]} if "gas" in signed else {}))
+
+    refusal = check_alert(raw)
+
+    assert refusal is not None and refusal[0] == expected and why in refusal[1], refusal
+    assert refusal[0] in ALERT_REFUSAL_CHECKS and refusal[1].startswith("alert ")
+
+
+def test_an_update_is_not_an_alert():
+    assert check_alert(sign_update_tx(NODE, CTX, 4, DIGEST, 128))[0] == "malformed"
+    with pytest.raises(ValueError, match="not an alert call"):
+        read_alert_tx(sign_update_tx(NODE, CTX, 4, DIGEST, 128))

@@ -52,6 +52,7 @@ __all__ = [
     "SignedTx",
     "SignedUpdate",
     "TxContext",
+    "check_alert_tx",
     "check_update_tx",
     "derive_identities",
     "encode_alert",
@@ -60,6 +61,7 @@ __all__ = [
     "expected_addresses",
     "keystore_identities",
     "node_identities",
+    "read_alert_tx",
     "read_data_tx",
     "read_tx",
     "read_update_tx",
@@ -517,18 +519,8 @@ def check_update_tx(
         claim = read_update_tx(raw_tx)
     except ValueError as err:
         return "malformed", f"not a signed submitUpdate: {err}"
-    tx = claim.tx
-    assert tx is not None
-    expected_address = to_checksum_address(node_address)
-    checks: list[tuple[str, bool, str]] = [
-        ("signer", claim.sender == expected_address, f"signed by {claim.sender}, not by the node's key {expected_address}"),
-        ("chain_id", claim.chain_id == ctx.chain_id, f"signed for chain id {claim.chain_id}, not {ctx.chain_id}"),
-        ("to", claim.contract_address == to_checksum_address(ctx.contract_address),
-         f"sent to {claim.contract_address}, not to the registry {to_checksum_address(ctx.contract_address)}"),
-        ("nonce", claim.nonce == ctx.nonce, f"signed with nonce {claim.nonce}, not the node's next nonce {ctx.nonce}"),
-        ("fees", _fees_match(tx, ctx), f"fees {_fees(tx)} differ from the round's {_ctx_fees(ctx)}"),
-        ("gas", claim.gas == UPDATE_GAS_LIMIT, f"gas limit {claim.gas}, not {UPDATE_GAS_LIMIT}"),
-        ("value", claim.value == 0, f"sends {claim.value} wei; submitUpdate takes none"),
+    assert claim.tx is not None
+    checks = _tx_checks(claim.tx, node_address, ctx, UPDATE_GAS_LIMIT, "submitUpdate") + [
         ("run_digest", claim.run_digest == ctx.run_digest,
          f"signed for run 0x{claim.run_digest.hex()}, not this run's 0x{ctx.run_digest.hex()}"),
         ("round", claim.server_round == server_round, f"signed for round {claim.server_round}, not {server_round}"),
@@ -537,10 +529,84 @@ def check_update_tx(
         ("num_samples", claim.num_samples == num_samples,
          f"claims {claim.num_samples} samples; the node registered {num_samples} with its data"),
     ]
+    return _first_failed(checks, "submitUpdate")
+
+
+def _tx_checks(tx: SignedTx, node_address: str, ctx: TxContext, gas: int, call: str) -> list[tuple[str, bool, str]]:
+    """The checks every node transaction the server relays must pass: its signer, chain,
+    registry, nonce, fees, gas limit and value, against the context the node was given."""
+    expected_address = to_checksum_address(node_address)
+    return [
+        ("signer", tx.sender == expected_address, f"signed by {tx.sender}, not by the node's key {expected_address}"),
+        ("chain_id", tx.chain_id == ctx.chain_id, f"signed for chain id {tx.chain_id}, not {ctx.chain_id}"),
+        ("to", tx.to == to_checksum_address(ctx.contract_address),
+         f"sent to {tx.to}, not to the registry {to_checksum_address(ctx.contract_address)}"),
+        ("nonce", tx.nonce == ctx.nonce, f"signed with nonce {tx.nonce}, not the node's next nonce {ctx.nonce}"),
+        ("fees", _fees_match(tx, ctx), f"fees {_fees(tx)} differ from the round's {_ctx_fees(ctx)}"),
+        ("gas", tx.gas == gas, f"gas limit {tx.gas}, not {gas}"),
+        ("value", tx.value == 0, f"sends {tx.value} wei; {call} takes none"),
+    ]
+
+
+def _first_failed(checks: list[tuple[str, bool, str]], call: str) -> tuple[str, str] | None:
     for check, ok, reason in checks:
         if not ok:
-            return check, f"submitUpdate {reason}"
+            return check, f"{call} {reason}"
     return None
+
+
+@dataclass(frozen=True)
+class SignedAlert:
+    """What a raw ``alert`` transaction (registry v4) commits its signer to."""
+
+    run_digest: bytes
+    device: int
+    window_digest: bytes
+    score: int
+    tx: SignedTx = field(repr=False, compare=False)
+
+
+def read_alert_tx(raw_tx: bytes) -> SignedAlert:
+    """Decode an edge node's signed ``alert`` without sending it; ValueError for anything else."""
+    tx = read_tx(raw_tx)
+    if tx.data[:4] != _ALERT_SELECTOR or len(tx.data) != 4 + 32 * len(_ALERT_TYPES):
+        raise ValueError(f"not an alert call (selector 0x{tx.data[:4].hex()}, {len(tx.data)} bytes)")
+    if tx.to is None:
+        raise ValueError("a contract creation, not an alert call")
+    try:
+        run, device, window, score = abi_decode(_ALERT_TYPES, tx.data[4:], strict=True)
+    except Exception as err:
+        raise ValueError(f"alert arguments do not decode: {err}") from err
+    return SignedAlert(bytes(run), int(device), bytes(window), int(score), tx)
+
+
+ALERT_REFUSAL_CHECKS = (
+    "malformed", "signer", "chain_id", "to", "nonce", "fees", "gas", "value", "run_digest", "device",
+    "window_digest", "score",
+)
+"""Why the server refuses an edge node's signed alert before relaying it (a forged or
+mismatched transaction; a window that does not re-score as claimed is disputed instead)."""
+
+
+def check_alert_tx(
+    raw_tx: bytes, *, node_address: str, ctx: TxContext, device: int, window_digest: bytes, score: int,
+) -> tuple[str, str] | None:
+    """Why the server must not relay ``raw_tx`` as this edge node's alert about ``device``
+    (the window it sent hashes to ``window_digest`` and holds ``score`` attack verdicts), or
+    None if it may; the check is one of :data:`ALERT_REFUSAL_CHECKS`."""
+    try:
+        claim = read_alert_tx(raw_tx)
+    except ValueError as err:
+        return "malformed", f"not a signed alert: {err}"
+    checks = _tx_checks(claim.tx, node_address, ctx, ALERT_GAS_LIMIT, "alert") + [
+        ("run_digest", claim.run_digest == ctx.run_digest,
+         f"signed for run 0x{claim.run_digest.hex()}, not this run's 0x{ctx.run_digest.hex()}"),
+        ("device", claim.device == device, f"names device {claim.device}, not {device}"),
+        ("window_digest", claim.window_digest == window_digest,
+         f"window digest mismatch: signed 0x{claim.window_digest.hex()}, the window sent hashes to 0x{window_digest.hex()}"),
+        ("score", claim.score == score, f"claims {claim.score} attack verdicts; the window sent holds {score}"),
+    ]
+    return _first_failed(checks, "alert")
 
 
 def _fees(tx: SignedTx) -> str:

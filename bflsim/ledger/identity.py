@@ -471,17 +471,8 @@ def read_update_tx(raw_tx: bytes) -> SignedUpdate:
     compares every field with what it expects (:meth:`bflsim.ledger.session.ChainSession.relay_updates`)
     before relaying.
     """
-    tx = read_tx(raw_tx)
-    if tx.data[:4] != _SUBMIT_UPDATE_SELECTOR:
-        raise ValueError(f"not a submitUpdate call (selector 0x{tx.data[:4].hex()})")
-    if len(tx.data) != 4 + 32 * len(_SUBMIT_UPDATE_TYPES):
-        raise ValueError(f"submitUpdate calldata has {len(tx.data)} bytes, not {4 + 32 * len(_SUBMIT_UPDATE_TYPES)}")
-    if tx.to is None:
-        raise ValueError("a contract creation, not a submitUpdate call")
-    try:
-        run, server_round, digest, num_samples = abi_decode(_SUBMIT_UPDATE_TYPES, tx.data[4:], strict=True)
-    except Exception as err:
-        raise ValueError(f"submitUpdate arguments do not decode: {err}") from err
+    tx, (run, server_round, digest, num_samples) = _decode_call(
+        raw_tx, _SUBMIT_UPDATE_SELECTOR, _SUBMIT_UPDATE_TYPES, "submitUpdate")
     return SignedUpdate(
         sender=tx.sender, chain_id=tx.chain_id, contract_address=tx.to, nonce=tx.nonce,
         server_round=server_round, update_digest=bytes(digest), num_samples=num_samples,
@@ -568,16 +559,24 @@ class SignedAlert:
 
 def read_alert_tx(raw_tx: bytes) -> SignedAlert:
     """Decode an edge node's signed ``alert`` without sending it; ValueError for anything else."""
-    tx = read_tx(raw_tx)
-    if tx.data[:4] != _ALERT_SELECTOR or len(tx.data) != 4 + 32 * len(_ALERT_TYPES):
-        raise ValueError(f"not an alert call (selector 0x{tx.data[:4].hex()}, {len(tx.data)} bytes)")
-    if tx.to is None:
-        raise ValueError("a contract creation, not an alert call")
-    try:
-        run, device, window, score = abi_decode(_ALERT_TYPES, tx.data[4:], strict=True)
-    except Exception as err:
-        raise ValueError(f"alert arguments do not decode: {err}") from err
+    tx, (run, device, window, score) = _decode_call(raw_tx, _ALERT_SELECTOR, _ALERT_TYPES, "alert")
     return SignedAlert(bytes(run), int(device), bytes(window), int(score), tx)
+
+
+def _decode_call(raw_tx: bytes, selector: bytes, types: list[str], call: str) -> tuple[SignedTx, tuple]:
+    """A signed transaction that must be exactly one ``call`` of the registry (selector and
+    one word per argument), and its decoded arguments; ValueError naming what is wrong."""
+    tx = read_tx(raw_tx)
+    if tx.data[:4] != selector:
+        raise ValueError(f"not a{'n' if call[0] in 'aeiou' else ''} {call} call (selector 0x{tx.data[:4].hex()})")
+    if len(tx.data) != 4 + 32 * len(types):
+        raise ValueError(f"{call} calldata has {len(tx.data)} bytes, not {4 + 32 * len(types)}")
+    if tx.to is None:
+        raise ValueError(f"a contract creation, not a{'n' if call[0] in 'aeiou' else ''} {call} call")
+    try:
+        return tx, tuple(abi_decode(types, tx.data[4:], strict=True))
+    except Exception as err:
+        raise ValueError(f"{call} arguments do not decode: {err}") from err
 
 
 ALERT_REFUSAL_CHECKS = (

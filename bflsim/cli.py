@@ -220,12 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed benchmarks (CSV under --out)")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
     bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger", "throughput", "scale"),
+    bench.add_argument("--suite", choices=("centralized", "federated", "chain", "ledger", "throughput", "scale",
+                                           "realtime"),
                        default="centralized",
                        help="centralized: training/inference; federated: Flower/Ray vs plain loop; "
                             "chain: hashing, signing, finality, Krum, gas (Table 6); ledger: a round with/without it; "
                             "throughput: a whole sweep against its compute floor, nodes, memory, Krum (~15 min); "
-                            "scale: set-up, round, memory, gas and audit against the number of nodes, per ledger mode")
+                            "scale: set-up, round, memory, gas and audit against the number of nodes, per ledger mode; "
+                            "realtime: an edge node's detection latency (p50/p99 per micro-batch), flows per second "
+                            "and alert finality (~3 min)")
     bench.add_argument("--experiment", type=Path, default=None,
                        help="federated/ledger/throughput/scale suites: the experiment to run (default "
                             "experiments/bench_federated.toml, experiments/bench_ledger.toml, "
@@ -237,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--merge", action="store_true",
                        help="scale suite: keep the points already in --out's scale_points.csv that this call does "
                             "not measure again, and draw the CSV and figure from all of them")
-    bench.add_argument("--no-anvil", action="store_true", help="chain suite: embedded chain only")
+    bench.add_argument("--no-anvil", action="store_true", help="chain and realtime suites: embedded chain only")
     common(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
@@ -447,6 +450,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         path = run_chain_bench(args.out, args.data_dir, repeats=max(args.repeats, 5), progress=progress,
                                anvil=not args.no_anvil)
+    elif args.suite == "realtime":
+        from bflsim.bench.realtime import run_realtime_bench
+
+        path = run_realtime_bench(args.out, args.data_dir, progress=progress, anvil=not args.no_anvil)
     else:
         path = run_centralized_bench(args.out, data_dir=args.data_dir, repeats=args.repeats, progress=progress)
     print(f"benchmark: {path}")

@@ -451,6 +451,22 @@ def predict(
     return np.concatenate(parts) if parts else np.zeros((0, num_classes), dtype=np.float32)
 
 
+def detector(
+    models: ModelsConfig, train: TrainConfig, weights: Weights, num_features: int, num_classes: int,
+) -> Callable[[NDArray[np.float32]], NDArray[np.float32]]:
+    """An edge node's detector: the cached model with ``weights`` set once, and a function from
+    a micro-batch of flows (rows of features) to their class probabilities. The weights stay
+    until the process's cached model of this shape is given others (:func:`predict`,
+    :func:`train_weights`), so keep one detector in use at a time."""
+    cached = _cached(models, train, num_features, num_classes)
+    cached.model.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
+
+    def classify(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        return cached.forward(np.asarray(x, dtype=np.float32)).numpy()
+
+    return classify
+
+
 def reseed_layers(model: Any, seed: int) -> None:
     """Restart every seeded layer's random stream (Keras ``SeedGenerator``: dropout) from ``seed``.
 

@@ -275,3 +275,40 @@ def test_set_resolves_the_defenders_f_against_the_new_cohort(tmp_path):
     assert smaller.points[0][1].assumed_malicious == 2  # 0.2 of 10, not the old 20 (which Krum refuses)
     explicit = plan.with_overrides({"federation.num_nodes": 1000, "aggregator.assumed_malicious": 3})
     assert explicit.points[0][1].assumed_malicious == 3
+
+
+# --- the closed loop's section (issue 14) ---------------------------------------------------
+
+LOOP_BASE = {"experiment": {"name": "loop", "kind": "federated"}, "data": {"dataset": "synthetic"},
+             "federation": {"num_nodes": 4, "rounds": 3}}
+
+
+def test_the_loop_section_is_off_unless_given_and_leaves_other_configs_and_digests_alone():
+    from bflsim.config import LoopConfig, config_digest
+
+    plain = parse_experiment(LOOP_BASE)
+    looped = parse_experiment({**LOOP_BASE, "loop": {"window": 30, "threshold": 12, "model_round": 2}})
+
+    assert plain.loop is None and "loop" not in to_dict(plain)
+    assert looped.loop == LoopConfig(window=30, threshold=12, model_round=2)
+    assert to_dict(looped)["loop"]["window"] == 30
+    assert config_digest(plain) != config_digest(looped)
+    assert parse_experiment(json.loads(json.dumps(to_dict(looped)))) == looped  # the manifest's config reads back
+
+
+@pytest.mark.parametrize("loop, extra, message", [
+    ({"window": 10, "threshold": 11}, {}, "loop.threshold = 11 attack verdicts can never be reached in a window of loop.window = 10"),
+    ({"flows_per_second": 0.0}, {}, "loop.flows_per_second must be > 0: a device without traffic cannot be scored"),
+    ({"start_seconds": 700.0}, {}, "loop.start_seconds must be in [0, loop.duration_seconds = 600.0)"),
+    ({"attack_rate": 0.0}, {}, "loop.attack_rate must be in (0, 1]"),
+    ({"compromised": 41}, {}, "loop.compromised = 41 is more than the 40 devices"),
+    ({"model_round": 4}, {}, "loop.model_round = 4: the run commits rounds 0-3"),
+    ({}, {"ledger": {"backend": "none"}}, "[loop] needs the registry's devices and alerts"),
+    ({}, {"ledger": {"mode": "batched"}}, "ledger.mode = 'batched'"),
+    ({}, {"experiment": {"name": "loop", "kind": "centralized"}}, "[loop] runs after federated training"),
+    ({"windw": 3}, {}, "unknown key 'loop.windw'"),
+])
+def test_a_loop_that_cannot_work_is_refused_naming_the_key(loop, extra, message):
+    with pytest.raises(ConfigError) as info:
+        parse_experiment({**LOOP_BASE, "loop": loop, **extra})
+    assert message in str(info.value)

@@ -1,6 +1,7 @@
 """docs/CONFIG.md is the config dataclasses' own reference, and stays so."""
 
 import dataclasses
+import typing
 from pathlib import Path
 
 from bflsim.config import ExperimentConfig
@@ -10,10 +11,12 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
 
 
 def _keys(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         key = f"{prefix}.{field.name}" if prefix else field.name
-        if dataclasses.is_dataclass(field.default_factory if field.default_factory is not dataclasses.MISSING else None):
-            yield from _keys(field.default_factory, key)
+        sections = [t for t in (hints[field.name], *typing.get_args(hints[field.name])) if dataclasses.is_dataclass(t)]
+        if sections:  # a section, or an optional one ([loop])
+            yield from _keys(sections[0], key)
         else:
             yield key
 
@@ -32,3 +35,4 @@ def test_every_key_of_every_section_is_documented_with_its_default():
     assert '| `ledger.mode` | `"per-node"` \\| `"batched"` | `"per-node"` |' in text
     assert '| `data.label_mode` | `"multiclass"` \\| `"binary"` | `"multiclass"` |' in text
     assert ":data:" not in text and ":func:" not in text
+    assert "| `loop.threshold` | integer | `10` |" in text and "## `[loop]`" in text

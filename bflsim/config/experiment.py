@@ -25,6 +25,7 @@ from bflsim.config.sections import (
     DataConfig,
     FederationConfig,
     LedgerConfig,
+    LoopConfig,
     ModelsConfig,
     TrainConfig,
 )
@@ -59,6 +60,7 @@ class ExperimentConfig:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    loop: LoopConfig | None = field(default=None, metadata={"omit_if_none": True})
 
     def __post_init__(self) -> None:
         if self.kind == "federated":
@@ -66,6 +68,8 @@ class ExperimentConfig:
                 resolved = default_assumed(self.aggregator, self.federation.cohort_size)
                 object.__setattr__(self, "aggregator", replace(self.aggregator, assumed_malicious=resolved))
             validate_federated(self)
+        elif self.loop is not None:
+            raise ConfigError(f"[loop] runs after federated training; kind = {self.kind!r}")
 
     @property
     def num_malicious(self) -> int:
@@ -150,3 +154,18 @@ def validate_federated(config: ExperimentConfig) -> None:
             f"aggregator.name = {config.aggregator.name!r} with a cohort of {fed.cohort_size} nodes "
             f"(federation.num_nodes x fraction_train) and f = {config.assumed_malicious}: {err}"
         ) from err
+    if config.loop is not None:
+        validate_loop(config, config.loop)
+
+
+def validate_loop(config: ExperimentConfig, loop: LoopConfig) -> None:
+    """The closed loop against the rest of the experiment."""
+    if not config.ledger.enabled or config.ledger.mode != "per-node":
+        raise ConfigError(f"[loop] needs the registry's devices and alerts: ledger.backend = {config.ledger.backend!r}, "
+                          f"ledger.mode = {config.ledger.mode!r}; use a backend other than 'none' and mode 'per-node'")
+    devices = config.federation.num_nodes * loop.devices_per_node
+    if loop.compromised > devices:
+        raise ConfigError(f"loop.compromised = {loop.compromised} is more than the {devices} devices "
+                          f"(federation.num_nodes x loop.devices_per_node)")
+    if loop.model_round is not None and loop.model_round > config.federation.rounds:
+        raise ConfigError(f"loop.model_round = {loop.model_round}: the run commits rounds 0-{config.federation.rounds}")

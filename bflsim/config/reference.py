@@ -115,8 +115,9 @@ def _section(cls: type, prefix: str) -> list[str]:
         if not field.init:
             continue
         annotation = hints[field.name]
-        if dataclasses.is_dataclass(annotation):
-            nested.append((annotation, f"{prefix}.{field.name}" if prefix else field.name))
+        optional = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+        if dataclasses.is_dataclass(annotation) or optional:  # a section (an optional one: off unless given)
+            nested.append(((optional or [annotation])[0], f"{prefix}.{field.name}" if prefix else field.name))
             continue
         key = f"{prefix}.{field.name}" if prefix else field.name
         note = comments.get(field.name, "").replace("|", "\\|")

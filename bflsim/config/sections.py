@@ -524,3 +524,67 @@ class LedgerConfig:
     @property
     def enabled(self) -> bool:
         return self.backend != "none"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The closed loop (issue 14): IoT devices behind the edge nodes, their traffic scored at
+    the edge with a committed global model, alerts and quarantine in the registry.
+
+    After training, each edge node fronts ``devices_per_node`` devices; ``compromised`` of all
+    devices, drawn with ``seed``, send attack flows of class ``attack_class`` (a class name of
+    the dataset; empty: the most frequent attack class of the held-out rows) at a share of
+    ``attack_rate`` of their flows from ``start_seconds`` on, and normal flows otherwise. Every
+    device sends ``flows_per_second`` flows (Poisson) for ``duration_seconds`` of simulated
+    traffic, drawn from the validation split, which federated training never reads.
+
+    The edge nodes score their devices' flows with the global model of round ``model_round``
+    (0: the initial model; unset: the final one) in micro-batches of ``micro_batch`` flows,
+    and keep per device a window of its last ``window`` verdicts: ``threshold`` attack
+    verdicts in it raise an alert, signed by the edge node (``bflsim.traffic``). The registry
+    quarantines a device after ``alerts_to_quarantine`` alerts from its edge node; its later
+    flows are dropped. Traffic is processed in slices of ``slice_seconds`` (one Flower
+    message round each): a quarantine takes effect from the next slice.
+
+    The loop is off unless the experiment file has a ``[loop]`` table; it needs the
+    per-node registry (``ledger.mode = "per-node"``, a backend other than ``none``).
+    """
+
+    model_round: int | None = None
+    devices_per_node: int = 10
+    compromised: int = 5
+    attack_class: str = ""
+    attack_rate: float = 0.5
+    start_seconds: float = 60.0
+    flows_per_second: float = 1.0
+    duration_seconds: float = 600.0
+    slice_seconds: float = 10.0
+    micro_batch: int = 64
+    window: int = 20
+    threshold: int = 10
+    alerts_to_quarantine: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed("loop.seed", self.seed)
+        if self.model_round is not None and self.model_round < 0:
+            raise ConfigError(f"loop.model_round must be >= 0 (0: the initial model); got {self.model_round}")
+        for key in ("devices_per_node", "micro_batch", "window", "threshold", "alerts_to_quarantine"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"loop.{key} must be >= 1; got {getattr(self, key)}")
+        if self.threshold > self.window:
+            raise ConfigError(f"loop.threshold = {self.threshold} attack verdicts can never be reached in a window "
+                              f"of loop.window = {self.window} flows; use a threshold <= the window")
+        if self.compromised < 0:
+            raise ConfigError(f"loop.compromised must be >= 0; got {self.compromised}")
+        if not 0.0 < self.attack_rate <= 1.0:
+            raise ConfigError(f"loop.attack_rate must be in (0, 1]; got {self.attack_rate}")
+        if not self.flows_per_second > 0:
+            raise ConfigError(f"loop.flows_per_second must be > 0: a device without traffic cannot be scored; "
+                              f"got {self.flows_per_second}")
+        if not self.duration_seconds > 0 or not 0 < self.slice_seconds <= self.duration_seconds:
+            raise ConfigError(f"loop.slice_seconds must be in (0, loop.duration_seconds = {self.duration_seconds}]; "
+                              f"got {self.slice_seconds}")
+        if not 0 <= self.start_seconds < self.duration_seconds:
+            raise ConfigError(f"loop.start_seconds must be in [0, loop.duration_seconds = {self.duration_seconds}): "
+                              f"a compromise that starts after the traffic ends is never seen; got {self.start_seconds}")

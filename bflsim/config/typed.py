@@ -137,7 +137,10 @@ def coerce(hint: Any, value: Any, key: str, *, finite: bool = True) -> Any:
 def to_dict(value: Any) -> Any:
     """A JSON- and TOML-ready tree of a config: dataclasses and Params become dicts, tuples lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        # A section that is off unless given (metadata ``omit_if_none``) is left out while
+        # unset, so the configs, and digests, of experiments without it stay as they were.
+        return {f.name: to_dict(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.init and not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)}
     if isinstance(value, dict):
         return {k: to_dict(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -176,7 +176,8 @@ class Window:
 
 @dataclass(frozen=True)
 class EdgeOutcome:
-    """What one edge node did with its devices' flows."""
+    """What one edge node did with its devices' flows; ``windows`` and ``quarantined`` are
+    where the next slice of its traffic carries on from."""
 
     alerts: list[Alert]
     scored: int  # flows scored
@@ -184,24 +185,29 @@ class EdgeOutcome:
     batches: int  # micro-batches scored (calls of ``classify``)
     verdicts: NDArray[np.bool_]  # per scored flow, in order: the detector said "attack"
     scored_flows: Flows  # the flows scored, in order
+    windows: dict[int, Window]
+    quarantined: frozenset[int]
 
 
 def run_edge(
     edge_node: int, flows: Flows, classify: Callable[[NDArray[np.int64]], NDArray[np.bool_]], *,
     window: int, threshold: int, micro_batch: int,
     on_alert: Callable[[Alert], Iterable[int]] | None = None,
+    windows: Mapping[int, Window] | None = None, quarantined: Iterable[int] = (),
 ) -> EdgeOutcome:
     """Score ``flows`` (one edge node's, in time order) ``micro_batch`` flows at a time.
 
     ``classify(rows)`` returns one attack verdict per held-out row. Each device's window is
     updated in arrival order; an alert is passed to ``on_alert``, which returns the devices
     quarantined from then on (e.g. by the registry's answer to the alert). A quarantined
-    device's later flows are dropped without scoring, from the next flow on.
+    device's later flows are dropped without scoring, from the next flow on. ``windows``
+    and ``quarantined`` carry on from an earlier slice of the same traffic (copied, not
+    changed).
     """
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1 flow; got {micro_batch}")
-    windows: dict[int, Window] = {}
-    quarantined: set[int] = set()
+    windows = {d: Window(w.size, w.threshold, deque(w.rows), deque(w.verdicts)) for d, w in (windows or {}).items()}
+    quarantined = set(quarantined)
     alerts: list[Alert] = []
     kept_index: list[NDArray[np.int64]] = []
     verdict_parts: list[NDArray[np.bool_]] = []
@@ -236,4 +242,5 @@ def run_edge(
         verdict_parts.append(verdicts[keep])
     index = np.concatenate(kept_index) if kept_index else np.zeros(0, np.int64)
     verdicts_all = np.concatenate(verdict_parts) if verdict_parts else np.zeros(0, bool)
-    return EdgeOutcome(alerts, len(index), dropped, batches, verdicts_all, flows.take(index))
+    return EdgeOutcome(alerts, len(index), dropped, batches, verdicts_all, flows.take(index), windows,
+                       frozenset(quarantined))

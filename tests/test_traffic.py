@@ -117,3 +117,25 @@ def test_without_quarantine_a_device_keeps_alerting_and_every_flow_is_scored():
 
     assert [a.rows for a in outcome.alerts] == [(60, 61), (62, 63), (64, 65)]
     assert (outcome.scored, outcome.dropped, outcome.batches) == (6, 0, 2)
+
+
+def test_a_stream_in_slices_gives_what_it_gives_whole():
+    rng = np.random.default_rng(3)
+    devices = assign_devices(1, 6, 2, 1, 0.6, 20.0, rng)
+    traffic = Flows.concat([device_flows(d, POOLS, 0, 2.0, 100.0, rng) for d in devices])
+    classify = lambda rows: LABELS[rows] != 0  # noqa: E731
+    quarantine = lambda alert: [alert.device]  # noqa: E731
+    whole = run_edge(0, traffic, classify, window=6, threshold=4, micro_batch=8, on_alert=quarantine)
+
+    windows, quarantined, alerts, scored = None, (), [], 0
+    for start in range(0, 100, 25):
+        part = traffic.take((traffic.time >= start) & (traffic.time < start + 25))
+        outcome = run_edge(0, part, classify, window=6, threshold=4, micro_batch=8, on_alert=quarantine,
+                           windows=windows, quarantined=quarantined)
+        windows, quarantined = outcome.windows, outcome.quarantined
+        alerts += outcome.alerts
+        scored += outcome.scored
+
+    assert [(a.device, a.rows) for a in alerts] == [(a.device, a.rows) for a in whole.alerts]
+    assert scored == whole.scored and quarantined == whole.quarantined == {a.device for a in whole.alerts}
+    assert {d.index for d in devices if d.compromised} == set(quarantined)  # a perfect detector finds both

@@ -52,6 +52,7 @@ from bflsim.ledger.identity import (
     sign_update_typed,
 )
 from bflsim.models import configure_tensorflow, train_weights
+from bflsim.traffic import Device, Flows, assign_devices, class_pools, device_flows
 from bflsim.vectors import Weights, flatten, unflatten
 
 # Entropy word of the root set's draw and of the server's root training (kept from when node ids were < 255).
@@ -341,3 +342,63 @@ def poison(
 
 def _seed(base: int, server_round: int, node: int) -> int:
     return int(np.random.SeedSequence([base, server_round, node]).generate_state(1)[0])
+
+
+# --- the closed loop (issue 14): the IoT devices behind the edge nodes and their traffic ------
+
+_LOOP_DRAW = 0x6C6F6F70  # entropy word of the loop's draws ("loop")
+
+
+def loop_attack_class(config: ExperimentConfig, data: PreparedData) -> int:
+    """The class index of the compromised devices' attack flows: ``loop.attack_class`` by
+    name, or the most frequent attack class of the held-out (validation) rows. A name the
+    dataset does not have, or a class without held-out rows, is refused naming the key."""
+    loop = config.loop
+    if loop is None:
+        raise ConfigError("the experiment has no [loop] section")
+    counts = np.bincount(data.y_val, minlength=data.num_classes)
+    attacks = [c for c in range(data.num_classes) if c != data.normal_class]
+    if not loop.attack_class:
+        if not attacks or counts[attacks].max() == 0:
+            raise ConfigError(f"[loop]: {data.dataset}'s validation split holds no attack flows to send")
+        return max(attacks, key=lambda c: counts[c])
+    names = list(data.class_names)
+    if loop.attack_class not in names or names.index(loop.attack_class) == data.normal_class:
+        raise ConfigError(f"loop.attack_class = {loop.attack_class!r} is not an attack class of {data.dataset}; "
+                          f"expected one of {[names[c] for c in attacks]}")
+    index = names.index(loop.attack_class)
+    if counts[index] == 0:
+        raise ConfigError(f"loop.attack_class = {loop.attack_class!r}: {data.dataset}'s validation split holds "
+                          f"no rows of it to send")
+    return index
+
+
+@lru_cache(maxsize=4)
+def loop_devices(config: ExperimentConfig, data_dir: str | None = None) -> tuple[Device, ...]:
+    """Every device of the loop, device ``d`` behind edge node ``d // loop.devices_per_node``;
+    the compromised ones drawn from ``loop.seed`` (the same on every process)."""
+    loop = config.loop
+    if loop is None:
+        raise ConfigError("the experiment has no [loop] section")
+    attack_class = loop_attack_class(config, load_data(config.data, data_dir))
+    rng = np.random.default_rng([loop.seed, _LOOP_DRAW])
+    return tuple(assign_devices(config.federation.num_nodes, loop.devices_per_node, loop.compromised, attack_class,
+                                loop.attack_rate, loop.start_seconds, rng))
+
+
+@lru_cache(maxsize=16)
+def node_traffic(config: ExperimentConfig, node: int, data_dir: str | None = None) -> Flows:
+    """The flows of the devices behind edge node ``node`` over ``loop.duration_seconds``, in
+    time order: rows of the validation split, each device's drawn from ``(loop.seed,
+    device)`` alone, so the server, the node and an auditor draw the same traffic."""
+    loop = config.loop
+    if loop is None:
+        raise ConfigError("the experiment has no [loop] section")
+    data = load_data(config.data, data_dir)
+    pools = class_pools(data.y_val)
+    normal = 0 if data.normal_class is None else data.normal_class
+    return Flows.concat([
+        device_flows(d, pools, normal, loop.flows_per_second, loop.duration_seconds,
+                     np.random.default_rng([loop.seed, _LOOP_DRAW, d.index]))
+        for d in loop_devices(config, data_dir) if d.edge_node == node
+    ])

@@ -123,8 +123,8 @@ def test_a_stream_in_slices_gives_what_it_gives_whole():
     rng = np.random.default_rng(3)
     devices = assign_devices(1, 6, 2, 1, 0.6, 20.0, rng)
     traffic = Flows.concat([device_flows(d, POOLS, 0, 2.0, 100.0, rng) for d in devices])
-    classify = lambda rows: LABELS[rows] != 0  # noqa: E731
-    quarantine = lambda alert: [alert.device]  # noqa: E731
+    classify = lambda rows: LABELS[rows] != 0
+    quarantine = lambda alert: [alert.device]
     whole = run_edge(0, traffic, classify, window=6, threshold=4, micro_batch=8, on_alert=quarantine)
 
     windows, quarantined, alerts, scored = None, (), [], 0

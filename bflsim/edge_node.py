@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -46,13 +46,22 @@ from bflsim.ledger.identity import (
     NodeIdentity,
     TxContext,
     node_identities,
+    sign_alert_tx,
     sign_data_tx,
     sign_data_typed,
     sign_update_tx,
     sign_update_typed,
 )
 from bflsim.models import configure_tensorflow, train_weights
-from bflsim.traffic import Device, Flows, assign_devices, class_pools, device_flows
+from bflsim.traffic import (
+    Device,
+    EdgeOutcome,
+    Flows,
+    assign_devices,
+    class_pools,
+    device_flows,
+    run_edge,
+)
 from bflsim.vectors import Weights, flatten, unflatten
 
 # Entropy word of the root set's draw and of the server's root training (kept from when node ids were < 255).
@@ -402,3 +411,66 @@ def node_traffic(config: ExperimentConfig, node: int, data_dir: str | None = Non
                      np.random.default_rng([loop.seed, _LOOP_DRAW, d.index]))
         for d in loop_devices(config, data_dir) if d.edge_node == node
     ])
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An edge node's answer to one slice of its devices' traffic."""
+
+    outcome: EdgeOutcome
+    signed: list[bytes]  # one signed alert transaction per alert, in order
+
+
+def attack_verdicts(config: ExperimentConfig, weights: Weights, data_dir: str | None = None):
+    """The edge's detector on held-out rows: the global model ``weights`` says "attack" (its
+    most probable class is not the normal one) for each validation row id given."""
+    from bflsim.models import detector
+
+    data = load_data(config.data, data_dir)
+    classify = detector(config.models, config.train, weights, data.num_features, data.num_classes)
+    normal = 0 if data.normal_class is None else data.normal_class
+
+    def verdicts(rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+        return np.argmax(classify(data.x_val[rows]), axis=1) != normal
+
+    return verdicts
+
+
+def detect(
+    config: ExperimentConfig, node: int, weights: Weights, start: float, end: float, windows: dict,
+    quarantined: Sequence[int], ctx: TxContext | None, data_dir: str | None = None,
+    identity: NodeIdentity | None = None, alerted: dict[int, int] | None = None,
+) -> Detection:
+    """Score the flows of ``node``'s devices in ``[start, end)`` seconds with the global model
+    ``weights``, carrying on from ``windows``; drop those of ``quarantined`` devices; sign an
+    ``alert`` for every window that crossed ``loop.threshold`` (the k-th with ``ctx``'s
+    nonce + k).
+
+    ``alerted``: the alerts the registry has counted per device so far. Once a device has
+    the ``loop.alerts_to_quarantine`` alerts that quarantine it (counting this slice's), the
+    node stops scoring it for the rest of the slice: a further alert could only revert.
+    """
+    loop = config.loop
+    if loop is None:
+        raise ConfigError("the experiment has no [loop] section")
+    traffic = node_traffic(config, node, data_dir)
+    part = traffic.take((traffic.time >= start) & (traffic.time < end))
+    counts = dict(alerted or {})
+
+    def enough(alert) -> list[int]:
+        counts[alert.device] = counts.get(alert.device, 0) + 1
+        return [alert.device] if counts[alert.device] >= loop.alerts_to_quarantine else []
+
+    verdicts = attack_verdicts(config, weights, data_dir)
+    if node in loop.false_alert_nodes:  # a compromised edge node: every flow "is an attack"
+        def verdicts(rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+            return np.ones(len(rows), dtype=bool)
+    outcome = run_edge(node, part, verdicts, window=loop.window,
+                       threshold=loop.threshold, micro_batch=loop.micro_batch, on_alert=enough, windows=windows,
+                       quarantined=quarantined)
+    signed = []
+    if ctx is not None and outcome.alerts:
+        key = identity or node_identities(config)[node]
+        signed = [sign_alert_tx(key, replace(ctx, nonce=ctx.nonce + k), a.device, a.digest, a.attacks)
+                  for k, a in enumerate(outcome.alerts)]
+    return Detection(outcome, signed)

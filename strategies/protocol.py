@@ -10,13 +10,15 @@ transaction, the digests it signs, or why the node refused). Training replies ca
 node's weights as ``arrays``.
 
 Message types: ``query`` (who are you), ``query.register_data`` (sign your data digest),
-``train``. The edge-node logic behind them is :mod:`bflsim.edge_node`.
+``train``, and after training, with ``[loop]``, ``query.detect`` (score one slice of your
+devices' traffic with this global model; sign an alert for each window that crosses the
+threshold). The edge-node logic behind them is :mod:`bflsim.edge_node`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +131,71 @@ def read_train_replies(replies: Iterable[Message], edge_index: Mapping[int, int]
                 train_loss=float(metrics[TRAIN_LOSS]) if TRAIN_LOSS in metrics else None,
             ))
     return TrainReplies(sorted(updates, key=lambda u: u.node), integrity_failed, errors)
+
+
+# --- the closed loop (issue 14): one slice of the devices' traffic -----------------------------
+
+DETECT = f"{MessageType.QUERY}.detect"
+# config keys of a detection request
+SLICE_START, SLICE_END, QUARANTINED = "slice-start", "slice-end", "quarantined"
+ALERTED_DEVICES, ALERTED_COUNTS = "alerted-devices", "alerted-counts"  # alerts the registry counted so far
+WINDOW_DEVICES, WINDOW_LENGTHS, WINDOW_ROWS, WINDOW_VERDICTS = (
+    "window-devices", "window-lengths", "window-rows", "window-verdicts")
+# metrics keys of a detection reply
+SCORED, DROPPED, FLAGGED, BATCHES = "scored", "dropped", "flagged", "batches"
+# chain keys of a detection reply: the alerts, in the order the node signed them
+ALERT_DEVICES, ALERT_TIMES, ALERT_LENGTHS, ALERT_ROWS, ALERT_VERDICTS, ALERT_TXS = (
+    "alert-devices", "alert-times", "alert-lengths", "alert-rows", "alert-verdicts", "alert-txs")
+
+
+def pack_windows(windows: Mapping[int, Any]) -> dict[str, list]:
+    """Per-device windows (:class:`bflsim.traffic.Window`) as flat lists for a ConfigRecord."""
+    devices = sorted(windows)
+    return {
+        WINDOW_DEVICES: devices,
+        WINDOW_LENGTHS: [len(windows[d].rows) for d in devices],
+        WINDOW_ROWS: [int(r) for d in devices for r in windows[d].rows],
+        WINDOW_VERDICTS: [bool(v) for d in devices for v in windows[d].verdicts],
+    }
+
+
+def unpack_windows(record: Mapping[str, Any], size: int, threshold: int) -> dict[int, Any]:
+    """The windows :func:`pack_windows` packed."""
+    from collections import deque
+
+    from bflsim.traffic import Window
+
+    windows, at = {}, 0
+    rows, verdicts = list(record.get(WINDOW_ROWS, [])), list(record.get(WINDOW_VERDICTS, []))
+    for device, length in zip(record.get(WINDOW_DEVICES, []), record.get(WINDOW_LENGTHS, []), strict=True):
+        windows[int(device)] = Window(size, threshold, deque(int(r) for r in rows[at:at + length]),
+                                      deque(bool(v) for v in verdicts[at:at + length]))
+        at += length
+    return windows
+
+
+def pack_alerts(alerts: Sequence[Any], signed: Sequence[bytes]) -> dict[str, list]:
+    """A node's alerts (:class:`bflsim.traffic.Alert`) and their signed transactions."""
+    return {
+        ALERT_DEVICES: [int(a.device) for a in alerts],
+        ALERT_TIMES: [float(a.time) for a in alerts],
+        ALERT_LENGTHS: [len(a.rows) for a in alerts],
+        ALERT_ROWS: [int(r) for a in alerts for r in a.rows],
+        ALERT_VERDICTS: [bool(v) for a in alerts for v in a.verdicts],
+        ALERT_TXS: [bytes(t) for t in signed],
+    }
+
+
+def read_alerts(node: int, chain: Mapping[str, Any]) -> list[Any]:
+    """The alerts of a node's detection reply, as the server receives them."""
+    from bflsim.ledger.loop import ReceivedAlert
+
+    alerts, at = [], 0
+    rows, verdicts = list(chain.get(ALERT_ROWS, [])), list(chain.get(ALERT_VERDICTS, []))
+    for device, when, length, raw in zip(chain.get(ALERT_DEVICES, []), chain.get(ALERT_TIMES, []),
+                                         chain.get(ALERT_LENGTHS, []), chain.get(ALERT_TXS, []), strict=True):
+        window = tuple(bool(v) for v in verdicts[at:at + length])
+        alerts.append(ReceivedAlert(node, int(device), float(when), tuple(int(r) for r in rows[at:at + length]),
+                                    window, sum(window), bytes(raw)))
+        at += length
+    return alerts

@@ -167,5 +167,8 @@ def validate_loop(config: ExperimentConfig, loop: LoopConfig) -> None:
     if loop.compromised > devices:
         raise ConfigError(f"loop.compromised = {loop.compromised} is more than the {devices} devices "
                           f"(federation.num_nodes x loop.devices_per_node)")
+    if any(n >= config.federation.num_nodes for n in loop.false_alert_nodes):
+        raise ConfigError(f"loop.false_alert_nodes = {list(loop.false_alert_nodes)}: the edge nodes are "
+                          f"0-{config.federation.num_nodes - 1}")
     if loop.model_round is not None and loop.model_round > config.federation.rounds:
         raise ConfigError(f"loop.model_round = {loop.model_round}: the run commits rounds 0-{config.federation.rounds}")

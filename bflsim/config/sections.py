@@ -546,6 +546,11 @@ class LoopConfig:
     flows are dropped. Traffic is processed in slices of ``slice_seconds`` (one Flower
     message round each): a quarantine takes effect from the next slice.
 
+    Edge nodes listed in ``false_alert_nodes`` are compromised themselves: they call every
+    flow an attack, so they raise false alerts about benign devices. The server re-scores
+    each alert's window and disputes a false one, which counts as one of the node's
+    rejections (revoked at ``ledger.max_rejections``).
+
     The loop is off unless the experiment file has a ``[loop]`` table; it needs the
     per-node registry (``ledger.mode = "per-node"``, a backend other than ``none``).
     """
@@ -563,10 +568,13 @@ class LoopConfig:
     window: int = 20
     threshold: int = 10
     alerts_to_quarantine: int = 1
+    false_alert_nodes: tuple[int, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_seed("loop.seed", self.seed)
+        if any(n < 0 for n in self.false_alert_nodes) or len(set(self.false_alert_nodes)) != len(self.false_alert_nodes):
+            raise ConfigError(f"loop.false_alert_nodes must be distinct node indices >= 0; got {list(self.false_alert_nodes)}")
         if self.model_round is not None and self.model_round < 0:
             raise ConfigError(f"loop.model_round must be >= 0 (0: the initial model); got {self.model_round}")
         for key in ("devices_per_node", "micro_batch", "window", "threshold", "alerts_to_quarantine"):

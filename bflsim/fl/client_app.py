@@ -1,6 +1,7 @@
 """The Flower ClientApp: one virtual edge node (Message API).
 
 ``query`` answers who the node is (its edge-node index and data size);
+``query.detect`` scores one slice of the node's devices' traffic (the closed loop, ``[loop]``);
 ``query.register_data`` returns the digest of the node's data batch and the ``registerData``
 transaction the node signed for it; ``train`` runs one round of
 :func:`bflsim.edge_node.train_locally` and returns the new weights, with the ``submitUpdate``
@@ -27,6 +28,7 @@ from flwr.clientapp import ClientApp
 
 from bflsim.edge_node import (
     DataIntegrityError,
+    detect,
     node_partitions,
     register_data,
     sign_update,
@@ -118,3 +120,24 @@ def train(msg: Message, context: Context) -> Message:
                                      result.num_examples, identity=this.identity)
         chain = {p.UPDATE_DIGEST: digest, p.TX: raw_tx}
     return p.reply(msg, metrics, weights=result.weights, chain=chain)
+
+
+@app.query("detect")
+def detect_slice(msg: Message, context: Context) -> Message:
+    """Score one slice of this node's devices' traffic with the global model sent (the closed
+    loop, ``[loop]``); reply with the counts, the windows to carry on from, and each alert with
+    the window it saw and the ``alert`` transaction the node signed for it."""
+    this = _read(msg, context)
+    config, record = this.request.config, msg.content[p.CONFIG]
+    loop = config.loop
+    assert loop is not None, "a detection request for an experiment without [loop]"
+    windows = p.unpack_windows(record, loop.window, loop.threshold)
+    found = detect(config, this.index, msg.content[p.ARRAYS].to_numpy_ndarrays(), float(record[p.SLICE_START]),
+                   float(record[p.SLICE_END]), windows, [int(d) for d in record.get(p.QUARANTINED, [])],
+                   this.request.tx_context, this.data_dir, identity=this.identity,
+                   alerted=dict(zip(record.get(p.ALERTED_DEVICES, []), record.get(p.ALERTED_COUNTS, []), strict=True)))
+    outcome = found.outcome
+    metrics = {p.NODE: this.index, p.SCORED: outcome.scored, p.DROPPED: outcome.dropped,
+               p.FLAGGED: int(outcome.verdicts.sum()), p.BATCHES: outcome.batches}
+    chain = {**p.pack_alerts(outcome.alerts, found.signed), **p.pack_windows(outcome.windows)}
+    return p.reply(msg, metrics, chain=chain)

@@ -145,6 +145,22 @@ def describe(config: ExperimentConfig) -> str:
     )
 
 
+def closed_loop(grid: Grid, edge_index: dict[int, int], config: ExperimentConfig, session: Any, run: RunFolder,
+                final: Weights, data_dir: str | None, progress: Progress) -> dict[str, Any]:
+    """The closed loop with the global model of ``loop.model_round`` (the final one when unset)."""
+    from bflsim.fl.loop import committed_model, run_loop
+
+    loop = config.loop
+    assert loop is not None
+    last = config.federation.rounds
+    model_round = last if loop.model_round is None else loop.model_round
+    weights = final if model_round == last else committed_model(session, model_round)
+    progress.say(f"closed loop: {config.federation.num_nodes * loop.devices_per_node} devices, {loop.compromised} "
+                 f"compromised, {loop.duration_seconds:g} s of traffic, the global model of round {model_round}")
+    return {"model_round": model_round, **run_loop(grid, edge_index, config, session, run, weights, data_dir,
+                                                   progress)}
+
+
 def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | None, progress: Progress,
           checkpoint: Checkpoint | None = None) -> None:
     """Run all rounds (after ``checkpoint``'s, when resuming); write the final model and its
@@ -188,7 +204,10 @@ def serve(grid: Grid, config: ExperimentConfig, run: RunFolder, data_dir: str | 
                 server_round, arrays.to_numpy_ndarrays(), strategy.checkpoint_state(),
                 strategy.defence.arrays() if config.rule.needs else None),
         )
-    final = result.arrays.to_numpy_ndarrays()
+        final = result.arrays.to_numpy_ndarrays()
+        if config.loop is not None:
+            loop_summary = closed_loop(grid, strategy.edge_index, config, session, run, final, data_dir, progress)
+            run.write_manifest(loop=loop_summary)
     run.save_final_model(final)
     run.write_manifest(
         final_accuracy=evaluator.last.get("accuracy"),

@@ -301,6 +301,21 @@ class RunFolder:
             with open(self.confusion_path, "a", newline="") as fh:
                 csv.writer(fh).writerows(rows)
 
+    def append_rows(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+        """Append ``rows`` to the table ``name`` (a CSV path inside the run folder, e.g.
+        ``loop/alerts.csv``), writing ``columns`` first when it is new; flushed per call."""
+        path = self.path / name
+        with self._lock:
+            self.check_writer()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists()
+            with open(path, "a", newline="") as fh:
+                writer = csv.writer(fh)
+                if new:
+                    writer.writerow(columns)
+                writer.writerows(rows)
+        return path
+
     def save_final_model(self, weights: Weights) -> None:
         with self._lock:
             self.check_writer()

@@ -24,6 +24,7 @@ from bflsim.data import PreparedData, check_enough_rows, check_node_rows, run_da
 from bflsim.edge_node import (
     check_attack_data,
     load_data,
+    loop_attack_class,
     node_partitions,
     root_update,
     success_rows,
@@ -120,6 +121,8 @@ def prepare_run(config: ExperimentConfig, data_dir: str | Path | None = None) ->
     check_node_rows(config.federation, node_partitions(config.data, config.federation, data_path))
     check_ledger(config)
     check_attack_data(config, data)
+    if config.loop is not None:
+        loop_attack_class(config, data)  # a class the held-out rows lack is refused here
     malicious = "per round" if config.attack.redraw_each_round else config.malicious_nodes(1).tolist()
     return data_path, {"data": data.describe(), "malicious_nodes": malicious}
 

@@ -64,9 +64,33 @@ def test_an_edge_node_raising_false_alerts_is_disputed_and_revoked(loop_run):
     assert [e["kind"] for e in events if e["kind"] == "dispute_alert"] == ["dispute_alert"] * 2
 
 
-def test_the_audit_of_a_loop_run_passes(loop_run):
+def test_the_audit_of_a_loop_run_re_scores_every_alert_and_dispute(loop_run):
     from bflsim.audit import audit_run
 
     report = audit_run(loop_run)
 
     assert report.exit_code == 0, "\n".join(report.lines())
+    line = report.loop.line()
+    assert line.startswith("closed loop: OK") and "2 disputes re-scored with the round-15 model" in line, line
+
+
+def test_the_audit_fails_a_loop_whose_rows_were_changed(loop_run, tmp_path):
+    import shutil
+
+    from bflsim.audit import audit_run
+
+    copy = tmp_path / loop_run.name
+    shutil.copytree(loop_run, copy)
+    alerts = pd.read_csv(copy / "loop" / "alerts.csv", dtype={"verdicts": str, "rows": str})
+    quarantined = alerts.index[alerts["outcome"] == "quarantined"][0]
+    alerts.loc[quarantined, "rows"] = " ".join(["0"] * len(str(alerts.loc[quarantined, "rows"]).split()))
+    alerts.to_csv(copy / "loop" / "alerts.csv", index=False)
+    devices = pd.read_csv(copy / "loop" / "devices.csv")
+    devices.loc[devices["compromised"] == 0, "quarantined_at"] = 20.0  # claims benign devices quarantined too
+    devices.to_csv(copy / "loop" / "devices.csv", index=False)
+
+    report = audit_run(copy)
+
+    line = report.loop.line()
+    assert report.exit_code == 1 and line.startswith("closed loop: MISMATCH"), line
+    assert "do not hash to the window digest on chain" in line and "loop/devices.csv reports" in line

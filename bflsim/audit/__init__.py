@@ -36,7 +36,10 @@ Then, from the chain's events plus the run folder and the data:
   the recomputed test split, reproducing the accuracy, F1 and FPR rows of metrics.csv and the
   confusion matrix of confusion.csv (and the committed evaluation digest, v2);
 - **final model**: ``final_model.npz``, when present (it must be for a complete run),
-  hashes to the last committed global digest.
+  hashes to the last committed global digest;
+- **closed loop** (``[loop]``): the devices and rule registered, every alert counted and
+  every dispute re-scored from its window with the loop's global model, the quarantines as
+  reported (:mod:`bflsim.audit.loop`).
 
 Exit status (:attr:`AuditReport.exit_code`): 0 pass, 1 a mismatch, 2 a check could not be
 made (data not found, a refusal whose transaction was not stored); a check skipped on request
@@ -53,6 +56,7 @@ from pathlib import Path
 from bflsim.audit.batched import batched_events
 from bflsim.audit.context import _by_kind, _Context, _load_run_data, _replay
 from bflsim.audit.evaluation import _check_evaluation, _check_final
+from bflsim.audit.loop import check_loop
 from bflsim.audit.rounds import _check_round
 from bflsim.audit.setup import (
     _check_configuration,
@@ -149,6 +153,7 @@ def audit_run(
     _check_run_status(ctx, report)
     _check_configuration(ctx, report)
 
+    loop_replayed = replayed.pop(config.federation.rounds + 1, [])  # the loop's transactions come after the rounds
     committed = {r: bytes(e[0]["newGlobalDigest"]) for r, e in events["RoundCommitted"].items() if e}
     exclusions = _exclusions(ctx, setup)
     for server_round in sorted(set(events["RoundOpened"]) | {r for r in trail_rounds if r > 0} | set(replayed)):
@@ -162,4 +167,7 @@ def audit_run(
         report.skipped.append("re-evaluation (--rounds none)")
     _check_evaluation(ctx, committed, chosen, report.evaluation, report)
     _check_final(run, committed, report.final)
+    if config.loop is not None or loop_replayed:
+        report.loop = RoundVerdict(-5, title="closed loop")
+        check_loop(ctx, loop_replayed, report.loop)
     return report

@@ -66,10 +66,12 @@ class AuditReport:
     rounds: list[RoundVerdict] = field(default_factory=list)
     evaluation: RoundVerdict = field(default_factory=lambda: RoundVerdict(-4, title="evaluation"))
     final: RoundVerdict = field(default_factory=lambda: RoundVerdict(-1, title="final model"))
+    loop: RoundVerdict | None = None  # the closed loop's section, for runs with [loop]
 
     @property
     def sections(self) -> list[RoundVerdict]:
-        return [self.run, self.configuration, *self.rounds, self.evaluation, self.final]
+        return [self.run, self.configuration, *self.rounds, self.evaluation, self.final,
+                *([self.loop] if self.loop is not None else [])]
 
     @property
     def exit_code(self) -> int:

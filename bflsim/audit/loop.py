@@ -60,7 +60,12 @@ def check_loop(ctx: _Context, replayed: list[str], verdict: RoundVerdict) -> Non
         verdict.problems.append("the config has [loop] but the run folder has no loop rows (loop/, manifest 'loop')")
         return
     alerts = pd.read_csv(folder / "alerts.csv", dtype={"verdicts": str, "rows": str, "window": str})
-    devices = pd.read_csv(folder / "devices.csv")
+    devices = pd.read_csv(folder / "devices.csv") if (folder / "devices.csv").is_file() else None
+    missing = sorted({"node", "device", "window", "rows", "verdicts", "outcome"} - set(alerts.columns))
+    if missing or devices is None or "quarantined_at" not in devices.columns:
+        verdict.problems.append(f"loop/alerts.csv lacks {missing} or loop/devices.csv is missing or incomplete: "
+                                "the windows cannot be checked")
+        return
     all_events = {name: ctx.events[name].get("all", []) for name in
                   ("QuarantineRuleSet", "DeviceRegistered", "DeviceAlerted", "AlertDisputed", "DeviceQuarantined")}
     rules = [(int(e["alertsPerNode"]), int(e["quorum"])) for e in all_events["QuarantineRuleSet"]]

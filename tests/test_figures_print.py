@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from bflsim.report import figures
+from bflsim.report.loop import quarantine_figure
 from bflsim.report.style import (
     MIN_POINTS,
     WIDTHS,
@@ -74,6 +75,11 @@ DRAWINGS = {
     "strongest": lambda: figures.accuracy_under_strongest(strongest_rows(), LABELS),
     "figure1": lambda: figures.training_curves(epoch_rows(), "cnn_lstm"),
     "scale": lambda: figures.scale_panels(scale_rows()),
+    "quarantine": lambda: quarantine_figure(
+        pd.DataFrame([{"run_id": f"r{k}", "label": label, "device": d, "compromised": int(d < 2),
+                       "quarantined_at": 20.0 * (1 + d + k) if d < 3 else np.nan, "duration": 120.0}
+                      for k in range(3) for label in ("clean model, final round", "poisoned model (IPM)")
+                      for d in range(8)])),
     "throughput": lambda: figures.throughput_panels(
         pd.DataFrame({"floor_seconds": [1.0] * 75, "parallel_finished_after": np.arange(75) * 2.4,
                       "sequential_finished_after": np.arange(75) * 3.3}),

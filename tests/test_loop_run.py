@@ -94,3 +94,19 @@ def test_the_audit_fails_a_loop_whose_rows_were_changed(loop_run, tmp_path):
     line = report.loop.line()
     assert report.exit_code == 1 and line.startswith("closed loop: MISMATCH"), line
     assert "do not hash to the window digest on chain" in line and "loop/devices.csv reports" in line
+
+
+def test_the_report_tabulates_the_loop_and_bflsim_figures_redraws_it(loop_run, tmp_path):
+    from bflsim.cli import main
+    from bflsim.report import write_report
+
+    written = {p.name for p in write_report([loop_run], tmp_path)}
+
+    assert {"loop_devices.csv", "loop_runs.csv", "loop_table.md", "loop_table.tex", "quarantine.pdf"} <= written
+    table = pd.read_csv(tmp_path / "loop_table.csv")
+    summary = json.loads((loop_run / "manifest.json").read_text())["loop"]
+    assert table["quarantined_compromised"].tolist() == [summary["quarantined_compromised"]]
+    before = (tmp_path / "quarantine.pdf").read_bytes()
+    (tmp_path / "quarantine.pdf").unlink()
+    assert main(["figures", str(tmp_path)]) == 0
+    assert (tmp_path / "quarantine.pdf").read_bytes() == before  # redrawn from the tidy rows, byte for byte

@@ -69,6 +69,11 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path, *, model: str
         else:
             layout = {"auto": "auto", "table4": "scenarios", "sweep": "sweep", "zoo": "zoo"}[figure]
             written += write_federated_report([r.path for r in federated], out_dir, layout=layout)
+        from bflsim.report.federated import federated_runs
+        from bflsim.report.loop import write_loop_report
+
+        table = federated_runs(federated)
+        written += write_loop_report(federated, dict(zip(table["path"], table["label"], strict=True)), out_dir)
         if len(federated) > MANIFEST_FILES_MAX:
             written.append(bundle_manifests(federated, out_dir / "manifests.jsonl.gz"))
         else:

@@ -34,6 +34,13 @@ def _scale(folder: Path) -> list[Path]:
     return figures.save_figure(figures.scale_panels(pd.read_csv(folder / "scale_points.csv")), folder / "scale")
 
 
+def _loop(folder: Path) -> list[Path]:
+    """The closed loop's table and quarantine figure from ``loop_devices.csv`` and ``loop_runs.csv``."""
+    from bflsim.report.loop import draw_loop
+
+    return draw_loop(pd.read_csv(folder / "loop_devices.csv"), pd.read_csv(folder / "loop_runs.csv"), folder)
+
+
 def _report_model(metrics: pd.DataFrame) -> str | None:
     """The model a centralized report draws Figures 1 and 3 for: the last one trained with
     epochs (the runs' last model, as ``bflsim report`` defaults to); None without one."""
@@ -91,6 +98,7 @@ DRAWERS: dict[str, tuple[tuple[str, ...], Drawer]] = {
     "training curves": (("table3.csv", "metrics.csv", "runs.csv"), _training_curves),
     "confusion matrices": (("table3.csv", "metrics.csv", "runs.csv", "confusion.csv"), _confusion_matrices),
     "centralized tables": (("table3.csv", "metrics.csv"), _centralized_tables),
+    "closed loop": (("loop_devices.csv", "loop_runs.csv"), _loop),
 }
 """What can be redrawn: the rows it needs (in the figure's folder) and how."""
 

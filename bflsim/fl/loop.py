@@ -21,6 +21,7 @@ compromised, when it was quarantined); the manifest's ``loop`` entry sums them u
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from typing import Any
 
@@ -52,6 +53,9 @@ def run_loop(grid: Grid, edge_index: dict[int, int], config: ExperimentConfig, s
     loop = config.loop
     assert loop is not None
     started = time.perf_counter()
+    if (run.path / "loop").exists():  # a resumed run cut back to its last round: the loop starts again
+        run.check_writer()
+        shutil.rmtree(run.path / "loop")
     devices = loop_devices(config, data_dir)
     truth = {d.index: d for d in devices}
     chain = LoopSession(session)

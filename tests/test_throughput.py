@@ -263,13 +263,13 @@ def test_memory_of_a_process_tree_counts_its_children(tmp_path):
 def test_throughput_figure_is_written_with_embedded_truetype_fonts(tmp_path):
     import pandas as pd
 
-    from bflsim.bench.throughput import _figure
+    from bflsim.report import figures
 
     points = pd.DataFrame({"floor_seconds": [1.0, 1.2, 1.1], "parallel_finished_after": [20.0, 21.5, 23.0],
                            "sequential_finished_after": [15.0, 18.0, 21.0]})
     nodes = pd.DataFrame({"nodes": [10, 20], "bflsim_wall_seconds": [21.0, 22.5], "floor_seconds": [1.2, 1.5]})
 
-    _figure(points, nodes, tmp_path)
+    figures.save_figure(figures.throughput_panels(points, nodes), tmp_path / "throughput")
 
     assert (tmp_path / "throughput.png").stat().st_size > 10_000
     pdf = (tmp_path / "throughput.pdf").read_bytes()

@@ -57,7 +57,10 @@ def check_loop(ctx: _Context, replayed: list[str], verdict: RoundVerdict) -> Non
         return
     entry = ctx.run.manifest.get("loop")
     if not (folder / "alerts.csv").is_file() or entry is None:
-        verdict.problems.append("the config has [loop] but the run folder has no loop rows (loop/, manifest 'loop')")
+        if ctx.run.status != "complete":
+            verdict.notes.append(f"the run ended ({ctx.run.status}) before its loop finished: nothing to check")
+        else:
+            verdict.problems.append("the config has [loop] but the run folder has no loop rows (loop/, manifest 'loop')")
         return
     alerts = pd.read_csv(folder / "alerts.csv", dtype={"verdicts": str, "rows": str, "window": str})
     devices = pd.read_csv(folder / "devices.csv") if (folder / "devices.csv").is_file() else None

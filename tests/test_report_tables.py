@@ -61,3 +61,17 @@ def test_one_run_has_no_interval_and_missing_values_print_na():
     assert mean_ci_text(np.nan, np.nan) == "n/a"
     latex = to_latex(pd.DataFrame({"model": ["x_y"], "value": ["0.5000 ± 0.0100"]}))
     assert "x\\_y" in latex and "{lr}" in latex
+
+
+def test_a_plan_points_run_id_is_keyed_by_its_experiment_in_the_centralized_tables():
+    from types import SimpleNamespace
+
+    from bflsim.report.centralized import run_key
+
+    def run(name, run_id):
+        return SimpleNamespace(run_id=run_id, config=SimpleNamespace(name=name))
+
+    keys = {run_key(run(e, "seed-42")) for e in ("table3_nslkdd", "table3_cicids2017")}
+
+    assert keys == {"table3_nslkdd/seed-42", "table3_cicids2017/seed-42"}  # one seed of two experiments: two runs
+    assert run_key(run("table3_nslkdd", "table3_nslkdd-20261121-155344")) == "table3_nslkdd-20261121-155344"

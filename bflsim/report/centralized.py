@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,13 @@ TABLE3_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1
 TABLE5_METRICS = ("precision", "recall", "f1", "support")
 
 
+def run_key(run: Run) -> str:
+    """A run's id in the centralized tables, unique across experiments: a plan point's id
+    (``seed-42``) is unique only within its experiment, so it is prefixed with the
+    experiment's name (``table3_nslkdd/seed-42``); a single run's id already starts with it."""
+    return run.run_id if run.run_id.startswith(run.config.name) else f"{run.config.name}/{run.run_id}"
+
+
 def model_label(name: str) -> str:
     return MODELS[name].label if name in MODELS else name
 
@@ -31,7 +39,7 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: id, dataset, split protocol, seeds, commit, wall time."""
     return pd.DataFrame([
         {
-            "run_id": run.run_id,
+            "run_id": run_key(run),
             "experiment": run.config.name,
             "dataset": run.config.data.dataset,
             "protocol": protocol_label(run.config.data),
@@ -45,14 +53,16 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
     ])
 
 
-def copy_manifests(runs: list[Run], out_dir: Path) -> list[Path]:
-    """Each run's manifest (config, seeds, versions, commit, data digests) beside the tables."""
+def copy_manifests(runs: list[Run], out_dir: Path, key: Callable[[Run], str] = lambda run: run.run_id) -> list[Path]:
+    """Each run's manifest (config, seeds, versions, commit, data digests) beside the tables,
+    named by ``key`` (the run's id; the centralized report's :func:`run_key`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for run in runs:
-        target = out_dir / f"{run.run_id}.json"
+        name = key(run).replace("/", "-")
+        target = out_dir / f"{name}.json"
         if target in written:  # same point name (e.g. one scenario on two chains): the folder tells them apart
-            target = out_dir / f"{run.run_id}-{run.path.name}.json"
+            target = out_dir / f"{name}-{run.path.name}.json"
         target.write_text((run.path / MANIFEST).read_text())
         written.append(target)
     return written
@@ -80,7 +90,7 @@ def protocol_label(data: DataConfig) -> str:
 
 def tagged_metrics(runs: list[Run]) -> pd.DataFrame:
     """All metric rows of the runs, with the dataset and protocol of each run."""
-    metrics = read_metrics(runs)
+    metrics = pd.concat([read_metrics([run]).assign(run_id=run_key(run)) for run in runs], ignore_index=True)
     return metrics.merge(run_table(runs)[["run_id", "dataset", "protocol"]], on="run_id")
 
 
@@ -171,7 +181,7 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
 
     table = run_table(runs)
     table.to_csv(out_dir / "runs.csv", index=False)
-    written += copy_manifests(runs, out_dir / "manifests")
+    written += copy_manifests(runs, out_dir / "manifests", key=run_key)
     metrics.to_csv(out_dir / "metrics.csv", index=False)
     written += [out_dir / "runs.csv", out_dir / "metrics.csv"]
 
@@ -187,8 +197,8 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
 
 def tagged_confusion(runs: list[Run]) -> pd.DataFrame:
     """All confusion counts of the runs (``confusion.csv`` rows), with each run's experiment."""
-    confusion = read_confusion(runs)
-    experiments = {run.run_id: run.config.name for run in runs}
+    confusion = pd.concat([read_confusion([run]).assign(run_id=run_key(run)) for run in runs], ignore_index=True)
+    experiments = {run_key(run): run.config.name for run in runs}
     return confusion.assign(experiment=confusion["run_id"].map(experiments))
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bflsim.attacks import Attack, AttackError, AttackInput, Classes, grants
-from bflsim.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig
+from bflsim.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig, LoopConfig
 from bflsim.data import PreparedData, partition, prepare_data
 from bflsim.hashing import data_digest, weights_digest
 from bflsim.ledger.identity import (
@@ -358,13 +358,17 @@ def _seed(base: int, server_round: int, node: int) -> int:
 _LOOP_DRAW = 0x6C6F6F70  # entropy word of the loop's draws ("loop")
 
 
+def _loop(config: ExperimentConfig) -> LoopConfig:
+    if config.loop is None:
+        raise ConfigError("the experiment has no [loop] section")
+    return config.loop
+
+
 def loop_attack_class(config: ExperimentConfig, data: PreparedData) -> int:
     """The class index of the compromised devices' attack flows: ``loop.attack_class`` by
     name, or the most frequent attack class of the held-out (validation) rows. A name the
     dataset does not have, or a class without held-out rows, is refused naming the key."""
-    loop = config.loop
-    if loop is None:
-        raise ConfigError("the experiment has no [loop] section")
+    loop = _loop(config)
     counts = np.bincount(data.y_val, minlength=data.num_classes)
     attacks = [c for c in range(data.num_classes) if c != data.normal_class]
     if not loop.attack_class:
@@ -386,9 +390,7 @@ def loop_attack_class(config: ExperimentConfig, data: PreparedData) -> int:
 def loop_devices(config: ExperimentConfig, data_dir: str | None = None) -> tuple[Device, ...]:
     """Every device of the loop, device ``d`` behind edge node ``d // loop.devices_per_node``;
     the compromised ones drawn from ``loop.seed`` (the same on every process)."""
-    loop = config.loop
-    if loop is None:
-        raise ConfigError("the experiment has no [loop] section")
+    loop = _loop(config)
     attack_class = loop_attack_class(config, load_data(config.data, data_dir))
     rng = np.random.default_rng([loop.seed, _LOOP_DRAW])
     return tuple(assign_devices(config.federation.num_nodes, loop.devices_per_node, loop.compromised, attack_class,
@@ -400,9 +402,7 @@ def node_traffic(config: ExperimentConfig, node: int, data_dir: str | None = Non
     """The flows of the devices behind edge node ``node`` over ``loop.duration_seconds``, in
     time order: rows of the validation split, each device's drawn from ``(loop.seed,
     device)`` alone, so the server, the node and an auditor draw the same traffic."""
-    loop = config.loop
-    if loop is None:
-        raise ConfigError("the experiment has no [loop] section")
+    loop = _loop(config)
     data = load_data(config.data, data_dir)
     pools = class_pools(data.y_val)
     normal = 0 if data.normal_class is None else data.normal_class
@@ -450,9 +450,7 @@ def detect(
     the ``loop.alerts_to_quarantine`` alerts that quarantine it (counting this slice's), the
     node stops scoring it for the rest of the slice: a further alert could only revert.
     """
-    loop = config.loop
-    if loop is None:
-        raise ConfigError("the experiment has no [loop] section")
+    loop = _loop(config)
     traffic = node_traffic(config, node, data_dir)
     part = traffic.take((traffic.time >= start) & (traffic.time < end))
     counts = dict(alerted or {})

@@ -141,6 +141,7 @@ SLICE_START, SLICE_END, QUARANTINED = "slice-start", "slice-end", "quarantined"
 ALERTED_DEVICES, ALERTED_COUNTS = "alerted-devices", "alerted-counts"  # alerts the registry counted so far
 WINDOW_DEVICES, WINDOW_LENGTHS, WINDOW_ROWS, WINDOW_VERDICTS = (
     "window-devices", "window-lengths", "window-rows", "window-verdicts")
+WINDOW_KEYS = (WINDOW_DEVICES, WINDOW_LENGTHS, WINDOW_ROWS, WINDOW_VERDICTS)  # a node's windows, packed
 # metrics keys of a detection reply
 SCORED, DROPPED, FLAGGED, BATCHES = "scored", "dropped", "flagged", "batches"
 # chain keys of a detection reply: the alerts, in the order the node signed them

@@ -32,7 +32,7 @@ from flwr.serverapp import Grid
 from bflsim.config import ExperimentConfig, to_wire
 from bflsim.edge_node import attack_verdicts, loop_devices, node_traffic
 from bflsim.hashing import digest_hex
-from bflsim.ledger.loop import LoopSession, ReceivedAlert
+from bflsim.ledger.loop import OUTCOMES, LoopSession, ReceivedAlert
 from bflsim.ledger.session import ChainSession
 from bflsim.progress import Progress
 from bflsim.runfolder import RunFolder
@@ -72,7 +72,7 @@ def run_loop(grid: Grid, edge_index: dict[int, int], config: ExperimentConfig, s
     first_alert: dict[int, float] = {}
     alert_count: dict[int, int] = {}
     counted: dict[int, int] = {}  # alerts the registry counted per device (relayed or quarantining)
-    outcomes: dict[str, int] = dict.fromkeys(("relayed", "quarantined", "disputed", "refused", "reverted"), 0)
+    outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
     slices = math.ceil(loop.duration_seconds / loop.slice_seconds - 1e-9)
     for s in range(slices):
         start, end = s * loop.slice_seconds, min((s + 1) * loop.slice_seconds, loop.duration_seconds)
@@ -102,8 +102,7 @@ def run_loop(grid: Grid, edge_index: dict[int, int], config: ExperimentConfig, s
                 continue
             metrics, record = reply.content[p.METRICS], reply.content.get(p.CHAIN, {})
             counts[node] = (int(metrics[p.SCORED]), int(metrics[p.DROPPED]), int(metrics[p.FLAGGED]))
-            windows[node] = {k: list(record.get(k, [])) for k in
-                             (p.WINDOW_DEVICES, p.WINDOW_LENGTHS, p.WINDOW_ROWS, p.WINDOW_VERDICTS)}
+            windows[node] = {k: list(record.get(k, [])) for k in p.WINDOW_KEYS}
             alerts += p.read_alerts(node, record)
         alerts.sort(key=lambda a: a.node)  # stable: each node's alerts in the order it signed them
         newly = chain.settle(alerts, given, genuine)
@@ -112,7 +111,7 @@ def run_loop(grid: Grid, edge_index: dict[int, int], config: ExperimentConfig, s
         for alert in alerts:
             first_alert.setdefault(alert.device, alert.time)
             alert_count[alert.device] = alert_count.get(alert.device, 0) + 1
-            outcomes[alert.outcome] = outcomes.get(alert.outcome, 0) + 1
+            outcomes[alert.outcome] += 1
             if alert.outcome in ("relayed", "quarantined"):
                 counted[alert.device] = counted.get(alert.device, 0) + 1
         run.append_rows("loop/alerts.csv", ALERT_COLUMNS, [

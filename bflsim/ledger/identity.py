@@ -511,9 +511,7 @@ def check_update_tx(
     except ValueError as err:
         return "malformed", f"not a signed submitUpdate: {err}"
     assert claim.tx is not None
-    checks = _tx_checks(claim.tx, node_address, ctx, UPDATE_GAS_LIMIT, "submitUpdate") + [
-        ("run_digest", claim.run_digest == ctx.run_digest,
-         f"signed for run 0x{claim.run_digest.hex()}, not this run's 0x{ctx.run_digest.hex()}"),
+    checks = _tx_checks(claim.tx, node_address, ctx, UPDATE_GAS_LIMIT, "submitUpdate", claim.run_digest) + [
         ("round", claim.server_round == server_round, f"signed for round {claim.server_round}, not {server_round}"),
         ("update_digest", claim.update_digest == update_digest,
          f"update digest mismatch: signed 0x{claim.update_digest.hex()}, received weights hash to 0x{update_digest.hex()}"),
@@ -523,9 +521,11 @@ def check_update_tx(
     return _first_failed(checks, "submitUpdate")
 
 
-def _tx_checks(tx: SignedTx, node_address: str, ctx: TxContext, gas: int, call: str) -> list[tuple[str, bool, str]]:
+def _tx_checks(tx: SignedTx, node_address: str, ctx: TxContext, gas: int, call: str,
+               run_digest: bytes) -> list[tuple[str, bool, str]]:
     """The checks every node transaction the server relays must pass: its signer, chain,
-    registry, nonce, fees, gas limit and value, against the context the node was given."""
+    registry, nonce, fees, gas limit, value and the run it is signed for (``run_digest``,
+    decoded from its calldata), against the context the node was given."""
     expected_address = to_checksum_address(node_address)
     return [
         ("signer", tx.sender == expected_address, f"signed by {tx.sender}, not by the node's key {expected_address}"),
@@ -536,6 +536,8 @@ def _tx_checks(tx: SignedTx, node_address: str, ctx: TxContext, gas: int, call: 
         ("fees", _fees_match(tx, ctx), f"fees {_fees(tx)} differ from the round's {_ctx_fees(ctx)}"),
         ("gas", tx.gas == gas, f"gas limit {tx.gas}, not {gas}"),
         ("value", tx.value == 0, f"sends {tx.value} wei; {call} takes none"),
+        ("run_digest", run_digest == ctx.run_digest,
+         f"signed for run 0x{run_digest.hex()}, not this run's 0x{ctx.run_digest.hex()}"),
     ]
 
 
@@ -597,9 +599,7 @@ def check_alert_tx(
         claim = read_alert_tx(raw_tx)
     except ValueError as err:
         return "malformed", f"not a signed alert: {err}"
-    checks = _tx_checks(claim.tx, node_address, ctx, ALERT_GAS_LIMIT, "alert") + [
-        ("run_digest", claim.run_digest == ctx.run_digest,
-         f"signed for run 0x{claim.run_digest.hex()}, not this run's 0x{ctx.run_digest.hex()}"),
+    checks = _tx_checks(claim.tx, node_address, ctx, ALERT_GAS_LIMIT, "alert", claim.run_digest) + [
         ("device", claim.device == device, f"names device {claim.device}, not {device}"),
         ("window_digest", claim.window_digest == window_digest,
          f"window digest mismatch: signed 0x{claim.window_digest.hex()}, the window sent hashes to 0x{window_digest.hex()}"),

@@ -71,8 +71,7 @@ class LoopSession:
     def contexts(self, nodes: list[int]) -> tuple[dict[int, TxContext], dict[int, dict]]:
         """Each node's transaction context for its first alert of a slice (a node signs its
         k-th alert with the nonce after it), as objects and as message configs."""
-        with _on_chain(self.ledger, "reading the nodes' nonces"):
-            contexts = self.ledger.tx_contexts({i: self.session.addresses[i] for i in nodes})
+        contexts = self.session.tx_contexts(nodes)
         return contexts, {i: ctx.to_config(prefix="") for i, ctx in contexts.items()}
 
     def settle(

@@ -248,11 +248,14 @@ class ChainSession:
                 raise LedgerError(f"round {last + 1} was opened on {self.ledger.endpoint} after the checkpoint; "
                                   "the registry cannot open it again, so the run cannot be resumed")
 
-    def contexts(self, nodes: list[int]) -> dict[int, dict[str, Any]]:
+    def tx_contexts(self, nodes: list[int]) -> dict[int, TxContext]:
         """Each node's transaction context (to sign its next transaction), by node."""
         with _on_chain(self.ledger, "reading the nodes' nonces"):
-            contexts = self.ledger.tx_contexts({i: self.addresses[i] for i in nodes})
-            return {i: ctx.to_config(prefix="") for i, ctx in contexts.items()}
+            return self.ledger.tx_contexts({i: self.addresses[i] for i in nodes})
+
+    def contexts(self, nodes: list[int]) -> dict[int, dict[str, Any]]:
+        """:meth:`tx_contexts` as message configs."""
+        return {i: ctx.to_config(prefix="") for i, ctx in self.tx_contexts(nodes).items()}
 
     def register_data(
         self, signed: dict[int, bytes], digests: dict[int, bytes], sizes: Mapping[int, int] | None = None,

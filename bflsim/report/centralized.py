@@ -18,7 +18,7 @@ from bflsim.data import DATASETS
 from bflsim.models import MODELS
 from bflsim.report import figures, paper
 from bflsim.report.tables import over_runs, shown_with_ci, write_table
-from bflsim.runfolder import MANIFEST, Run, read_confusion, read_metrics
+from bflsim.runfolder import MANIFEST, Run
 
 TABLE3_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "fpr")
 TABLE5_METRICS = ("precision", "recall", "f1", "support")
@@ -90,7 +90,7 @@ def protocol_label(data: DataConfig) -> str:
 
 def tagged_metrics(runs: list[Run]) -> pd.DataFrame:
     """All metric rows of the runs, with the dataset and protocol of each run."""
-    metrics = pd.concat([read_metrics([run]).assign(run_id=run_key(run)) for run in runs], ignore_index=True)
+    metrics = pd.concat([run.metrics().assign(run_id=run_key(run)) for run in runs], ignore_index=True)
     return metrics.merge(run_table(runs)[["run_id", "dataset", "protocol"]], on="run_id")
 
 
@@ -197,7 +197,7 @@ def write_centralized_report(runs: list[Run], out_dir: Path, model: str = "cnn_l
 
 def tagged_confusion(runs: list[Run]) -> pd.DataFrame:
     """All confusion counts of the runs (``confusion.csv`` rows), with each run's experiment."""
-    confusion = pd.concat([read_confusion([run]).assign(run_id=run_key(run)) for run in runs], ignore_index=True)
+    confusion = pd.concat([run.confusion().assign(run_id=run_key(run)) for run in runs], ignore_index=True)
     experiments = {run_key(run): run.config.name for run in runs}
     return confusion.assign(experiment=confusion["run_id"].map(experiments))
 

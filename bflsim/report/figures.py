@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bflsim.report.style import ci95_half_width, mean_ci95, new_figure, save, series
+from bflsim.report.style import ci95_half_width, mean_ci95_by, new_figure, save, series
 
 
 def _accuracy_band(mean: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +57,7 @@ def training_curves(metrics: pd.DataFrame, model: str, title: str | None = None)
     fig, axes = new_figure("double", 2.4, ncols=2)
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for k, split in enumerate(("train", "val")):
-            curve = rows[(rows["metric"] == metric) & (rows["split"] == split)].groupby("epoch")["value"]
-            stats = curve.apply(lambda v: pd.Series(mean_ci95(v), index=["mean", "half", "n"])).unstack()
+            stats = mean_ci95_by(rows[(rows["metric"] == metric) & (rows["split"] == split)].groupby("epoch")["value"])
             epochs, mean = stats.index.to_numpy(dtype=float), stats["mean"].to_numpy(dtype=float)
             style = series(k)
             ax.plot(epochs, mean, label="training" if split == "train" else "validation", **style)
@@ -132,8 +131,7 @@ def accuracy_per_round(metrics_with_labels: pd.DataFrame, title: str | None = No
     fig, ax = new_figure("column", 2.3 + 0.15 * len(labels))
     seeds = 1
     for k, label in enumerate(labels):
-        per_round = rows[rows["label"] == label].groupby("round")["value"]
-        stats = per_round.apply(lambda v: pd.Series(mean_ci95(v), index=["mean", "half", "n"])).unstack()
+        stats = mean_ci95_by(rows[rows["label"] == label].groupby("round")["value"])
         rounds = stats.index.to_numpy(dtype=float)
         style = series(k)
         ax.plot(rounds, stats["mean"].to_numpy(), label=label, markevery=max(1, len(rounds) // 10), **style)

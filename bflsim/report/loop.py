@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bflsim.report.style import mean_ci95, new_figure, save, series
+from bflsim.report.style import mean_ci95_by, new_figure, save, series
 from bflsim.report.tables import over_runs, shown_with_ci, write_table
 from bflsim.runfolder import Run
 
@@ -89,8 +89,7 @@ def quarantine_figure(devices: pd.DataFrame):
             rows = curves[(curves["label"] == label) & (curves["kind"] == kind)]
             if rows.empty:
                 continue
-            stats = rows.groupby("time")["share"].apply(lambda v: pd.Series(mean_ci95(v), index=["mean", "half", "n"]))
-            stats = stats.unstack()
+            stats = mean_ci95_by(rows.groupby("time")["share"])
             times, mean = stats.index.to_numpy(dtype=float), stats["mean"].to_numpy(dtype=float)
             style = series(k)
             ax.plot(times, mean, label=label, markevery=max(1, len(times) // 8), **style)
@@ -110,7 +109,7 @@ def quarantine_figure(devices: pd.DataFrame):
 def draw_loop(devices: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """``loop_table`` (CSV, Markdown, LaTeX) and ``quarantine`` (PNG, PDF) from the tidy rows."""
     table = loop_table(summary)
-    shown = shown_with_ci(table, {k: v for k, v in LOOP_SUMMARY.items()}, fmt="{:.2f}")
+    shown = shown_with_ci(table, LOOP_SUMMARY, fmt="{:.2f}")
     shown = shown.rename(columns={"n_runs": "runs"})[["label", "runs", *LOOP_SUMMARY.values()]]
     written = write_table(table, shown, out_dir / "loop_table")
     written += save(quarantine_figure(devices), out_dir / "quarantine")

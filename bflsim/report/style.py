@@ -108,6 +108,14 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
     return float(array.mean()), float(ci95_half_width(std, n)), n
 
 
+def mean_ci95_by(grouped) -> Any:
+    """:func:`mean_ci95` of each group of a pandas ``SeriesGroupBy``: a frame indexed by the
+    group key with columns ``mean``, ``half`` (the 95% CI's half-width) and ``n``."""
+    import pandas as pd
+
+    return grouped.apply(lambda v: pd.Series(mean_ci95(v), index=["mean", "half", "n"])).unstack()
+
+
 def smallest_text_points(fig) -> float:
     """The smallest visible text of ``fig``, in points, printed at the width it was drawn for."""
     from matplotlib.text import Text

@@ -56,7 +56,6 @@ CHAIN_KEY_FILE = "chain-key-file"
 DATA_DIR = "data-dir"
 NODE_CONFIG_KEYS = (PARTITION_ID, NUM_PARTITIONS, CHAIN_KEY_FILE, DATA_DIR)
 
-_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _LOOPBACK = ("127.0.0.1", "localhost")
 
 
@@ -208,12 +207,10 @@ def read_chain_key(path: str | Path) -> bytes:
     if path.stat().st_mode & 0o077:
         raise ConfigError(f"node config {CHAIN_KEY_FILE}: {path} is readable by others "
                           f"(mode {path.stat().st_mode & 0o777:o}); `chmod 600 {path}`")
-    text = path.read_text().strip().removeprefix("0x")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32 or not 0 < int.from_bytes(key, "big") < _SECP256K1_ORDER:
+    from bflsim.ledger.identity import parse_private_key
+
+    key = parse_private_key(path.read_text())
+    if key is None:
         raise ConfigError(f"node config {CHAIN_KEY_FILE}: {path} must hold a secp256k1 private key as 64 hex digits")
     return key
 

@@ -161,13 +161,19 @@ def _secret(config: ExperimentConfig, *, required: bool = True) -> bytes | None:
     return value.encode("utf-8")
 
 
-def _read_key(path: Path) -> bytes:
-    text = path.read_text().strip().removeprefix("0x")
+def parse_private_key(text: str) -> bytes | None:
+    """The secp256k1 private key written as 64 hex digits (``0x`` and surrounding blanks
+    allowed); None if ``text`` is not one."""
     try:
-        key = bytes.fromhex(text)
+        key = bytes.fromhex(text.strip().removeprefix("0x"))
     except ValueError:
-        key = b""
-    if len(key) != 32 or not 0 < int.from_bytes(key, "big") < SECPK1_N:
+        return None
+    return key if len(key) == 32 and 0 < int.from_bytes(key, "big") < SECPK1_N else None
+
+
+def _read_key(path: Path) -> bytes:
+    key = parse_private_key(path.read_text())
+    if key is None:
         raise ValueError(f"{path}: expected a secp256k1 private key as 64 hex digits")
     return key
 

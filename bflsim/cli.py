@@ -203,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="check a ledger-backed run folder against its chain and data "
                                           "(exit 0 pass, 1 mismatch, 2 could not check)")
-    audit.add_argument("run", type=Path, help="the run folder (runs/<name>-<time>)")
+    audit.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                       help="a run folder (runs/<name>-<time>), or a folder of runs (an experiment's, "
+                            "runs/<experiment>): each ledger-backed run below it is audited")
+    audit.add_argument("--out", type=Path, metavar="FILE", help="also write what is printed to FILE")
     audit.add_argument("--rpc-url", help="read the chain at this JSON-RPC endpoint instead of replaying it")
     audit.add_argument("--data-dir", help="dataset folder, to recompute data digests, partitions and the test split "
                                           "(default: as the run recorded it, else $BFLSIM_DATA_DIR, else ./data)")
@@ -399,17 +402,53 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Print the audit; exit 0 pass, 1 mismatch, 2 could not check (nor audit at all)."""
+    """Print the audit of each run; exit 0 all pass, else the worst: 1 mismatch, 2 could not
+    check (nor audit at all)."""
     from bflsim.audit import AuditError, audit_run
 
-    try:
-        report = audit_run(args.run, rpc_url=args.rpc_url, data_dir=args.data_dir, check_data=not args.skip_data,
-                           rounds=args.rounds)
-    except AuditError as err:
-        print(f"bflsim: cannot audit: {err}", file=sys.stderr)
-        return 2
-    print("\n".join(report.lines()))
-    return report.exit_code
+    runs = audit_targets(args.runs)
+    lines: list[str] = []
+    verdicts: list[int] = []
+    for run in runs:
+        block = [f"== {run}"] if len(runs) > 1 else []
+        try:
+            report = audit_run(run, rpc_url=args.rpc_url, data_dir=args.data_dir, check_data=not args.skip_data,
+                               rounds=args.rounds)
+        except AuditError as err:
+            print(f"bflsim: cannot audit {run}: {err}", file=sys.stderr)
+            block.append(f"cannot audit: {err}")
+            verdicts.append(2)
+        else:
+            block += report.lines()
+            verdicts.append(report.exit_code)
+        print("\n".join(block), flush=True)  # as each run is audited: an experiment's audit takes minutes
+        lines += block
+    if len(runs) > 1:
+        lines.append(f"{len(runs)} runs: " + ", ".join(f"{verdicts.count(code)} {name}" for code, name in
+                                                       ((0, "PASS"), (1, "FAIL"), (2, "could not check"))))
+        print(lines[-1])
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
+    return max(verdicts)
+
+
+def audit_targets(paths: list[Path]) -> list[Path]:
+    """The run folders to audit: each path that is a run (holds a manifest) as given; below a
+    folder of runs, every run whose experiment has a ledger, in the
+    order they were started. A path that is neither is kept, for the audit to refuse by name."""
+    from bflsim.report.runs import find_runs
+    from bflsim.runfolder import MANIFEST
+
+    targets: list[Path] = []
+    for path in paths:
+        if (path / MANIFEST).is_file() or not path.is_dir():
+            targets.append(path)
+            continue
+        below = [run.path for run in find_runs(path)
+                 if run.manifest.get("config", {}).get("ledger", {}).get("backend", "none") != "none"]
+        targets += below or [path]
+    return targets
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -322,6 +322,26 @@ def test_cli_exit_codes_pass_mismatch_and_cannot_audit(forged, copy_of, tmp_path
     assert "cannot audit" in capsys.readouterr().err
 
 
+def test_cli_audits_every_ledger_run_below_a_folder_and_writes_what_it_printed(forged, tmp_path, capsys):
+    experiment = tmp_path / "experiment"
+    good, bad = experiment / "a", experiment / "b"
+    shutil.copytree(forged, good)
+    shutil.copytree(forged, bad)
+    rounds = bad / "trail" / "rounds.jsonl"
+    rows = [json.loads(line) for line in rounds.read_text().splitlines()]
+    rows[1]["candidates"] = rows[1]["candidates"][1:]  # a submitted update dropped: censorship
+    rounds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "audits" / "experiment.txt"
+
+    assert main(["audit", str(experiment), "--rounds", "none", "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert printed == out.read_text()
+    assert printed.count("== ") == 2 and f"== {good}" in printed and f"== {bad}" in printed
+    assert printed.rstrip().endswith("2 runs: 1 PASS, 1 FAIL, 0 could not check")
+    assert main(["audit", str(good), "--rounds", "none", "--out", str(out)]) == 0
+    assert "== " not in out.read_text() and "verdict: PASS" in out.read_text()
+
+
 def csv_config(path):
     raw = json.loads(json.dumps(RAW))
     raw["data"] = {"dataset": "csv", "path": str(path), "label_column": "label", "normal_label": "benign"}

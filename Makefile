@@ -24,7 +24,7 @@ test: $(STAMP) $(NODE_STAMP)
 install: $(STAMP)
 
 # Run every experiment behind results/ and rebuild it (hours; resumable; the plan and its time first)
-paper: $(STAMP)
+paper: $(STAMP) $(NODE_STAMP)
 	$(BIN)/bflsim reproduce
 
 # Redraw every committed figure under results/ from the tidy rows beside it (seconds; trains nothing)

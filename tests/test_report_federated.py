@@ -45,6 +45,7 @@ def fake_run(
     point=None,
     run_id=None,
     kind="federated",
+    ledger=None,
 ):
     """A run folder with test rows for rounds 0..R and round / node rows for rounds 1..R."""
     rounds = len(accuracies) - 1
@@ -58,6 +59,7 @@ def fake_run(
         "attack": {"name": attack, "num_malicious": num_malicious, "fraction": fraction, "mode": "replace",
                    "sigma": 5.0, "seed": seed},
         "aggregator": {"name": aggregator},
+        **({"ledger": {"backend": ledger}} if ledger else {}),
     }
     run = RunFolder.create(parent, parse_experiment(config))
     if run_id is not None:
@@ -220,6 +222,23 @@ def test_runs_with_the_same_id_in_different_folders_stay_apart(tmp_path):
     table = table4([high, low])
 
     assert table["final_accuracy"].tolist() == pytest.approx([0.9, 0.2])
+
+
+def test_one_scenario_on_two_chains_is_two_lines_and_two_manifests_not_two_seeds(tmp_path):
+    point = {"name": "secured", "label": "Secured", "overrides": {}}
+    dirs = [fake_run(tmp_path / chain, aggregator="krum", point=point, run_id="secured", ledger=chain,
+                     accuracies=accuracies)
+            for chain, accuracies in (("embedded", (0.1, 0.9)), ("anvil", (0.1, 0.7)))]
+
+    write_report(dirs, tmp_path / "out")
+
+    table = pd.read_csv(tmp_path / "out" / "table4.csv")
+    assert table["label"].tolist() == ["Secured (embedded)", "Secured (anvil)"]
+    rows = pd.read_csv(tmp_path / "out" / "metrics.csv")
+    finals = rows[(rows["metric"] == "accuracy") & (rows["round"] == 1)].set_index("label")["value"]
+    assert finals.to_dict() == pytest.approx({"Secured (embedded)": 0.9, "Secured (anvil)": 0.7})
+    manifests = sorted(p.name for p in (tmp_path / "out" / "manifests").iterdir())
+    assert len(manifests) == 2 and [m.split("-")[0] for m in manifests] == ["anvil", "embedded"]
 
 
 # --- sweeps ------------------------------------------------------------------------------

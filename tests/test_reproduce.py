@@ -14,9 +14,9 @@ def recipe(tmp_path, body):
 
 def test_the_projects_recipe_covers_the_results_folders_it_names():
     steps = read_recipe()
-    assert [s.name for s in steps] == ["centralized", "table4", "table4_strong", "sweep", "zoo", "bench"]
+    assert [s.name for s in steps] == ["centralized", "table4", "table4_chain", "table4_strong", "sweep", "zoo", "bench"]
     reports = {c[c.index("--out") + 1] for s in steps for c in s.commands if c[0] in ("report", "bench")}
-    assert reports == {"results/centralized", "results/table4", "results/table4_strong", "results/sweep",
+    assert reports == {"results/centralized", "results/table4", "results/table4_chain", "results/table4_strong", "results/sweep",
                        "results/zoo", "results/bench"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,12 +58,14 @@ def copy_manifests(runs: list[Run], out_dir: Path, key: Callable[[Run], str] = l
     """Each run's manifest (config, seeds, versions, commit, data digests) beside the tables,
     named by ``key`` (the run's id; the centralized report's :func:`run_key`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = [key(run) for run in runs]
+    if len(set(names)) < len(names):  # one point run twice (e.g. on two chains): their folders tell them apart
+        root = Path(os.path.commonpath([run.path.resolve() for run in runs]))
+        names = [str(run.path.resolve().relative_to(root)) if names.count(name) > 1 else name
+                 for run, name in zip(runs, names, strict=True)]
     written = []
-    for run in runs:
-        name = key(run).replace("/", "-")
-        target = out_dir / f"{name}.json"
-        if target in written:  # same point name (e.g. one scenario on two chains): the folder tells them apart
-            target = out_dir / f"{name}-{run.path.name}.json"
+    for run, name in zip(runs, names, strict=True):
+        target = out_dir / f"{name.replace('/', '-')}.json"
         target.write_text((run.path / MANIFEST).read_text())
         written.append(target)
     return written

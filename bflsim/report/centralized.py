@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def copy_manifests(runs: list[Run], out_dir: Path, key: Callable[[Run], str] = l
     named by ``key`` (the run's id; the centralized report's :func:`run_key`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [key(run) for run in runs]
-    if len(set(names)) < len(names):  # one point run twice (e.g. on two chains): their folders tell them apart
+    counts = Counter(names)
+    if len(counts) < len(names):  # one point run twice (e.g. on two chains): their folders tell them apart
         root = Path(os.path.commonpath([run.path.resolve() for run in runs]))
-        names = [str(run.path.resolve().relative_to(root)) if names.count(name) > 1 else name
+        names = [str(run.path.resolve().relative_to(root)) if counts[name] > 1 else name
                  for run, name in zip(runs, names, strict=True)]
     written = []
     for run, name in zip(runs, names, strict=True):

@@ -106,6 +106,19 @@ def test_the_report_tabulates_the_loop_and_bflsim_figures_redraws_it(loop_run, t
     table = pd.read_csv(tmp_path / "loop_table.csv")
     summary = json.loads((loop_run / "manifest.json").read_text())["loop"]
     assert table["quarantined_compromised"].tolist() == [summary["quarantined_compromised"]]
+    assert table["alerts_disputed"].tolist() == [2] and table["edge_nodes_revoked"].tolist() == [1]  # node 3
+    metrics = pd.read_csv(loop_run / "metrics.csv")
+    round_15 = metrics[(metrics["split"] == "test") & (metrics["metric"] == "accuracy") & (metrics["round"] == 15)]
+    assert table["model_accuracy"].tolist() == pytest.approx(round_15["value"].tolist())
+    devices = pd.read_csv(loop_run / "loop" / "devices.csv")
+    bad = devices[devices["compromised"] == 1]
+    assert table["quarantined_before_attack"].tolist() == [int((bad["quarantined_at"] < bad["start"]).sum())]
+    confusion = pd.read_csv(loop_run / "confusion.csv")
+    confusion = confusion[(confusion["split"] == "test") & (confusion["round"] == 15)]
+    names = json.loads((loop_run / "manifest.json").read_text())["data"]["class_names"]
+    of_class = confusion[confusion["true"] == names[int(bad["attack_class"].iloc[0])]]
+    caught = of_class[of_class["predicted"] != names[0]]["count"].sum() / of_class["count"].sum()
+    assert table["attack_class_detected"].tolist() == pytest.approx([caught])
     before = (tmp_path / "quarantine.pdf").read_bytes()
     (tmp_path / "quarantine.pdf").unlink()
     assert main(["figures", str(tmp_path)]) == 0

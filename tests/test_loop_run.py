@@ -45,6 +45,8 @@ def test_the_loop_quarantines_the_compromised_devices_and_writes_its_rows(loop_r
     assert set(quarantined["device"]) == set(alerts.loc[alerts["outcome"] == "quarantined", "device"])
     assert summary["quarantined_benign"] == int((quarantined["compromised"] == 0).sum())
     assert summary["quarantined_compromised"] + summary["missed_compromised"] == 2
+    early = quarantined[(quarantined["compromised"] == 1) & (quarantined["quarantined_at"] < quarantined["start"])]
+    assert summary["quarantined_before_attack"] == len(early)
     assert (quarantined["quarantined_at"] >= quarantined["first_alert"]).all()
     for row in alerts.itertuples():  # each window's digest is the one of the rows and verdicts kept
         rows = [int(r) for r in str(row.rows).split()]

@@ -158,15 +158,17 @@ def summary(config: ExperimentConfig, devices, quarantined_at: dict[int, float],
     assert loop is not None
     compromised = [d for d in devices if d.compromised]
     delays = [quarantined_at[d.index] - d.start for d in compromised if d.index in quarantined_at]
+    caught = [t for t in delays if t >= 0]  # caught attacking; the others were quarantined before they turned
     hours = loop.duration_seconds / 3600
     gas = sum(int(t.gas_used) for t in chain.ledger.records if t.kind in ("alert", "dispute_alert"))
     return {
         "devices": len(devices),
         "compromised": len(compromised),
         "quarantined_compromised": len(delays),
+        "quarantined_before_attack": len(delays) - len(caught),
         "missed_compromised": len(compromised) - len(delays),
         "quarantined_benign": sum(1 for d in devices if not d.compromised and d.index in quarantined_at),
-        "median_seconds_to_quarantine": float(np.median(delays)) if delays else None,
+        "median_seconds_to_quarantine": float(np.median(caught)) if caught else None,
         "alerts": outcomes,
         "alerts_per_hour": sum(outcomes.values()) / hours,
         "alert_gas": gas,

@@ -14,10 +14,11 @@ def recipe(tmp_path, body):
 
 def test_the_projects_recipe_covers_the_results_folders_it_names():
     steps = read_recipe()
-    assert [s.name for s in steps] == ["centralized", "table4", "table4_chain", "table4_strong", "sweep", "zoo", "bench"]
+    assert [s.name for s in steps] == ["centralized", "table4", "table4_chain", "table4_strong", "sweep", "zoo",
+                                       "quarantine", "bench"]
     reports = {c[c.index("--out") + 1] for s in steps for c in s.commands if c[0] in ("report", "bench")}
     assert reports == {"results/centralized", "results/table4", "results/table4_chain", "results/table4_strong", "results/sweep",
-                       "results/zoo", "results/bench"}
+                       "results/zoo", "results/quarantine", "results/bench"}
 
 
 def test_steps_run_in_order_a_failure_stops_and_a_rerun_skips_what_is_done(tmp_path, capsys):

@@ -151,7 +151,8 @@ def quarantine_figure(devices: pd.DataFrame):
     fig, axes = new_figure("double", 2.8, ncols=2)
     labels = list(dict.fromkeys(curves["label"]))
     runs = curves.groupby("label")["run_id"].nunique().max() if not curves.empty else 1
-    starts = pd.to_numeric(devices.loc[devices["compromised"] == 1, "start"], errors="coerce").dropna().unique()
+    starts = (pd.to_numeric(devices.loc[devices["compromised"] == 1, "start"], errors="coerce").dropna().unique()
+              if "start" in devices else [])  # rows without it: no marker
     for ax, kind, title in zip(axes, ("compromised", "benign"), ("compromised devices", "benign devices (wrongly)"),
                                strict=True):
         for k, label in enumerate(labels):

@@ -5,8 +5,8 @@ label (mean ± 95% CI over its runs, the seeds), the compromised devices quarant
 missed, the benign devices wrongly quarantined, the compromised devices quarantined before
 their attack began (on false alarms), the median time from an attack's start to its
 device's quarantine (over the devices caught attacking), what the global model the edge
-nodes detected with flags on the test split (the loop's attack class, normal flows), the alerts per hour and how many were disputed as
-false, the edge nodes revoked during the loop, the alert gas per hour of traffic, and the
+nodes detected with flags on the test split (the loop's attack class, normal flows), the
+alerts per hour and how many were disputed as false, the edge nodes revoked during the loop, the alert gas per hour of traffic, and the
 test accuracy of the global model the edge nodes detected with; and a figure of the share of
 compromised and of benign devices quarantined over the traffic's time.
 
@@ -40,7 +40,8 @@ LOOP_SUMMARY = {
     "edge_nodes_revoked": "edge nodes revoked",
     "alert_gas_per_hour": "alert gas per hour",
 }
-FORMATS = {"model_accuracy": "{:.4f}", "attack_class_detected": "{:.3f}", "normal_flagged": "{:.3f}", "median_seconds_to_quarantine": "{:.0f}", "alert_gas_per_hour": "{:,.0f}"}
+FORMATS = {"model_accuracy": "{:.4f}", "attack_class_detected": "{:.3f}", "normal_flagged": "{:.3f}",
+           "median_seconds_to_quarantine": "{:.0f}", "alert_gas_per_hour": "{:,.0f}"}
 
 
 def loop_rows(runs: Iterable[Run], labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -81,13 +82,18 @@ def _delays(devices: pd.DataFrame) -> dict[str, float]:
             "median_seconds_to_quarantine": float(caught.median()) if len(caught) else np.nan}
 
 
+def _at_round(rows: pd.DataFrame, model_round: int | None) -> pd.DataFrame:
+    """The test-split rows of round ``model_round`` (none: the last round logged)."""
+    rows = rows[rows["split"] == "test"]
+    rounds = pd.to_numeric(rows["round"], errors="coerce")
+    return rows[rounds == (rounds.max() if model_round is None else model_round)]
+
+
 def _model_accuracy(run: Run, model_round: int | None) -> float:
     """Test accuracy of the global model the edge nodes detected with (round ``model_round``;
     none: the last round logged)."""
     rows = run.metrics()
-    rows = rows[(rows["split"] == "test") & (rows["metric"] == "accuracy")]
-    rounds = pd.to_numeric(rows["round"], errors="coerce")
-    chosen = rows[rounds == (rounds.max() if model_round is None else model_round)]
+    chosen = _at_round(rows[rows["metric"] == "accuracy"], model_round)
     return float(chosen["value"].iloc[-1]) if len(chosen) else np.nan
 
 
@@ -100,10 +106,7 @@ def _flagged(run: Run, model_round: int | None, devices: pd.DataFrame) -> dict[s
     classes = pd.to_numeric(devices.loc[devices["compromised"] == 1, "attack_class"], errors="coerce").dropna()
     if not names or classes.empty or not (run.path / "confusion.csv").is_file():
         return {"attack_class_detected": np.nan, "normal_flagged": np.nan}
-    table = run.confusion()
-    table = table[table["split"] == "test"]
-    rounds = pd.to_numeric(table["round"], errors="coerce")
-    table = table[rounds == (rounds.max() if model_round is None else model_round)]
+    table = _at_round(run.confusion(), model_round)
 
     def flagged(name: str) -> float:
         rows = table[table["true"] == name]
